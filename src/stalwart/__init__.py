@@ -1,0 +1,73 @@
+"""stalwart: resilience for Python services.
+
+Timeouts and deadlines, retries with backoff and jitter, circuit breakers, bulkheads, fallbacks and a resilient
+httpx client, for asyncio and sync code. Everything public is re-exported here; implementation modules are private.
+"""
+
+from __future__ import annotations
+
+from ._clock import SYSTEM_CLOCK, Clock, SystemClock
+from ._deadline import Deadline, current_deadline, deadline, remaining_time
+from ._events import (
+    CallRejected,
+    CircuitStateChanged,
+    DeadlineExpired,
+    Event,
+    Hook,
+    IdempotentReplay,
+    LoggingHook,
+    RetryBudgetExhausted,
+    RetryGaveUp,
+    RetryScheduled,
+    add_hook,
+    remove_hook,
+)
+from ._exceptions import (
+    BulkheadFullError,
+    CircuitOpenError,
+    DeadlineExceeded,
+    IdempotencyConflict,
+    IdempotencyError,
+    IdempotencyInProgress,
+    RateLimitedError,
+    Rejected,
+    StalwartError,
+    StoreUnavailable,
+)
+from ._policy import Policy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BulkheadFullError",
+    "CallRejected",
+    "CircuitOpenError",
+    "CircuitStateChanged",
+    "Clock",
+    "Deadline",
+    "DeadlineExceeded",
+    "DeadlineExpired",
+    "Event",
+    "Hook",
+    "IdempotencyConflict",
+    "IdempotencyError",
+    "IdempotencyInProgress",
+    "IdempotentReplay",
+    "LoggingHook",
+    "Policy",
+    "RateLimitedError",
+    "Rejected",
+    "RetryBudgetExhausted",
+    "RetryGaveUp",
+    "RetryScheduled",
+    "SYSTEM_CLOCK",
+    "StalwartError",
+    "StoreUnavailable",
+    "SystemClock",
+    "__version__",
+    "add_hook",
+    "current_deadline",
+    "deadline",
+    "remaining_time",
+    "remove_hook",
+]

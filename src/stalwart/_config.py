@@ -1,0 +1,79 @@
+"""Validation helpers shared by the policies' constructors.
+
+Invalid configuration raises :class:`ValueError` (or :class:`TypeError` for a wrong type) naming the parameter,
+at construction time, never at the first call.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+__all__ = ["check_int", "check_percent", "to_seconds", "to_seconds_or_none"]
+
+
+def to_seconds(value: float | timedelta, parameter: str, *, allow_zero: bool = True, allow_inf: bool = False) -> float:
+    """Normalise a duration to float seconds.
+
+    Args:
+        value: seconds as ``int``/``float``, or a :class:`datetime.timedelta`.
+        parameter: the parameter's name, for error messages.
+        allow_zero: whether ``0`` is accepted.
+        allow_inf: whether ``math.inf`` is accepted.
+
+    Raises:
+        TypeError: ``value`` is not a number or timedelta (``bool`` is refused too).
+        ValueError: NaN, negative, zero when not allowed, or infinite when not allowed.
+    """
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{parameter} must be a number of seconds or a timedelta, got {value!r}")
+    else:
+        seconds = float(value)
+    if math.isnan(seconds):
+        raise ValueError(f"{parameter} must be a number of seconds, got NaN")
+    if seconds < 0:
+        raise ValueError(f"{parameter} must be >= 0 seconds, got {seconds!r}")
+    if seconds == 0 and not allow_zero:
+        raise ValueError(f"{parameter} must be > 0 seconds, got 0")
+    if math.isinf(seconds) and not allow_inf:
+        raise ValueError(f"{parameter} must be finite, got {seconds!r}")
+    return seconds
+
+
+def to_seconds_or_none(
+    value: float | timedelta | None, parameter: str, *, allow_zero: bool = True, allow_inf: bool = False
+) -> float | None:
+    """Like :func:`to_seconds`, passing ``None`` through."""
+    if value is None:
+        return None
+    return to_seconds(value, parameter, allow_zero=allow_zero, allow_inf=allow_inf)
+
+
+def check_int(value: int, parameter: str, *, minimum: int) -> int:
+    """Check an integer parameter is an ``int`` (not ``bool``) and at least ``minimum``.
+
+    Raises:
+        TypeError: not an ``int``.
+        ValueError: below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{parameter} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{parameter} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def check_percent(value: float, parameter: str) -> float:
+    """Check a percentage lies in (0, 100].
+
+    Raises:
+        TypeError: not a number.
+        ValueError: NaN or outside (0, 100].
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{parameter} must be a percentage in (0, 100], got {value!r}")
+    if math.isnan(value) or not 0 < value <= 100:
+        raise ValueError(f"{parameter} must be a percentage in (0, 100], got {value!r}")
+    return float(value)

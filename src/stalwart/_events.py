@@ -1,0 +1,214 @@
+"""Instrumentation events and the hook protocol.
+
+Policies describe what they do by emitting frozen event dataclasses to the installed hooks. With no hook installed
+:func:`emit` is never reached: drivers test :func:`hooks_installed` (a module-level boolean read) before building an
+event, so the cost on the hot path is one global lookup.
+
+Install a hook with :func:`add_hook` (any callable ``(event) -> None``); :class:`LoggingHook` writes events to
+the ``stalwart`` logger. A hook that raises is logged and otherwise ignored: instrumentation never breaks a call.
+
+Event names are stable (see docs/events.md):
+
+===================== ======================================================================
+event                 emitted when
+===================== ======================================================================
+RetryScheduled        a retry will happen after ``delay`` seconds
+RetryGaveUp           a retrying call stops and lets its last outcome through
+RetryBudgetExhausted  a retry was suppressed because the retry budget was spent
+CircuitStateChanged   a circuit breaker changed state
+CallRejected          a call was refused locally (``circuit_open``, ``bulkhead_full``, ``budget``)
+DeadlineExpired       a stalwart deadline or timeout cancelled work
+IdempotentReplay      a stored response was replayed for a repeated idempotency key
+===================== ======================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "CallRejected",
+    "CircuitStateChanged",
+    "DeadlineExpired",
+    "Event",
+    "Hook",
+    "IdempotentReplay",
+    "LoggingHook",
+    "RetryBudgetExhausted",
+    "RetryGaveUp",
+    "RetryScheduled",
+    "add_hook",
+    "emit",
+    "hooks_installed",
+    "remove_hook",
+]
+
+logger = logging.getLogger("stalwart")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled:
+    """A retry is scheduled.
+
+    Attributes:
+        name: the retry policy's name.
+        attempt: the attempt that just failed (1 for the first call).
+        delay: seconds (``float``) the policy will wait before the next attempt.
+        reason: ``"backoff"`` (computed) or ``"retry_after"`` (server pushback).
+        outcome: the exception, or ``None`` when a result was judged retryable.
+        elapsed: seconds since the first attempt started.
+    """
+
+    name: str
+    attempt: int
+    delay: float
+    reason: Literal["backoff", "retry_after"]
+    outcome: BaseException | None
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetryGaveUp:
+    """A retrying call stopped; its last outcome propagates.
+
+    Attributes:
+        name: the retry policy's name.
+        attempts: attempts made.
+        elapsed: seconds since the first attempt started.
+        reason: why it stopped: ``"max_attempts"``, ``"max_elapsed"``, ``"deadline"``, ``"retry_after_too_long"``,
+            ``"budget"`` or ``"not_retryable"``.
+        outcome: the last exception, or ``None`` for a result.
+    """
+
+    name: str
+    attempts: int
+    elapsed: float
+    reason: str
+    outcome: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetExhausted:
+    """A retry was suppressed because the retry budget was spent.
+
+    Attributes:
+        name: the budget's name.
+        attempt: the attempt that failed and would have been retried.
+    """
+
+    name: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitStateChanged:
+    """A circuit breaker changed state.
+
+    Attributes:
+        name: the breaker's name.
+        from_state: previous state value (``"closed"``, ``"open"``, ``"half_open"``, ...).
+        to_state: new state value.
+        at: monotonic time of the transition, seconds.
+    """
+
+    name: str
+    from_state: str
+    to_state: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallRejected:
+    """A call was refused locally without reaching the dependency.
+
+    Attributes:
+        name: the breaker's, bulkhead's or budget's name.
+        reason: ``"circuit_open"``, ``"bulkhead_full"`` or ``"budget"``.
+    """
+
+    name: str
+    reason: Literal["circuit_open", "bulkhead_full", "budget"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineExpired:
+    """A stalwart deadline or timeout expired and cancelled work.
+
+    Attributes:
+        timeout: the limit in seconds that expired, when known.
+    """
+
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentReplay:
+    """A stored response was replayed for a repeated idempotency key.
+
+    Attributes:
+        status: the replayed HTTP status code.
+        path: the request path (never the key, which may be sensitive).
+    """
+
+    status: int
+    path: str
+
+
+Event: TypeAlias = (
+    RetryScheduled
+    | RetryGaveUp
+    | RetryBudgetExhausted
+    | CircuitStateChanged
+    | CallRejected
+    | DeadlineExpired
+    | IdempotentReplay
+)
+Hook: TypeAlias = Callable[[Event], None]
+"""A hook receives each event; it must be fast and must not raise (exceptions are logged and dropped)."""
+
+_hooks: tuple[Hook, ...] = ()
+_installed = False
+
+
+def hooks_installed() -> bool:
+    """True when at least one hook is installed (drivers check this before building an event)."""
+    return _installed
+
+
+def add_hook(hook: Hook) -> None:
+    """Install ``hook`` for every event emitted in this process."""
+    global _hooks, _installed
+    _hooks = (*_hooks, hook)
+    _installed = True
+
+
+def remove_hook(hook: Hook) -> None:
+    """Remove a hook installed with :func:`add_hook`; unknown hooks are ignored."""
+    global _hooks, _installed
+    _hooks = tuple(h for h in _hooks if h is not hook)
+    _installed = bool(_hooks)
+
+
+def emit(event: Event) -> None:
+    """Deliver ``event`` to every installed hook; a failing hook is logged and skipped."""
+    for hook in _hooks:
+        try:
+            hook(event)
+        except Exception:
+            logger.exception("stalwart event hook %r failed on %s", hook, type(event).__name__)
+
+
+class LoggingHook:
+    """A hook that logs every event to the ``stalwart`` logger at ``level`` (default ``logging.INFO``)."""
+
+    __slots__ = ("level",)
+
+    def __init__(self, level: int = logging.INFO) -> None:
+        self.level = level
+
+    def __call__(self, event: Event) -> None:
+        """Log ``event``."""
+        logger.log(self.level, "%s", event)
