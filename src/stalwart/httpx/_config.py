@@ -1,0 +1,143 @@
+"""``ResilienceConfig``: the settings of the standard HTTP policy, validated once at construction."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from stalwart._backoff import Backoff
+from stalwart._config import check_int, to_seconds, to_seconds_or_none
+
+from ._classify import BREAKER_FAILURE_STATUSES, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, RETRYABLE_STATUSES
+
+__all__ = ["ResilienceConfig"]
+
+
+def _default_backoff() -> Backoff:
+    return Backoff.exponential(initial=1.0, multiplier=2.0, max_delay=60.0)
+
+
+def _statuses(value: Iterable[int], parameter: str) -> frozenset[int]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"{parameter} must be a collection of HTTP status codes, got {value!r}")
+    result = frozenset(value)
+    for status in result:
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"{parameter} must contain HTTP status codes (100-599), got {status!r}")
+    return result
+
+
+def _methods(value: Iterable[str], parameter: str) -> frozenset[str]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"{parameter} must be a collection of HTTP method names, got {value!r}")
+    result = set()
+    for method in value:
+        if not isinstance(method, str) or not method or not method.isascii() or not method.isalpha():
+            raise ValueError(f"{parameter} must contain HTTP method names, got {method!r}")
+        result.add(method.upper())
+    return frozenset(result)
+
+
+def _header(value: str | None, parameter: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{parameter} must be a header name or None, got {value!r}")
+    if not value or not value.isascii() or any(c in value for c in ' \t\r\n:()<>@,;\\"/[]?={}'):
+        raise ValueError(f"{parameter} must be a valid header name, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ResilienceConfig:
+    """The standard HTTP policy's settings; every duration is ``float`` seconds (a ``timedelta`` is accepted).
+
+    The defaults are the seed's combined client: 10 s per attempt, 3 attempts with exponential backoff from 1 s,
+    a breaker opening after 5 consecutive failures for 30 s, 20 concurrent calls per origin.
+
+    Attributes:
+        timeout: limit for one attempt, seconds (default ``10.0``; ``None`` for none). In async code the attempt is
+            cancelled and :class:`~stalwart.DeadlineExceeded` raised; in both drivers httpx's connect/read/write/pool
+            timeouts are clamped to it. Always clamped further by the ambient deadline.
+        max_attempts: attempts in total, including the first (default ``3``; ``1`` disables retries).
+        backoff: delay between attempts (default ``Backoff.exponential(initial=1.0, multiplier=2.0,
+            max_delay=60.0)`` with full jitter).
+        max_retry_after: longest server-requested ``Retry-After`` wait honoured, seconds (default ``60.0``); a longer
+            request ends the retries at once with the last response.
+        retry_statuses: response statuses retried (default 408, 429, 500, 502, 503, 504).
+        retry_methods: methods retried after the request may have reached the server (default GET, HEAD, OPTIONS,
+            PUT, DELETE, TRACE). Other methods are retried only when they carry ``idempotency_header``, or when the
+            error proves nothing was sent (a connection failure).
+        idempotency_header: header making any method retryable (default ``"Idempotency-Key"``; ``None``: never).
+        failure_statuses: response statuses the breaker counts as failures (default every 5xx; 4xx never should).
+        failure_threshold: consecutive failures that open an origin's breaker (default ``5``).
+        success_threshold: successful probes that close it again (default ``3``; at most ``half_open_max_calls``).
+        reset_timeout: seconds the breaker stays open before probing (default ``30.0``).
+        half_open_max_calls: probes admitted per half-open period (default ``3``).
+        max_concurrent: calls in flight per origin (default ``20``).
+        max_queue: callers waiting for a slot per origin (default ``100``; ``0``: reject at once when full).
+        queue_timeout: longest wait for a slot, seconds (default ``30.0``).
+        attempt_header: header carrying the attempt number, ``1`` on the first (default ``"Stalwart-Attempt"``;
+            ``None``: not sent).
+        read_response: read the response body inside the attempt (default ``False``), so a connection dropped
+            mid-body is an attempt failure that is retried and counted, and the per-attempt timeout and the bulkhead
+            slot cover the whole exchange. Off, the transport returns once the headers arrive (streaming stays
+            possible) and the body is read afterwards under httpx's read timeout. ``ResilientClient`` turns it on.
+        use_breaker: keep a circuit breaker per origin (default ``True``).
+        use_bulkhead: keep a bulkhead per origin (default ``True``).
+
+    Raises:
+        TypeError: a field has the wrong type.
+        ValueError: a field is out of range (the message names it), or ``success_threshold >
+            half_open_max_calls``.
+    """
+
+    timeout: float | None = 10.0
+    max_attempts: int = 3
+    backoff: Backoff = field(default_factory=_default_backoff)
+    max_retry_after: float = 60.0
+    retry_statuses: frozenset[int] = RETRYABLE_STATUSES
+    retry_methods: frozenset[str] = IDEMPOTENT_METHODS
+    idempotency_header: str | None = IDEMPOTENCY_KEY_HEADER
+    failure_statuses: frozenset[int] = BREAKER_FAILURE_STATUSES
+    failure_threshold: int = 5
+    success_threshold: int = 3
+    reset_timeout: float = 30.0
+    half_open_max_calls: int = 3
+    max_concurrent: int = 20
+    max_queue: int = 100
+    queue_timeout: float = 30.0
+    attempt_header: str | None = "Stalwart-Attempt"
+    read_response: bool = False
+    use_breaker: bool = True
+    use_bulkhead: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        timeout = to_seconds_or_none(self.timeout, "timeout", allow_zero=False, allow_inf=True)
+        set_(self, "timeout", None if timeout is None or math.isinf(timeout) else timeout)
+        check_int(self.max_attempts, "max_attempts", minimum=1)
+        if not isinstance(self.backoff, Backoff):
+            raise TypeError(f"backoff must be a Backoff, got {self.backoff!r}")
+        set_(self, "max_retry_after", to_seconds(self.max_retry_after, "max_retry_after", allow_inf=True))
+        set_(self, "retry_statuses", _statuses(self.retry_statuses, "retry_statuses"))
+        set_(self, "retry_methods", _methods(self.retry_methods, "retry_methods"))
+        set_(self, "idempotency_header", _header(self.idempotency_header, "idempotency_header"))
+        set_(self, "failure_statuses", _statuses(self.failure_statuses, "failure_statuses"))
+        check_int(self.failure_threshold, "failure_threshold", minimum=1)
+        check_int(self.success_threshold, "success_threshold", minimum=1)
+        set_(self, "reset_timeout", to_seconds(self.reset_timeout, "reset_timeout", allow_zero=False))
+        check_int(self.half_open_max_calls, "half_open_max_calls", minimum=1)
+        if self.success_threshold > self.half_open_max_calls:
+            raise ValueError(
+                f"success_threshold ({self.success_threshold}) must not exceed half_open_max_calls "
+                f"({self.half_open_max_calls}): the breaker could never close"
+            )
+        check_int(self.max_concurrent, "max_concurrent", minimum=1)
+        check_int(self.max_queue, "max_queue", minimum=0)
+        set_(self, "queue_timeout", to_seconds(self.queue_timeout, "queue_timeout", allow_inf=True))
+        set_(self, "attempt_header", _header(self.attempt_header, "attempt_header"))
+        for name in ("read_response", "use_breaker", "use_bulkhead"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
