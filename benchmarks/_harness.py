@@ -1,0 +1,192 @@
+"""A small timeit-style harness for per-call overhead, sync and async, with interleaved rounds.
+
+How a measurement is taken:
+
+* Every case is a zero-argument callable (sync) or coroutine function (async) built by a factory. A case whose
+  factory raises :class:`Unavailable` or :class:`ImportError` is reported as "not available" with the reason, so the
+  suite runs whatever subset of stalwart exists.
+* Calibration: the inner iteration count ``n`` of each case is doubled until one timed chunk takes at least
+  ``chunk_seconds`` (like ``timeit.Timer.autorange``).
+* Rounds: every round times one chunk of every case, the order rotated (and reversed on odd rounds) from round to
+  round, so machine drift and warm-up hit all cases equally. The reported figure is the median over rounds of
+  ``chunk time / n`` in nanoseconds per call.
+* Sync chunks run ``for _ in repeat(None, n): fn()``; async chunks run ``for _ in repeat(None, n): await fn()``
+  inside one task of one event loop, the clock read inside the coroutine. Nothing is subtracted: the bare call of the
+  same mode is measured in the same run and the ratios are taken against it.
+* The garbage collector stays enabled (allocation-heavy code pays for its garbage, as it would in production); a
+  full collection runs before each round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any
+
+__all__ = [
+    "Case",
+    "Result",
+    "Unavailable",
+    "calibrate",
+    "measure",
+    "prepare",
+    "run_once",
+]
+
+SyncFn = Callable[[], Any]
+AsyncFn = Callable[[], Awaitable[Any]]
+
+
+class Unavailable(Exception):
+    """Raised by a case factory when the thing it measures is not available (module missing, API absent)."""
+
+
+@dataclass
+class Case:
+    """One benchmark row.
+
+    Attributes:
+        group: the table the row belongs to (e.g. ``"retry"``).
+        name: the row's label, unique across the run (e.g. ``"stalwart Retry"``).
+        mode: ``"sync"`` or ``"async"``.
+        make: factory returning the callable to time; for async cases it may be a coroutine function (it then runs
+            inside the benchmark's event loop, for libraries that need a running loop at decoration time).
+        baseline: name of the row the ratio "x bare" is taken against (``None`` for a baseline row itself).
+        peers: names of rows this one is compared with (ratio "x peer").
+        expect: the value one call must return (checked once before timing; ``None`` skips the check).
+        stalwart: whether the row measures stalwart (used by the targets and the report).
+    """
+
+    group: str
+    name: str
+    mode: str
+    make: Callable[[], Any]
+    baseline: str | None = None
+    peers: tuple[str, ...] = ()
+    expect: Any = 1
+    stalwart: bool = False
+    # filled in by prepare()
+    fn: Any = None
+    unavailable: str | None = None
+    n: int = 0
+
+
+@dataclass
+class Result:
+    """The measurement of one case: ns per call for every round, and its median."""
+
+    case: Case
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """Relative spread: (max - min) / median over the middle half of the rounds' samples."""
+        s = sorted(self.samples)
+        if len(s) < 4:
+            return (s[-1] - s[0]) / self.median if s else 0.0
+        q = len(s) // 4
+        mid = s[q : len(s) - q]
+        return (mid[-1] - mid[0]) / self.median
+
+
+def _time_sync(fn: SyncFn, n: int) -> int:
+    it = repeat(None, n)
+    t0 = time.perf_counter_ns()
+    for _ in it:
+        fn()
+    return time.perf_counter_ns() - t0
+
+
+async def _time_async(fn: AsyncFn, n: int) -> int:
+    it = repeat(None, n)
+    t0 = time.perf_counter_ns()
+    for _ in it:
+        await fn()
+    return time.perf_counter_ns() - t0
+
+
+def run_once(case: Case, loop: asyncio.AbstractEventLoop, n: int) -> int:
+    """Time ``n`` calls of a prepared case; return nanoseconds."""
+    if case.mode == "sync":
+        return _time_sync(case.fn, n)
+    return loop.run_until_complete(_time_async(case.fn, n))
+
+
+def _check(case: Case, loop: asyncio.AbstractEventLoop) -> None:
+    value = case.fn() if case.mode == "sync" else loop.run_until_complete(_once_async(case.fn))
+    if case.expect is not None and value != case.expect:
+        raise AssertionError(f"{case.name}: one call returned {value!r}, expected {case.expect!r}")
+
+
+async def _once_async(fn: AsyncFn) -> Any:
+    return await fn()
+
+
+def prepare(cases: Iterable[Case], loop: asyncio.AbstractEventLoop) -> list[Case]:
+    """Build every case's callable and check one call; mark failures as unavailable. Returns the cases."""
+    out = []
+    for case in cases:
+        try:
+            made = case.make()
+            if inspect.isawaitable(made):
+                made = loop.run_until_complete(made)
+            case.fn = made
+            _check(case, loop)
+        except (Unavailable, ImportError) as exc:
+            case.unavailable = str(exc) or type(exc).__name__
+        except Exception as exc:
+            case.unavailable = f"error: {type(exc).__name__}: {exc}"
+        out.append(case)
+    return out
+
+
+def calibrate(case: Case, loop: asyncio.AbstractEventLoop, chunk_seconds: float) -> int:
+    """Find an inner iteration count whose chunk takes at least ``chunk_seconds``."""
+    target = chunk_seconds * 1e9
+    n = 1
+    while True:
+        elapsed = run_once(case, loop, n)
+        if elapsed >= target or n >= 1 << 26:
+            return n
+        # jump close to the target once the measurement is meaningful
+        if elapsed > 1_000_000:
+            n = max(n * 2, int(n * target / elapsed * 1.1))
+        else:
+            n *= 4
+
+
+def measure(
+    cases: list[Case],
+    loop: asyncio.AbstractEventLoop,
+    *,
+    rounds: int,
+    chunk_seconds: float,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Result]:
+    """Calibrate and time the available cases in interleaved rounds; return results by case name."""
+    live = [c for c in cases if c.unavailable is None]
+    for case in live:
+        case.n = calibrate(case, loop, chunk_seconds)
+    results = {c.name: Result(c) for c in live}
+    for r in range(rounds):
+        if progress is not None:
+            progress(f"round {r + 1}/{rounds}")
+        shift = (r * 7) % max(len(live), 1)
+        order = live[shift:] + live[:shift]
+        if r % 2:
+            order.reverse()
+        gc.collect()
+        for case in order:
+            elapsed = run_once(case, loop, case.n)
+            results[case.name].samples.append(elapsed / case.n)
+    return results

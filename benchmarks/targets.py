@@ -1,0 +1,229 @@
+"""The performance targets, evaluated on one run's results (ratios within the run, never absolute times).
+
+Each target names where it comes from: the issue that sets it, or "brief" for a target of the benchmark brief
+whose threshold is stated in ``TARGET THRESHOLDS`` below (adjust them there, in one place).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import bench_breaker as br
+import bench_bulkhead as bh
+import bench_http as ht
+import bench_pipeline as pl
+import bench_retry as rt
+import bench_timeout as to
+from _harness import Result
+
+__all__ = ["TARGETS", "Outcome", "Target"]
+
+# TARGET THRESHOLDS (ratios of per-call cost within one run)
+OPEN_VS_RAISE = 2.0  # issue 3: OPEN rejection under 2x a bare raise of a fresh exception
+TIMEOUT_VS_ASYNCIO = 1.5  # brief: stalwart Timeout vs asyncio.timeout
+BULKHEAD_VS_SEMAPHORE = 2.0  # brief: stalwart Bulkhead vs a bare asyncio.Semaphore
+HTTP_ADDED_US = 10.0  # brief: microseconds the resilient transport adds per request over plain httpx (MockTransport)
+THROUGHPUT_VS_PLAIN = 0.9  # brief: loopback requests/s relative to plain httpx at concurrency 50
+
+Results = dict[str, Result]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A target's verdict: ``PASS``, ``FAIL`` or ``SKIP`` (a row it needs is not available), and the numbers."""
+
+    target: Target
+    status: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target: its text, its source, and a check returning (passed or None to skip, detail)."""
+
+    text: str
+    source: str
+    check: Callable[[Results, Any], tuple[bool | None, str]]
+
+    def evaluate(self, results: Results, throughput: Any) -> Outcome:
+        try:
+            ok, detail = self.check(results, throughput)
+        except KeyError as exc:
+            return Outcome(self, "SKIP", f"not available: {exc.args[0]}")
+        if ok is None:
+            return Outcome(self, "SKIP", detail)
+        return Outcome(self, "PASS" if ok else "FAIL", detail)
+
+
+def _ns(results: Results, name: str) -> float:
+    if name not in results:
+        raise KeyError(name)
+    return results[name].median
+
+
+def _us(ns: float) -> str:
+    return f"{ns / 1000:.2f} µs"
+
+
+def cheaper_than_all(subject: str, peers: Sequence[str]) -> Callable[[Results, Any], tuple[bool | None, str]]:
+    """``subject`` costs less per call than every available peer (peers not available are listed, not failed)."""
+
+    def check(results: Results, _: Any) -> tuple[bool | None, str]:
+        mine = _ns(results, subject)
+        present = [p for p in peers if p in results]
+        missing = [p for p in peers if p not in results]
+        if not present:
+            return None, "no peer row available"
+        parts = [f"{p.split(' (')[0]} {_us(_ns(results, p))} (x{mine / _ns(results, p):.2f})" for p in present]
+        detail = f"stalwart {_us(mine)} vs " + ", ".join(parts)
+        if missing:
+            detail += f"; not measured: {', '.join(missing)}"
+        return all(mine < _ns(results, p) for p in present), detail
+
+    return check
+
+
+def within(subject: str, reference: str, factor: float) -> Callable[[Results, Any], tuple[bool | None, str]]:
+    """``subject`` costs less than ``factor`` x ``reference`` per call."""
+
+    def check(results: Results, _: Any) -> tuple[bool | None, str]:
+        mine, ref = _ns(results, subject), _ns(results, reference)
+        return mine < factor * ref, f"{_us(mine)} vs {_us(ref)}: x{mine / ref:.2f} (limit x{factor:g})"
+
+    return check
+
+
+def added_under(subject: str, reference: str, limit_us: float) -> Callable[[Results, Any], tuple[bool | None, str]]:
+    def check(results: Results, _: Any) -> tuple[bool | None, str]:
+        added = _ns(results, subject) - _ns(results, reference)
+        return added < limit_us * 1000, f"adds {_us(added)} per request (limit {limit_us:g} µs)"
+
+    return check
+
+
+def _throughput_rows(tp: Any) -> tuple[Any, Any] | None:
+    if tp is None:
+        return None
+    plain, mine = tp.rows.get(ht.PLAIN_LOOPBACK), tp.rows.get(ht.STALWART_LOOPBACK)
+    if plain is None or mine is None or not plain.rps or not mine.rps:
+        return None
+    return plain, mine
+
+
+def throughput_ratio(results: Results, tp: Any) -> tuple[bool | None, str]:
+    rows = _throughput_rows(tp)
+    if rows is None:
+        return None, "throughput not measured" + (f" ({tp.error})" if tp is not None and tp.error else "")
+    plain, mine = rows
+    ratio = mine.median_rps / plain.median_rps
+    errors = sum(mine.errors)
+    detail = f"{mine.median_rps:,.0f} vs {plain.median_rps:,.0f} req/s: x{ratio:.2f} (limit ≥ x{THROUGHPUT_VS_PLAIN:g})"
+    if errors:
+        detail += f"; {errors} failed requests"
+    return ratio >= THROUGHPUT_VS_PLAIN and errors == 0, detail
+
+
+def throughput_connections(results: Results, tp: Any) -> tuple[bool | None, str]:
+    rows = _throughput_rows(tp)
+    if rows is None:
+        return None, "throughput not measured"
+    plain, mine = rows
+    return (
+        mine.median_connections <= plain.median_connections,
+        f"{mine.median_connections:.0f} vs {plain.median_connections:.0f} connections per round (median)",
+    )
+
+
+def _breaker_targets() -> list[Target]:
+    out = []
+    for mode, models, peers in (
+        ("sync", br.STALWART_MODELS_SYNC, br.PEERS_SYNC),
+        ("async", br.STALWART_MODELS_ASYNC, br.PEERS_ASYNC),
+    ):
+        for model in models:
+            label = model.split(", ", 1)[1].rsplit(" (", 1)[0]
+            out.append(
+                Target(
+                    f"CircuitBreaker CLOSED ({label}, {mode}) cheaper than every breaker peer",
+                    "issue 3",
+                    cheaper_than_all(model, peers),
+                )
+            )
+    return out
+
+
+TARGETS: list[Target] = [
+    Target(
+        "Retry success path (sync) cheaper than every retry peer",
+        "issue 4",
+        cheaper_than_all(rt.STALWART_SYNC, rt.PEERS_SYNC),
+    ),
+    Target(
+        "Retry success path (async) cheaper than every retry peer",
+        "issue 4",
+        cheaper_than_all(rt.STALWART_ASYNC, rt.PEERS_ASYNC),
+    ),
+    Target(
+        "Retry failure path, 3 attempts, zero delay (sync) cheaper than tenacity and stamina",
+        "issue 4",
+        cheaper_than_all(rt.FAIL_STALWART_SYNC, rt.FAIL_PEERS_SYNC),
+    ),
+    Target(
+        "Retry failure path, 3 attempts, zero delay (async) cheaper than tenacity and stamina",
+        "issue 4",
+        cheaper_than_all(rt.FAIL_STALWART_ASYNC, rt.FAIL_PEERS_ASYNC),
+    ),
+    *_breaker_targets(),
+    Target(
+        f"CircuitBreaker OPEN rejection (sync) under {OPEN_VS_RAISE:g}x a bare raise of a fresh CircuitOpenError",
+        "issue 3",
+        within(br.OPEN_STALWART_SYNC, br.RAISE_SYNC, OPEN_VS_RAISE),
+    ),
+    Target(
+        f"CircuitBreaker OPEN rejection (async) under {OPEN_VS_RAISE:g}x a bare raise of a fresh CircuitOpenError",
+        "issue 3",
+        within(br.OPEN_STALWART_ASYNC, br.RAISE_ASYNC, OPEN_VS_RAISE),
+    ),
+    Target(
+        f"Timeout (async) under {TIMEOUT_VS_ASYNCIO:g}x asyncio.timeout",
+        "brief (threshold assumed)",
+        within(to.STALWART_ASYNC, to.ASYNCIO_TIMEOUT, TIMEOUT_VS_ASYNCIO),
+    ),
+    Target(
+        f"Bulkhead (async) under {BULKHEAD_VS_SEMAPHORE:g}x a bare asyncio.Semaphore",
+        "brief (threshold assumed)",
+        within(bh.STALWART_ASYNC, bh.SEMAPHORE_ASYNC, BULKHEAD_VS_SEMAPHORE),
+    ),
+    Target(
+        "Standard pipeline (async) cheaper than hyx and than tenacity+circuitbreaker+asyncio.timeout",
+        "brief",
+        cheaper_than_all(pl.STALWART_ASYNC, (pl.HYX_ASYNC, pl.PEERS_ASYNC)),
+    ),
+    Target(
+        "Standard pipeline (sync) cheaper than tenacity+circuitbreaker",
+        "brief",
+        cheaper_than_all(pl.STALWART_SYNC, (pl.PEERS_SYNC,)),
+    ),
+    Target(
+        "AsyncResilientTransport cheaper per request than httpx-retries and tenacity around client.get",
+        "brief",
+        cheaper_than_all(ht.STALWART_ASYNC, (ht.RETRIES_ASYNC, ht.TENACITY_ASYNC)),
+    ),
+    Target(
+        f"AsyncResilientTransport adds under {HTTP_ADDED_US:g} µs per request over plain httpx (MockTransport)",
+        "brief (threshold assumed)",
+        added_under(ht.STALWART_ASYNC, ht.PLAIN_ASYNC, HTTP_ADDED_US),
+    ),
+    Target(
+        f"Loopback throughput at concurrency 50 at least {THROUGHPUT_VS_PLAIN:g}x plain httpx, no failed request",
+        "brief (threshold assumed)",
+        throughput_ratio,
+    ),
+    Target(
+        "Loopback: no more TCP connections opened than plain httpx",
+        "brief",
+        throughput_connections,
+    ),
+]

@@ -1,0 +1,151 @@
+"""Keep the benchmark suite from rotting: build every row, run each a handful of iterations, render the report.
+
+No timing is asserted: the numbers of a few iterations mean nothing. What is checked is that every row either runs
+and returns what it should, or says clearly why it is not available (a stalwart module not written yet); a row that
+fails for any other reason (an API drifted, a peer changed) fails this test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+
+import pytest
+import stamina.instrumentation
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+if BENCHMARKS not in sys.path:
+    sys.path.insert(0, BENCHMARKS)
+
+import _harness  # noqa: E402
+import bench_http  # noqa: E402
+import run  # noqa: E402
+import targets  # noqa: E402
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    event_loop = asyncio.new_event_loop()
+    try:
+        yield event_loop
+    finally:
+        event_loop.close()
+
+
+@pytest.fixture(autouse=True)
+def _restore_stamina_hooks() -> Iterator[None]:
+    # The retry failure rows turn stamina's instrumentation off (as stalwart's is with no hook installed).
+    yield
+    stamina.instrumentation.set_on_retry_hooks(None)
+
+
+def test_case_names_are_unique() -> None:
+    names = [case.name for case in run.all_cases()]
+    assert len(names) == len(set(names))
+
+
+def test_every_baseline_names_a_row() -> None:
+    cases = run.all_cases()
+    names = {case.name for case in cases}
+    for case in cases:
+        assert case.baseline is None or case.baseline in names, case.name
+
+
+def test_targets_name_existing_rows() -> None:
+    names = {case.name for case in run.all_cases()}
+    referenced = {
+        *targets.rt.PEERS_SYNC,
+        *targets.rt.PEERS_ASYNC,
+        *targets.rt.FAIL_PEERS_SYNC,
+        *targets.rt.FAIL_PEERS_ASYNC,
+        *targets.br.STALWART_MODELS_SYNC,
+        *targets.br.STALWART_MODELS_ASYNC,
+        *targets.br.PEERS_SYNC,
+        *targets.br.PEERS_ASYNC,
+        *targets.br.OPEN_PEERS_SYNC,
+        *targets.br.OPEN_PEERS_ASYNC,
+        targets.to.STALWART_ASYNC,
+        targets.to.ASYNCIO_TIMEOUT,
+        targets.bh.STALWART_ASYNC,
+        targets.bh.SEMAPHORE_ASYNC,
+        targets.pl.STALWART_ASYNC,
+        targets.pl.HYX_ASYNC,
+        targets.pl.PEERS_ASYNC,
+        targets.pl.STALWART_SYNC,
+        targets.pl.PEERS_SYNC,
+        targets.ht.STALWART_ASYNC,
+        targets.ht.PLAIN_ASYNC,
+        targets.ht.RETRIES_ASYNC,
+        targets.ht.TENACITY_ASYNC,
+    }
+    assert referenced <= names, referenced - names
+
+
+def test_every_row_runs_or_says_why_not(loop: asyncio.AbstractEventLoop) -> None:
+    cases = _harness.prepare(run.all_cases(), loop)
+    broken = {c.name: c.unavailable for c in cases if c.unavailable and c.unavailable.startswith("error:")}
+    assert not broken, broken
+    # Every peer row must run: the peers are installed dev dependencies.
+    peers = {c.name: c.unavailable for c in cases if not c.stalwart and c.unavailable}
+    assert not peers, peers
+    for case in cases:
+        if case.unavailable is None:
+            assert _harness.run_once(case, loop, 5) >= 0
+
+
+def test_measure_and_report(loop: asyncio.AbstractEventLoop) -> None:
+    cases = _harness.prepare(run.all_cases(), loop)
+    results = _harness.measure(cases, loop, rounds=2, chunk_seconds=1e-4)
+    assert {c.name for c in cases if c.unavailable is None} == set(results)
+    for result in results.values():
+        assert len(result.samples) == 2
+        assert result.median > 0
+    tables = run.table_rows(cases, results)
+    text = run.render_text(tables)
+    assert "Retry, success path" in text
+    assert "bare call (sync)" in text
+    assert run.render_markdown(tables).count("###") == len(tables)
+    outcomes = run.evaluate_targets(results, None)
+    assert len(outcomes) == len(targets.TARGETS)
+    assert {o.status for o in outcomes} <= {"PASS", "FAIL", "SKIP"}
+    report = run.render_targets(outcomes)
+    assert report.count("\n") >= len(targets.TARGETS)
+
+
+def test_unavailable_rows_are_reported_not_raised(loop: asyncio.AbstractEventLoop) -> None:
+    def missing() -> object:
+        raise _harness.Unavailable("stalwart.Nothing not available yet")
+
+    def broken() -> object:
+        raise RuntimeError("drifted")
+
+    cases = _harness.prepare(
+        [
+            _harness.Case("x", "missing", "sync", missing),
+            _harness.Case("x", "broken", "sync", broken),
+            _harness.Case("x", "wrong value", "sync", lambda: lambda: 2),
+        ],
+        loop,
+    )
+    assert cases[0].unavailable == "stalwart.Nothing not available yet"
+    assert cases[1].unavailable == "error: RuntimeError: drifted"
+    assert cases[2].unavailable is not None
+    assert cases[2].unavailable.startswith("error: AssertionError")
+    assert _harness.measure(cases, loop, rounds=1, chunk_seconds=1e-4) == {}
+
+
+@pytest.mark.slow
+def test_loopback_throughput_runs() -> None:
+    result = bench_http.throughput(requests=20, rounds=1, concurrency=5, warmup=5)
+    assert result.error is None, result.error
+    plain = result.rows[bench_http.PLAIN_LOOPBACK]
+    assert len(plain.rps) == 1
+    assert plain.errors == [0]
+    assert plain.connections[0] >= 1
+    stalwart = result.rows[bench_http.STALWART_LOOPBACK]
+    if stalwart.unavailable is None:
+        assert stalwart.errors == [0]
+    text = run.render_throughput(result)
+    assert "requests/s" in text
