@@ -6,6 +6,7 @@ httpx client, for asyncio and sync code. Everything public is re-exported here; 
 
 from __future__ import annotations
 
+from ._backoff import Backoff, Jitter
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._deadline import Deadline, current_deadline, deadline, remaining_time
 from ._events import (
@@ -35,10 +36,12 @@ from ._exceptions import (
     StoreUnavailable,
 )
 from ._policy import Policy
+from ._retry import Retry
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
     "BulkheadFullError",
     "CallRejected",
     "CircuitOpenError",
@@ -53,10 +56,12 @@ __all__ = [
     "IdempotencyError",
     "IdempotencyInProgress",
     "IdempotentReplay",
+    "Jitter",
     "LoggingHook",
     "Policy",
     "RateLimitedError",
     "Rejected",
+    "Retry",
     "RetryBudgetExhausted",
     "RetryGaveUp",
     "RetryScheduled",

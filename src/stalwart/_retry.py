@@ -1,0 +1,382 @@
+"""The retry policy: sync and async drivers around the pure decision of :mod:`stalwart._retry_policy`.
+
+The success path is one clock read and a ``try`` around the call; the loop machinery (the ambient deadline, the
+decision, events, sleeps) runs only after a retryable failure. Sync and async loops are written separately and read
+line by line against each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random as _random
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._backoff import Backoff
+from ._clock import SYSTEM_CLOCK, Clock
+from ._config import to_seconds, to_seconds_or_none
+from ._deadline import current_deadline
+from ._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
+from ._policy import Policy, check_decoratable
+from ._retry_policy import (
+    DEFAULT_BACKOFF,
+    DelayReason,
+    GiveUpReason,
+    RetryBudgetHook,
+    RetryDecision,
+    RetryRules,
+    give_up_note,
+)
+from ._types import NEVER_HANDLED, ExceptionSpec, compile_exception_spec
+
+__all__ = ["Retry"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+logger = logging.getLogger("stalwart")
+
+
+class Retry(Policy):
+    """Retry a call that fails transiently, with backoff and jitter, within the attempt, time and deadline limits.
+
+    Usable as a decorator on sync and async functions (``@Retry(on=httpx.TransportError)``), as
+    ``await retry.run(fn, *args, **kwargs)`` and as ``retry.call(fn, *args, **kwargs)``, and inside a
+    :class:`~stalwart.Pipeline`. The policy is immutable and may be shared; per-call state lives in the call.
+
+    Args:
+        on: what to retry: an exception type, a tuple of types, or a predicate ``(exc) -> bool``. Required: the
+            seed's retry caught every exception, which retries bugs. ``CancelledError``, ``KeyboardInterrupt``,
+            ``SystemExit``, ``GeneratorExit`` and :class:`~stalwart.Rejected` (an open circuit, a full bulkhead)
+            are never retried, whatever ``on`` says: a ``CircuitOpenError`` ends the retries at once.
+        max_attempts: attempts in total, including the first (``>= 1``); default ``3``.
+        backoff: the delay schedule; default ``Backoff.exponential()`` (1, 2, 4, ... s capped at 60 s, full
+            jitter; the AWS "Exponential Backoff and Jitter" article).
+        max_elapsed: seconds (or ``timedelta``) since the first attempt started after which no attempt starts;
+            ``None`` (default) leaves the ambient deadline as the only time limit.
+        on_result: ``(result) -> bool``; a true answer makes the result retryable. When the attempts run out, the
+            last result is returned.
+        budget: a shared retry budget (:class:`~stalwart.RetryBudget`), or ``None``; when it refuses a retry the
+            call ends with its last outcome.
+        max_retry_after: the longest server-requested delay honoured, seconds; a longer request ends the retries at
+            once with the last outcome; default ``60.0``; ``math.inf`` honours any.
+        retry_after: ``(exception or result) -> float | None``, the server-requested delay (e.g. from a
+            ``Retry-After`` header). Used instead of the backoff delay when valid; negative, NaN or non-numeric
+            values are ignored; an extractor that raises is logged and ignored.
+        name: the name in events and exception notes; default ``"retry"``.
+        clock: the monotonic clock used for elapsed time and sleeping (tests pass ``stalwart.testing.FakeClock``).
+        random: uniform floats in [0, 1) for jitter; default ``random.random``.
+
+    Stopping: before each sleep, the retry gives up at once (with the last error, not a timeout later) when the
+    next attempt would start at or after the ambient deadline (:func:`~stalwart.current_deadline`) or after
+    ``max_elapsed``. When it gives up on an exception, that exception propagates unchanged, with a PEP 678 note
+    saying how many attempts were made over how long and why it stopped.
+
+    Events (when a hook is installed): ``RetryScheduled`` before each sleep, ``RetryGaveUp`` when a call that failed
+    is not retried further (except for a first attempt that is simply not retryable), ``RetryBudgetExhausted``.
+
+    Raises:
+        TypeError: an argument has the wrong type (at construction), or a generator function is decorated.
+        ValueError: an invalid value, naming the parameter (at construction).
+    """
+
+    __slots__ = ("_budget", "_clock", "_name", "_on_result", "_random", "_retry_after", "_rules", "_should_retry")
+
+    def __init__(
+        self,
+        *,
+        on: ExceptionSpec,
+        max_attempts: int = 3,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        max_elapsed: float | timedelta | None = None,
+        on_result: Callable[[Any], bool] | None = None,
+        budget: RetryBudgetHook | None = None,
+        max_retry_after: float | timedelta = 60.0,
+        retry_after: Callable[[Any], float | None] | None = None,
+        name: str = "retry",
+        clock: Clock = SYSTEM_CLOCK,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self._should_retry = compile_exception_spec(on, parameter="on")
+        self._rules = RetryRules(
+            max_attempts=max_attempts,
+            backoff=backoff,
+            max_elapsed=to_seconds_or_none(max_elapsed, "max_elapsed", allow_zero=False),
+            max_retry_after=to_seconds(max_retry_after, "max_retry_after", allow_inf=True),
+        )
+        if on_result is not None and not callable(on_result):
+            raise TypeError(f"on_result must be a callable (result) -> bool or None, got {on_result!r}")
+        if retry_after is not None and not callable(retry_after):
+            raise TypeError(f"retry_after must be a callable (outcome) -> float | None or None, got {retry_after!r}")
+        if budget is not None and not isinstance(budget, RetryBudgetHook):
+            raise TypeError(f"budget must be a RetryBudget or None, got {budget!r}")
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        if not isinstance(clock, Clock):
+            raise TypeError(f"clock must implement the Clock protocol, got {clock!r}")
+        if not callable(random):
+            raise TypeError(f"random must be a callable () -> float, got {random!r}")
+        self._on_result = on_result
+        self._retry_after = retry_after
+        self._budget = budget
+        self._name = name
+        self._clock = clock
+        self._random = random
+
+    # Read-only views of the configuration.
+    @property
+    def name(self) -> str:
+        """The name used in events and notes."""
+        return self._name
+
+    @property
+    def rules(self) -> RetryRules:
+        """The pure stopping and delay rules (``max_attempts``, ``backoff``, ``max_elapsed``, ``max_retry_after``)."""
+        return self._rules
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts in total, including the first."""
+        return self._rules.max_attempts
+
+    @property
+    def backoff(self) -> Backoff:
+        """The delay schedule."""
+        return self._rules.backoff
+
+    @property
+    def budget(self) -> RetryBudgetHook | None:
+        """The retry budget, if any."""
+        return self._budget
+
+    def __repr__(self) -> str:
+        r = self._rules
+        return (
+            f"Retry(name={self._name!r}, max_attempts={r.max_attempts}, backoff={r.backoff!r}, "
+            f"max_elapsed={r.max_elapsed!r}, max_retry_after={r.max_retry_after!r}, budget={self._budget!r})"
+        )
+
+    def retryable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is one this policy retries (``on``, minus cancellation, exits and ``Rejected``)."""
+        return self._should_retry(exc)
+
+    # ------------------------------------------------------------------ entry points
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call the sync function ``fn(*args, **kwargs)``, retrying it per this policy; return its result."""
+        start = self._clock.monotonic()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            if not self._should_retry(e):
+                raise
+            failure = e
+        else:
+            on_result = self._on_result
+            if on_result is None or not on_result(result):
+                if self._budget is not None:
+                    self._budget.record_success(True)
+                return result
+            return self._retry_sync(fn, args, kwargs, start, None, result)  # type: ignore[no-any-return]
+        return self._retry_sync(fn, args, kwargs, start, failure, None)  # type: ignore[no-any-return]
+
+    async def run(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await the coroutine function ``fn(*args, **kwargs)``, retrying it per this policy; return its result."""
+        start = self._clock.monotonic()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as e:
+            if not self._should_retry(e):
+                raise
+            failure = e
+        else:
+            on_result = self._on_result
+            if on_result is None or not on_result(result):
+                if self._budget is not None:
+                    self._budget.record_success(True)
+                return result
+            return await self._retry_async(fn, args, kwargs, start, None, result)  # type: ignore[no-any-return]
+        return await self._retry_async(fn, args, kwargs, start, failure, None)  # type: ignore[no-any-return]
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
+
+    def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
+        """Decorate ``fn`` (sync or async); the wrapper keeps ``fn``'s signature for type checkers.
+
+        Without ``on_result`` and ``budget`` the wrapper is specialised: a clock read and a ``try`` around the call.
+
+        Raises:
+            TypeError: ``fn`` is a generator or async-generator function.
+        """
+        is_async = check_decoratable(fn, self)
+        if self._on_result is not None or self._budget is not None:
+            return super().__call__(fn)
+        monotonic = self._clock.monotonic
+        should_retry = self._should_retry
+        if is_async:
+            retry_async = self._retry_async
+
+            @functools.wraps(fn)
+            async def async_retrying(*args: P.args, **kwargs: P.kwargs) -> Any:
+                start = monotonic()
+                try:
+                    return await fn(*args, **kwargs)
+                except BaseException as e:
+                    if not should_retry(e):
+                        raise
+                    failure = e
+                return await retry_async(fn, args, kwargs, start, failure, None)
+
+            return async_retrying
+
+        retry_sync = self._retry_sync
+
+        @functools.wraps(fn)
+        def retrying(*args: P.args, **kwargs: P.kwargs) -> Any:
+            start = monotonic()
+            try:
+                return fn(*args, **kwargs)
+            except BaseException as e:
+                if not should_retry(e):
+                    raise
+                failure = e
+            return retry_sync(fn, args, kwargs, start, failure, None)
+
+        return retrying
+
+    # ------------------------------------------------------------------ the loops (after a retryable failure)
+    def _retry_sync(  # noqa: PLR0917 - positional on purpose: called from the hot wrappers
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        start: float,
+        exc: BaseException | None,
+        result: Any,
+    ) -> Any:
+        budget = self._budget
+        should_retry = self._should_retry
+        on_result = self._on_result
+        sleep = self._clock.sleep
+        if budget is not None:
+            budget.record_failure(True)
+        attempt = 1
+        previous = 0.0
+        while True:
+            decision = self._decide(attempt, start, previous, exc, result)
+            if not decision.retry:
+                return self._give_up(decision.reason, attempt, start, exc, result)  # type: ignore[arg-type]
+            previous = decision.backoff_delay
+            sleep(decision.delay)
+            attempt += 1
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:
+                if isinstance(e, NEVER_HANDLED):
+                    raise
+                exc, result = e, None
+                retryable = should_retry(e)
+            else:
+                exc = None
+                retryable = on_result is not None and bool(on_result(result))
+            if not retryable:
+                if exc is None:
+                    if budget is not None:
+                        budget.record_success(False)
+                    return result
+                return self._give_up("not_retryable", attempt, start, exc, None)
+            if budget is not None:
+                budget.record_failure(False)
+
+    async def _retry_async(  # noqa: PLR0917 - positional on purpose: called from the hot wrappers
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        start: float,
+        exc: BaseException | None,
+        result: Any,
+    ) -> Any:
+        budget = self._budget
+        should_retry = self._should_retry
+        on_result = self._on_result
+        asleep = self._clock.asleep
+        if budget is not None:
+            budget.record_failure(True)
+        attempt = 1
+        previous = 0.0
+        while True:
+            decision = self._decide(attempt, start, previous, exc, result)
+            if not decision.retry:
+                return self._give_up(decision.reason, attempt, start, exc, result)  # type: ignore[arg-type]
+            previous = decision.backoff_delay
+            await asleep(decision.delay)
+            attempt += 1
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as e:
+                if isinstance(e, NEVER_HANDLED):
+                    raise
+                exc, result = e, None
+                retryable = should_retry(e)
+            else:
+                exc = None
+                retryable = on_result is not None and bool(on_result(result))
+            if not retryable:
+                if exc is None:
+                    if budget is not None:
+                        budget.record_success(False)
+                    return result
+                return self._give_up("not_retryable", attempt, start, exc, None)
+            if budget is not None:
+                budget.record_failure(False)
+
+    # ------------------------------------------------------------------ shared by both loops (no I/O, no awaits)
+    def _decide(
+        self, attempt: int, start: float, previous: float, exc: BaseException | None, result: Any
+    ) -> RetryDecision:
+        """Ask the rules what follows failed attempt ``attempt``; consult the budget; emit ``RetryScheduled``."""
+        elapsed = self._clock.monotonic() - start
+        ambient = current_deadline()
+        retry_after = None
+        extract = self._retry_after
+        if extract is not None:
+            try:
+                retry_after = extract(result if exc is None else exc)
+            except Exception:
+                logger.exception("stalwart: retry %r: the retry_after extractor failed; using the backoff", self._name)
+        decision = self._rules.decide(
+            attempt=attempt,
+            elapsed=elapsed,
+            deadline_remaining=None if ambient is None else ambient.remaining(),
+            previous_delay=previous,
+            rng=self._random,
+            retry_after=retry_after,
+        )
+        if decision.retry:
+            budget = self._budget
+            if budget is not None and not budget.try_acquire_retry():
+                if hooks_installed():
+                    emit(RetryBudgetExhausted(budget.name, attempt))
+                return RetryDecision(False, 0.0, "budget", previous)
+            if hooks_installed():
+                reason: DelayReason = "retry_after" if decision.reason == "retry_after" else "backoff"
+                emit(RetryScheduled(self._name, attempt, decision.delay, reason, exc, elapsed))
+        return decision
+
+    def _give_up(
+        self, reason: GiveUpReason, attempts: int, start: float, exc: BaseException | None, result: Any
+    ) -> Any:
+        """End the call: return the last result, or raise the last exception with a note."""
+        elapsed = self._clock.monotonic() - start
+        if hooks_installed():
+            emit(RetryGaveUp(self._name, attempts, elapsed, reason, exc))
+        if exc is None:
+            return result
+        exc.add_note(give_up_note(self._name, attempts, elapsed, reason))
+        raise exc

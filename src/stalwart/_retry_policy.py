@@ -1,0 +1,221 @@
+"""The retry decision, as pure logic: after a failed attempt, retry (after which delay, and why) or give up (and why).
+
+Nothing here sleeps, awaits, locks or reads a clock. A driver measures ``elapsed`` (seconds since the first attempt
+started) and ``deadline_remaining`` (seconds left on the ambient deadline, or ``None``), classifies the outcome
+itself, extracts any server-requested delay, and asks :meth:`RetryRules.decide`. :class:`stalwart.Retry` drives
+its sync and async loops with it; the httpx transport drives its own loop (it classifies responses and parses
+``Retry-After`` itself) with the same rules, so both stop for the same reasons.
+
+The checks, in order (the first that applies wins):
+
+1. ``retryable`` is false → give up, ``"not_retryable"``.
+2. ``attempt >= max_attempts`` → give up, ``"max_attempts"`` (``max_attempts`` counts the first attempt).
+3. The delay: a valid server-requested ``retry_after`` (a finite number ``>= 0``; anything else is ignored, never an
+   error) is used as is when it is at most ``max_retry_after``; longer → give up, ``"retry_after_too_long"``
+   (waiting that long is not worth it; the caller gets the last outcome at once). Otherwise the backoff schedule's
+   delay for retry index ``n = attempt - 1``. After pushback the schedule continues where it was: ``n`` is the
+   retry index whatever the source of the earlier delays, and the server's delay does not replace the ``previous``
+   delay that decorrelated jitter grows from (``backoff_delay`` carries the last *computed* delay forward).
+4. ``max_elapsed`` is set and ``elapsed + delay >= max_elapsed`` → give up, ``"max_elapsed"``.
+5. A deadline is set and ``delay + min_attempt_time >= deadline_remaining`` → give up, ``"deadline"``: never sleep
+   into a timeout; the caller gets the last error now instead of a ``DeadlineExceeded`` later. When the deadline has
+   passed, nothing is retried.
+
+A retry budget (issue 4) is consulted by the driver after a ``retry`` decision, so that a retry that would not happen
+anyway does not spend a token; see :class:`RetryBudgetHook`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
+
+from ._backoff import Backoff
+from ._config import check_int, to_seconds, to_seconds_or_none
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "DelayReason",
+    "GiveUpReason",
+    "RetryBudgetHook",
+    "RetryDecision",
+    "RetryRules",
+    "give_up_note",
+    "valid_retry_after",
+]
+
+DelayReason: TypeAlias = Literal["backoff", "retry_after"]
+"""Why a retry waits the delay it does: the computed schedule, or server pushback."""
+
+GiveUpReason: TypeAlias = Literal[
+    "not_retryable", "max_attempts", "max_elapsed", "deadline", "retry_after_too_long", "budget"
+]
+"""Why a retrying call stopped (``"budget"`` is decided by the driver, after the rules said retry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """The answer of :meth:`RetryRules.decide`.
+
+    Attributes:
+        retry: whether to make another attempt.
+        delay: seconds to wait before it (``0.0`` when giving up).
+        reason: a :data:`DelayReason` when ``retry``, else a :data:`GiveUpReason`.
+        backoff_delay: the ``previous_delay`` to pass to the next decision (the last *computed* backoff delay;
+            unchanged by pushback).
+    """
+
+    retry: bool
+    delay: float
+    reason: DelayReason | GiveUpReason
+    backoff_delay: float
+
+
+def valid_retry_after(value: object) -> float | None:
+    """A server-requested delay as ``float`` seconds, or ``None`` when it is not a finite number ``>= 0``.
+
+    Negative, NaN, infinite, boolean and non-numeric values are ignored (``None``): a bad header falls back to the
+    computed backoff, it never raises (RFC 9110 §10.2.3 allows a recipient to ignore an invalid field value).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    if 0.0 <= seconds < math.inf:
+        return seconds
+    return None
+
+
+DEFAULT_BACKOFF: Backoff = Backoff.exponential()
+"""The default schedule of :class:`RetryRules` and :class:`stalwart.Retry`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRules:
+    """When to stop retrying and how long to wait: the configuration half of :class:`stalwart.Retry`, pure.
+
+    Attributes:
+        max_attempts: attempts in total, including the first (``>= 1``); default ``3``.
+        backoff: the delay schedule; default ``Backoff.exponential()`` (1 s, doubling, 60 s cap, full jitter).
+        max_elapsed: seconds since the first attempt started after which no attempt starts, or ``None`` (the ambient
+            deadline still applies); ``> 0``; a ``timedelta`` is accepted.
+        max_retry_after: the longest server-requested delay honoured, seconds (``math.inf`` honours any); a longer
+            request gives up at once; default ``60.0``.
+        min_attempt_time: seconds an attempt needs at least to be worth starting: a retry is abandoned when less than
+            ``delay + min_attempt_time`` is left on the deadline; default ``0.0``.
+
+    Raises:
+        TypeError, ValueError: an invalid parameter (the message names it).
+    """
+
+    max_attempts: int = 3
+    backoff: Backoff = DEFAULT_BACKOFF
+    max_elapsed: float | None = None
+    max_retry_after: float = 60.0
+    min_attempt_time: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_int(self.max_attempts, "max_attempts", minimum=1)
+        if not isinstance(self.backoff, Backoff):
+            raise TypeError(f"backoff must be a Backoff (Backoff.exponential(), ...), got {self.backoff!r}")
+        max_elapsed: float | timedelta | None = self.max_elapsed
+        object.__setattr__(self, "max_elapsed", to_seconds_or_none(max_elapsed, "max_elapsed", allow_zero=False))
+        max_retry_after: float | timedelta = self.max_retry_after
+        object.__setattr__(self, "max_retry_after", to_seconds(max_retry_after, "max_retry_after", allow_inf=True))
+        min_attempt_time: float | timedelta = self.min_attempt_time
+        object.__setattr__(self, "min_attempt_time", to_seconds(min_attempt_time, "min_attempt_time"))
+
+    def decide(
+        self,
+        *,
+        attempt: int,
+        elapsed: float,
+        deadline_remaining: float | None,
+        previous_delay: float,
+        rng: Callable[[], float],
+        retry_after: float | None = None,
+        retryable: bool = True,
+    ) -> RetryDecision:
+        """Decide what follows the failed attempt number ``attempt``.
+
+        Args:
+            attempt: the attempt that just failed, ``1`` for the first call.
+            elapsed: seconds since the first attempt started (the driver's ``now - start``).
+            deadline_remaining: seconds left on the ambient deadline (``0.0`` once passed), or ``None``.
+            previous_delay: the ``backoff_delay`` of the previous decision, ``0.0`` before the first retry.
+            rng: uniform floats in [0, 1), for jitter.
+            retry_after: the server-requested delay in seconds, or ``None``; invalid values are ignored.
+            retryable: whether the outcome may be retried at all (the driver's classification).
+
+        Returns:
+            A :class:`RetryDecision`; see the module docstring for the order of the checks.
+        """
+        if not retryable:
+            return RetryDecision(False, 0.0, "not_retryable", previous_delay)
+        if attempt >= self.max_attempts:
+            return RetryDecision(False, 0.0, "max_attempts", previous_delay)
+        backoff_delay = previous_delay
+        reason: DelayReason = "backoff"
+        pushback = None if retry_after is None else valid_retry_after(retry_after)
+        if pushback is not None:
+            if pushback > self.max_retry_after:
+                return RetryDecision(False, 0.0, "retry_after_too_long", previous_delay)
+            delay = pushback
+            reason = "retry_after"
+        else:
+            delay = backoff_delay = self.backoff.delay(attempt - 1, previous_delay, rng)
+        max_elapsed = self.max_elapsed
+        if max_elapsed is not None and elapsed + delay >= max_elapsed:
+            return RetryDecision(False, 0.0, "max_elapsed", backoff_delay)
+        if deadline_remaining is not None and delay + self.min_attempt_time >= deadline_remaining:
+            return RetryDecision(False, 0.0, "deadline", backoff_delay)
+        return RetryDecision(True, delay, reason, backoff_delay)
+
+
+_REASON_TEXT: dict[str, str] = {
+    "not_retryable": "the last error is not retryable",
+    "max_attempts": "no attempts left",
+    "max_elapsed": "the next attempt would start after max_elapsed",
+    "deadline": "the next attempt would start at or after the deadline",
+    "retry_after_too_long": "the server asked to wait longer than max_retry_after",
+    "budget": "the retry budget is exhausted",
+}
+
+
+def give_up_note(name: str, attempts: int, elapsed: float, reason: GiveUpReason) -> str:
+    """The PEP 678 note added to the last exception when a retrying call gives up.
+
+    Example: ``"stalwart: retry 'payments' gave up after 3 attempts over 3.012s (no attempts left)"``.
+    """
+    plural = "attempt" if attempts == 1 else "attempts"
+    return f"stalwart: {name!r} gave up after {attempts} {plural} over {elapsed:.3f}s ({_REASON_TEXT[reason]})"
+
+
+@runtime_checkable
+class RetryBudgetHook(Protocol):
+    """What a retry driver needs from a retry budget (implemented by :class:`stalwart.RetryBudget`, issue 4).
+
+    A driver with a budget calls, per attempt, exactly one of :meth:`record_success` (the attempt's outcome is not
+    retryable: a success, an accepted result, or a non-retryable response) or :meth:`record_failure` (a retryable
+    outcome), and before each retry that the rules allow, :meth:`try_acquire_retry`; a refusal ends the call with
+    its last outcome (``"budget"``) and a ``RetryBudgetExhausted`` event. An attempt that ends with an exception
+    ``on`` does not cover (or with cancellation) records nothing. The success path costs one method call.
+
+    ``first`` is true for a call's first attempt, so that a ratio budget can count calls rather than attempts.
+    """
+
+    name: str
+
+    def record_success(self, first: bool) -> None:
+        """Record an attempt whose outcome is not retryable."""
+
+    def record_failure(self, first: bool) -> None:
+        """Record an attempt whose outcome is retryable."""
+
+    def try_acquire_retry(self) -> bool:
+        """Whether one retry may be made now; a ``True`` answer spends what the retry costs."""
