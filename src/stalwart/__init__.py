@@ -37,6 +37,7 @@ from ._exceptions import (
 )
 from ._policy import Policy
 from ._retry import Retry
+from ._timeout import Timeout, with_timeout
 
 __version__ = "0.1.0"
 
@@ -69,10 +70,12 @@ __all__ = [
     "StalwartError",
     "StoreUnavailable",
     "SystemClock",
+    "Timeout",
     "__version__",
     "add_hook",
     "current_deadline",
     "deadline",
     "remaining_time",
     "remove_hook",
+    "with_timeout",
 ]

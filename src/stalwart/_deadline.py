@@ -11,6 +11,12 @@ cancellation the scope caused is converted; a cancellation from outside propagat
 scope cannot pre-empt running code: it sets the ambient deadline that stalwart's policies (and the httpx
 transport's timeouts) respect.
 
+Internally, an async scope that enforces a deadline (a ``deadline`` scope, a :class:`~stalwart.Timeout`) also
+records itself in a second context variable, so that a nested scope whose limit is looser than an already enforced
+ambient deadline schedules nothing: the enclosing scope's expiry is that scope's own error. A nested scope does
+enforce a tighter ambient deadline that nobody enforces in this task (set by a sync scope, or inherited by a child
+task).
+
 Deadline arithmetic follows gRPC: between processes a deadline travels as a *relative* budget, so clock skew between
 hosts does not matter.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from asyncio import current_task, get_running_loop
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +33,7 @@ from types import TracebackType
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import to_seconds
+from ._events import DeadlineExpired, emit, hooks_installed
 from ._exceptions import DeadlineExceeded
 
 __all__ = ["Deadline", "current_deadline", "deadline", "remaining_time"]
@@ -76,7 +84,21 @@ class Deadline:
         return self.at < other.at
 
 
+_new_object = object.__new__
+_set_at = Deadline.__dict__["at"].__set__
+_set_clock = Deadline.__dict__["clock"].__set__
+
+
+def _new_deadline(at: float, clock: Clock) -> Deadline:
+    """``Deadline(at, clock)`` without the frozen dataclass's ``__init__`` (hot path of every Timeout)."""
+    made: Deadline = _new_object(Deadline)
+    _set_at(made, at)
+    _set_clock(made, clock)
+    return made
+
+
 _current: ContextVar[Deadline | None] = ContextVar("stalwart_deadline", default=None)
+_enforcer: ContextVar[AsyncScope | None] = ContextVar("stalwart_deadline_enforcer", default=None)
 
 
 def current_deadline() -> Deadline | None:
@@ -90,6 +112,144 @@ def remaining_time() -> float | None:
     return None if current is None else current.remaining()
 
 
+def _left(ambient: Deadline, clock: Clock, now: float) -> float:
+    """Seconds from ``now`` (read on ``clock``) to ``ambient``, which may be measured on another clock."""
+    return ambient.at - (now if ambient.clock is clock else ambient.clock.monotonic())
+
+
+def _exceeded(limit: float) -> DeadlineExceeded:
+    if hooks_installed():
+        emit(DeadlineExpired(limit))
+    return DeadlineExceeded(f"deadline of {limit:.3f}s exceeded", timeout=limit)
+
+
+def ambient_enforced() -> bool:
+    """True when the ambient deadline is enforced by an async scope of the current task.
+
+    Such a deadline cancels the task when it passes, so a policy waiting inside it (a bulkhead's queue) need not
+    set a timer of its own for it. Internal API (docs/internals.md).
+    """
+    ambient = _current.get()
+    scope = _enforcer.get()
+    return ambient is not None and scope is not None and scope.deadline is ambient and scope.task is current_task()
+
+
+class AsyncScope:
+    """The per-call record of an async scope enforcing a deadline on the current task.
+
+    Built by :func:`enter_async_scope`; :meth:`exit` must be called exactly once, in the same task, with the
+    exception that ended the body (``None`` on success). Internal API shared by ``deadline``, ``Timeout`` and
+    ``AdaptiveTimeout``.
+
+    Attributes:
+        deadline: the effective deadline enforced (this scope's own, or the tighter ambient one).
+        limit: seconds the body was given at entry (``float``).
+        own: True when this scope's own limit is the binding one (False: the ambient deadline was tighter).
+        expired: True once the timer fired and cancelled the task.
+    """
+
+    __slots__ = ("cancelling", "deadline", "enforcer_token", "expired", "handle", "limit", "own", "task", "token")
+
+    def __init__(  # noqa: PLR0917 - internal, called positionally on the hot path
+        self,
+        loop: asyncio.AbstractEventLoop,
+        task: asyncio.Task[object],
+        deadline: Deadline,
+        limit: float,
+        own: bool,
+        token: Token[Deadline | None] | None,
+    ) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.limit = limit
+        self.own = own
+        self.token = token
+        self.expired = False
+        self.cancelling = task.cancelling()
+        self.handle = loop.call_later(limit, self._expire)
+        self.enforcer_token = _enforcer.set(self)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
+    def exit(self, exc: BaseException | None) -> None:
+        """Leave the scope: cancel the timer, restore the context, convert this scope's own cancellation.
+
+        Raises:
+            DeadlineExceeded: the timer fired and the cancellation it caused (and only that one) ended the body.
+        """
+        self.handle.cancel()
+        _enforcer.reset(self.enforcer_token)
+        if self.token is not None:
+            _current.reset(self.token)
+        # Only the cancellation this scope caused becomes DeadlineExceeded (as asyncio.timeout does): a
+        # cancellation requested from outside as well leaves the count above the level seen on entry.
+        if self.expired and self.task.uncancel() <= self.cancelling and isinstance(exc, asyncio.CancelledError):
+            raise _exceeded(self.limit) from exc
+
+
+def enter_async_scope(seconds: float, clock: Clock, *, fail_fast: bool) -> AsyncScope | None:
+    """Start enforcing ``min(seconds from now, the ambient deadline)`` on the current task.
+
+    Returns ``None`` when there is nothing to do: the ambient deadline is no later than this limit and an enclosing
+    async scope of this task already enforces it (its expiry is its own error). Otherwise the effective deadline
+    becomes the ambient deadline inside the scope and a timer cancels the task when it passes.
+
+    Args:
+        seconds: this scope's own limit, finite float seconds > 0.
+        clock: the clock the limit is measured on.
+        fail_fast: raise at once, without entering, when the ambient deadline has already passed.
+
+    Raises:
+        RuntimeError: not called from an asyncio task.
+        DeadlineExceeded: ``fail_fast`` and the ambient deadline has already passed.
+    """
+    loop = get_running_loop()
+    task = current_task(loop)
+    if task is None:
+        raise RuntimeError("stalwart deadlines and timeouts must be used inside an asyncio task")
+    now = clock.monotonic()
+    ambient = _current.get()
+    if ambient is not None:
+        left = _left(ambient, clock, now)
+        if left <= seconds:
+            scope = _enforcer.get()
+            if scope is not None and scope.deadline is ambient and scope.task is task:
+                return None
+            if left <= 0.0 and fail_fast:
+                raise _exceeded(0.0)
+            return AsyncScope(loop, task, ambient, left if left > 0.0 else 0.0, False, None)
+    mine = _new_deadline(now + seconds, clock)
+    return AsyncScope(loop, task, mine, seconds, True, _current.set(mine))
+
+
+def enter_sync_scope(seconds: float, clock: Clock) -> Token[Deadline | None] | None:
+    """Set the ambient deadline to ``min(seconds from now, the ambient deadline)`` for sync code.
+
+    Returns the token to pass to :func:`exit_sync_scope`, or ``None`` when the ambient deadline is already the
+    tighter one (nothing to set). Internal API shared by ``Timeout.call`` and ``AdaptiveTimeout.call``.
+
+    Raises:
+        DeadlineExceeded: the ambient deadline has already passed (the call is not started).
+    """
+    now = clock.monotonic()
+    ambient = _current.get()
+    if ambient is not None:
+        left = _left(ambient, clock, now)
+        if left <= seconds:
+            if left <= 0.0:
+                raise _exceeded(0.0)
+            return None
+    return _current.set(_new_deadline(now + seconds, clock))
+
+
+def exit_sync_scope(token: Token[Deadline | None] | None) -> None:
+    """Restore the ambient deadline saved by :func:`enter_sync_scope`."""
+    if token is not None:
+        _current.reset(token)
+
+
 class deadline:  # noqa: N801 - a context manager used like a function, as contextlib's are
     """A deadline scope: ``with deadline(seconds):`` or ``async with deadline(seconds):``.
 
@@ -99,86 +259,70 @@ class deadline:  # noqa: N801 - a context manager used like a function, as conte
         clock: the monotonic clock (default: the system clock).
 
     The effective deadline is the earlier of this one and the enclosing one. In ``async with`` the task is
-    cancelled when this scope's deadline is reached and :class:`~stalwart.DeadlineExceeded` is raised at the end of
-    the scope; the ``with`` form only sets the ambient deadline (sync code cannot be pre-empted).
+    cancelled when the effective deadline is reached and :class:`~stalwart.DeadlineExceeded` is raised at the end
+    of the scope; when the enclosing deadline is the earlier one and an enclosing ``async`` scope of the same task
+    already enforces it, that scope's expiry is that scope's own error. The ``with`` form only sets the ambient
+    deadline (sync code cannot be pre-empted).
 
     Raises:
         ValueError: ``seconds`` is negative or NaN.
         DeadlineExceeded: (async form) the deadline expired inside the scope.
     """
 
-    __slots__ = ("_cancelling", "_clock", "_deadline", "_expired", "_handle", "_seconds", "_task", "_token")
+    __slots__ = ("_clock", "_deadline", "_entered", "_scope", "_seconds", "_token")
 
     def __init__(self, seconds: float | timedelta | None, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._seconds = math.inf if seconds is None else to_seconds(seconds, "seconds", allow_inf=True)
         self._clock = clock
         self._token: Token[Deadline | None] | None = None
         self._deadline: Deadline | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[object] | None = None
-        self._expired = False
-        self._cancelling = 0
+        self._scope: AsyncScope | None = None
+        self._entered = False
 
     @property
     def deadline(self) -> Deadline | None:
         """The effective deadline inside the scope (``None`` before entry or when unlimited)."""
         return self._deadline
 
-    def _enter(self) -> Deadline | None:
-        if self._token is not None:
+    def _check_once(self) -> None:
+        if self._entered:
             raise RuntimeError("a deadline scope cannot be entered twice")
+        self._entered = True
+
+    def __enter__(self) -> Deadline | None:
+        self._check_once()
         outer = _current.get()
-        if math.isinf(self._seconds):
-            effective = outer
-        else:
-            mine = Deadline(self._clock.monotonic() + self._seconds, self._clock)
-            effective = mine if outer is None or mine.at < outer.at else outer
+        effective = outer
+        if not math.isinf(self._seconds):
+            now = self._clock.monotonic()
+            if outer is None or self._seconds < _left(outer, self._clock, now):
+                effective = Deadline(now + self._seconds, self._clock)
         self._deadline = effective
         self._token = _current.set(effective)
         return effective
 
-    def _exit(self) -> None:
-        if self._token is not None:
-            _current.reset(self._token)
-
-    def __enter__(self) -> Deadline | None:
-        return self._enter()
-
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._exit()
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
 
     async def __aenter__(self) -> Deadline | None:
-        effective = self._enter()
-        if not math.isinf(self._seconds):
-            task = asyncio.current_task()
-            if task is None:
-                raise RuntimeError("async with deadline(...) must be used inside a task")
-            self._task = task
-            self._cancelling = task.cancelling()
-            loop = asyncio.get_running_loop()
-            self._handle = loop.call_later(self._seconds, self._on_expiry)
-        return effective
-
-    def _on_expiry(self) -> None:
-        self._expired = True
-        self._handle = None
-        if self._task is not None:
-            self._task.cancel()
+        self._check_once()
+        if math.isinf(self._seconds):
+            self._deadline = _current.get()
+            return self._deadline
+        # The body may be given no time at all (an expired ambient deadline): it is entered and cancelled at its
+        # first await, as with asyncio.timeout.
+        self._scope = scope = enter_async_scope(self._seconds, self._clock, fail_fast=False)
+        self._deadline = _current.get() if scope is None else scope.deadline
+        return self._deadline
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._exit()
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        # Only the cancellation this scope caused becomes DeadlineExceeded (as asyncio.timeout does).
-        if (
-            self._expired
-            and self._task is not None
-            and self._task.uncancel() <= self._cancelling
-            and exc_type is asyncio.CancelledError
-        ):
-            raise DeadlineExceeded(f"deadline of {self._seconds:.3f}s exceeded", timeout=self._seconds) from exc
+        scope = self._scope
+        if scope is not None:
+            self._scope = None
+            scope.exit(exc)
