@@ -33,6 +33,7 @@ __all__ = [
     "Case",
     "Result",
     "Unavailable",
+    "build",
     "calibrate",
     "measure",
     "prepare",
@@ -61,6 +62,8 @@ class Case:
         peers: names of rows this one is compared with (ratio "x peer").
         expect: the value one call must return (checked once before timing; ``None`` skips the check).
         stalwart: whether the row measures stalwart (used by the targets and the report).
+        rebuild: build the callable afresh (untimed) before every chunk, for a row whose state grows with every
+            call (purgatory's OPEN rejection re-raises one exception whose traceback grows), to bound memory.
     """
 
     group: str
@@ -71,6 +74,7 @@ class Case:
     peers: tuple[str, ...] = ()
     expect: Any = 1
     stalwart: bool = False
+    rebuild: bool = False
     # filled in by prepare()
     fn: Any = None
     unavailable: str | None = None
@@ -132,15 +136,20 @@ async def _once_async(fn: AsyncFn) -> Any:
     return await fn()
 
 
+def build(case: Case, loop: asyncio.AbstractEventLoop) -> None:
+    """(Re)build a case's callable with its factory."""
+    made = case.make()
+    if inspect.isawaitable(made):
+        made = loop.run_until_complete(made)
+    case.fn = made
+
+
 def prepare(cases: Iterable[Case], loop: asyncio.AbstractEventLoop) -> list[Case]:
     """Build every case's callable and check one call; mark failures as unavailable. Returns the cases."""
     out = []
     for case in cases:
         try:
-            made = case.make()
-            if inspect.isawaitable(made):
-                made = loop.run_until_complete(made)
-            case.fn = made
+            build(case, loop)
             _check(case, loop)
         except (Unavailable, ImportError) as exc:
             case.unavailable = str(exc) or type(exc).__name__
@@ -155,6 +164,8 @@ def calibrate(case: Case, loop: asyncio.AbstractEventLoop, chunk_seconds: float)
     target = chunk_seconds * 1e9
     n = 1
     while True:
+        if case.rebuild:
+            build(case, loop)
         elapsed = run_once(case, loop, n)
         if elapsed >= target or n >= 1 << 26:
             return n
@@ -187,6 +198,8 @@ def measure(
             order.reverse()
         gc.collect()
         for case in order:
+            if case.rebuild:
+                build(case, loop)
             elapsed = run_once(case, loop, case.n)
             results[case.name].samples.append(elapsed / case.n)
     return results

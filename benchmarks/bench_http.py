@@ -5,12 +5,11 @@ plain httpx over ``MockTransport`` (the baseline of this table); stalwart ``Asyn
 ``ResilientTransport`` wrapping the same ``MockTransport`` with its default ``ResilienceConfig``; httpx-retries
 ``RetryTransport`` wrapping it; tenacity ``retry(stop=stop_after_attempt(3))`` around ``client.get``.
 
-Throughput (async only): uvicorn serves :mod:`_server` in a subprocess on a free loopback port (the listening socket
-is bound here and handed over with ``--fd``, so there is no port race); 50 tasks share one client and issue
-``GET /`` until the round's request count is reached. Rounds alternate plain ``httpx.AsyncClient()`` and
-``httpx.AsyncClient(transport=AsyncResilientTransport(config=...))`` with a bulkhead of at least the concurrency,
-each round with a fresh client (fresh connection pool). Reported: median requests/s over the rounds, and the TCP
-connections each client opened (counted server-side as distinct client ports).
+Throughput (async only): uvicorn serves :mod:`_server` in a subprocess on a free loopback port; 50 tasks share one
+client and issue ``GET /`` until the round's request count is reached. Rounds alternate plain
+``httpx.AsyncClient()`` and ``httpx.AsyncClient(transport=AsyncResilientTransport(config=...))`` with a bulkhead
+of at least the concurrency, each round with a fresh client (fresh connection pool). Reported: median requests/s
+over the rounds, and the TCP connections each client opened (counted server-side as distinct client ports).
 """
 
 from __future__ import annotations
@@ -203,28 +202,41 @@ class ThroughputResult:
 
 
 class Server:
-    """uvicorn serving :mod:`_server` in a subprocess, on a loopback socket bound here and passed with ``--fd``."""
+    """uvicorn serving :mod:`_server` in a subprocess on a free loopback port.
+
+    The port is found by binding port 0 and closing the socket; if another process takes it before uvicorn binds,
+    uvicorn exits and :meth:`wait_ready` starts it again on another port. (Handing over a bound socket with ``--fd``
+    is not used: uvicorn treats such a socket as AF_UNIX, so asyncio does not set ``TCP_NODELAY`` on its
+    connections and every response stalls ~40 ms on delayed ACKs.)
+    """
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(2048)
-        self.sock.set_inheritable(True)
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        fd = self.sock.fileno()
-        command = [sys.executable, "-m", "uvicorn", "--fd", str(fd), "--app-dir", HERE]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self._start()
+
+    def _start(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--app-dir", HERE]
         command += ["--log-level", "warning", "--no-access-log", "--loop", "asyncio", "--http", "h11"]
         command += ["--timeout-keep-alive", "30", "--backlog", "2048", "_server:app"]
-        self.proc = subprocess.Popen(command, pass_fds=(fd,), stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
 
         end = time.monotonic() + timeout
+        restarts = 0
         while True:
+            assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with status {self.proc.returncode}")
+                if restarts >= 3:
+                    raise RuntimeError(f"uvicorn exited with status {self.proc.returncode}")
+                restarts += 1
+                self._start()
+                continue
             try:
                 httpx.get(self.url + "/__stats", timeout=1.0)
                 return
@@ -242,13 +254,14 @@ class Server:
         return int(httpx.get(self.url + "/__stats", timeout=5.0).text)
 
     def close(self) -> None:
+        if self.proc is None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self.sock.close()
 
 
 async def _drive(client: Any, url: str, total: int, concurrency: int) -> tuple[float, int]:
