@@ -7,6 +7,7 @@ httpx client, for asyncio and sync code. Everything public is re-exported here; 
 from __future__ import annotations
 
 from ._backoff import Backoff, Jitter
+from ._bulkhead import Bulkhead, BulkheadStatistics
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._deadline import Deadline, current_deadline, deadline, remaining_time
 from ._events import (
@@ -43,7 +44,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backoff",
+    "Bulkhead",
     "BulkheadFullError",
+    "BulkheadStatistics",
     "CallRejected",
     "CircuitOpenError",
     "CircuitStateChanged",
