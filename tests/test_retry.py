@@ -547,3 +547,10 @@ def test_shared_policy_keeps_per_call_state_across_threads() -> None:
         t.join()
     assert failures == []
     assert calls == [3] * 16
+
+
+def test_zero_delay_does_not_call_sleep(clock: FakeClock) -> None:
+    fn = Flaky(Transient(), Transient(), "ok")
+    assert Retry(on=OSError, backoff=Backoff.constant(0.0), clock=clock).call(fn) == "ok"
+    assert fn.calls == 3
+    assert clock.sleeps == []

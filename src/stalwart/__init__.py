@@ -36,6 +36,8 @@ from ._exceptions import (
     StalwartError,
     StoreUnavailable,
 )
+from ._fallback import Fallback
+from ._pipeline import Pipeline
 from ._policy import Policy
 from ._retry import Retry
 from ._timeout import Timeout, with_timeout
@@ -55,6 +57,7 @@ __all__ = [
     "DeadlineExceeded",
     "DeadlineExpired",
     "Event",
+    "Fallback",
     "Hook",
     "IdempotencyConflict",
     "IdempotencyError",
@@ -62,6 +65,7 @@ __all__ = [
     "IdempotentReplay",
     "Jitter",
     "LoggingHook",
+    "Pipeline",
     "Policy",
     "RateLimitedError",
     "Rejected",

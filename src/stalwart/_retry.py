@@ -272,7 +272,8 @@ class Retry(Policy):
             if not decision.retry:
                 return self._give_up(decision.reason, attempt, start, exc, result)  # type: ignore[arg-type]
             previous = decision.backoff_delay
-            sleep(decision.delay)
+            if decision.delay > 0.0:  # time.sleep(0) is a system call that only gives up the CPU
+                sleep(decision.delay)
             attempt += 1
             try:
                 result = fn(*args, **kwargs)

@@ -1,0 +1,369 @@
+"""Pipeline: order (entry/exit recorded), the entry points, composition, and Pipeline.standard with real policies."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+import stalwart as sw
+from stalwart.testing import FakeClock
+
+FOREVER = 60.0
+
+
+class Recorder(sw.Policy):
+    """A test policy that logs when a call enters and leaves it."""
+
+    __slots__ = ("log", "name")
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+
+    async def run(self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> Any:
+        self.log.append(f"enter {self.name}")
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            self.log.append(f"exit {self.name}")
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self.log.append(f"enter {self.name}")
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.log.append(f"exit {self.name}")
+
+
+class TwoAttempts(sw.Policy):
+    """A test policy that calls its function a second time when the first attempt raises."""
+
+    __slots__ = ()
+
+    async def run(self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except ValueError:
+            return await fn(*args, **kwargs)
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError:
+            return fn(*args, **kwargs)
+
+
+@pytest.fixture
+def log() -> list[str]:
+    return []
+
+
+def three(log: list[str]) -> sw.Pipeline:
+    return sw.Pipeline(Recorder("a", log), Recorder("b", log), Recorder("c", log))
+
+
+NESTED = ["enter a", "enter b", "enter c", "call", "exit c", "exit b", "exit a"]
+
+
+async def test_async_order_is_outermost_first(log: list[str]) -> None:
+    async def fn(x: int) -> int:
+        log.append("call")
+        return x
+
+    assert await three(log).run(fn, 5) == 5
+    assert log == NESTED
+
+
+def test_sync_order_is_outermost_first(log: list[str]) -> None:
+    def fn(x: int) -> int:
+        log.append("call")
+        return x
+
+    assert three(log).call(fn, 5) == 5
+    assert log == NESTED
+
+
+async def test_exit_order_on_error(log: list[str]) -> None:
+    async def fn() -> None:
+        log.append("call")
+        raise KeyError
+
+    with pytest.raises(KeyError):
+        await three(log).run(fn)
+    assert log == NESTED
+
+
+async def test_a_policy_that_calls_again_reruns_everything_inside_it(log: list[str]) -> None:
+    attempts = 0
+
+    async def flaky() -> str:
+        nonlocal attempts
+        attempts += 1
+        log.append("call")
+        if attempts == 1:
+            raise ValueError
+        return "ok"
+
+    pipeline = sw.Pipeline(Recorder("outer", log), TwoAttempts(), Recorder("inner", log))
+    assert await pipeline.run(flaky) == "ok"
+    assert log == [
+        "enter outer",
+        "enter inner",
+        "call",
+        "exit inner",
+        "enter inner",
+        "call",
+        "exit inner",
+        "exit outer",
+    ]
+    log.clear()
+    attempts = 0
+
+    def flaky_sync() -> str:
+        nonlocal attempts
+        attempts += 1
+        log.append("call")
+        if attempts == 1:
+            raise ValueError
+        return "ok"
+
+    assert pipeline.call(flaky_sync) == "ok"
+    assert log.count("enter inner") == 2
+
+
+async def test_arguments_pass_through_including_a_keyword_named_fn() -> None:
+    async def fn(a: int, b: int = 0, *, fn: str = "") -> tuple[int, int, str]:
+        return a, b, fn
+
+    pipeline = sw.Pipeline(sw.Timeout(FOREVER), sw.Fallback(value=None))
+    assert await pipeline.run(fn, 1, b=2, fn="kw") == (1, 2, "kw")
+    assert pipeline.call(lambda *a, **k: (a, k), 1, fn=3) == ((1,), {"fn": 3})
+
+
+async def test_empty_pipeline_calls_directly() -> None:
+    async def fn(x: int) -> int:
+        return x + 1
+
+    empty = sw.Pipeline()
+    assert empty.policies == ()
+    assert await empty.run(fn, 1) == 2
+    assert empty.call(lambda: "sync") == "sync"
+
+
+def test_only_policies_are_accepted() -> None:
+    with pytest.raises(TypeError, match="argument 1"):
+        sw.Pipeline(sw.Timeout(1.0), lambda fn: fn)  # type: ignore[arg-type]
+
+
+def test_policies_and_repr_keep_the_order_given() -> None:
+    timeout = sw.Timeout(1.0)
+    fallback = sw.Fallback(value=0)
+    pipeline = sw.Pipeline(timeout, fallback)
+    assert pipeline.policies == (timeout, fallback)
+    assert repr(pipeline) == "Pipeline(Timeout(1.0), Fallback(value=0))"
+
+
+async def test_pipelines_nest(log: list[str]) -> None:
+    inner = sw.Pipeline(Recorder("b", log), Recorder("c", log))
+    outer = sw.Pipeline(Recorder("a", log), inner)
+
+    async def fn() -> None:
+        log.append("call")
+
+    await outer.run(fn)
+    assert log == NESTED
+
+
+async def test_decorator(log: list[str]) -> None:
+    pipeline = three(log)
+
+    @pipeline
+    async def fetch(x: int) -> int:
+        """Doc."""
+        log.append("call")
+        return x * 2
+
+    @pipeline
+    def compute(x: int) -> int:
+        log.append("call")
+        return x * 3
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert fetch.__name__ == "fetch"
+    assert fetch.__doc__ == "Doc."
+    assert await fetch(2) == 4
+    assert log == NESTED
+    log.clear()
+    assert compute(2) == 6
+    assert log == NESTED
+
+    def gen() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match="generator"):
+        pipeline(gen)
+
+
+async def test_concurrent_calls_do_not_share_state() -> None:
+    pipeline = sw.Pipeline(sw.Fallback(value="fb"), sw.Timeout(FOREVER))
+
+    async def fn(i: int) -> int:
+        await asyncio.sleep(0)
+        if i % 3 == 0:
+            raise ValueError
+        return i
+
+    results = await asyncio.gather(*(pipeline.run(fn, i) for i in range(30)))
+    assert results == ["fb" if i % 3 == 0 else i for i in range(30)]
+
+
+# -- Pipeline.standard ------------------------------------------------------------------------------------------
+
+
+def test_standard_order_and_skipping() -> None:
+    fallback = sw.Fallback(value=None)
+    retry = sw.Retry(on=ConnectionError)
+    breaker = sw.CircuitBreaker("dep")
+    bulkhead = sw.Bulkhead("dep")
+    attempt = sw.Timeout(2.0)
+    pipeline = sw.Pipeline.standard(
+        attempt_timeout=attempt,
+        bulkhead=bulkhead,
+        breaker=breaker,
+        retry=retry,
+        total_timeout=10.0,
+        fallback=fallback,
+    )
+    policies = pipeline.policies
+    assert len(policies) == 6
+    assert policies[0] is fallback
+    assert isinstance(policies[1], sw.Timeout)
+    assert policies[1].seconds == 10.0
+    assert policies[2:] == (retry, breaker, bulkhead, attempt)
+
+    only = sw.Pipeline.standard(breaker=breaker, attempt_timeout=2)
+    assert only.policies[0] is breaker
+    assert isinstance(only.policies[1], sw.Timeout)
+    assert sw.Pipeline.standard().policies == ()
+
+
+def test_standard_validates_its_arguments() -> None:
+    with pytest.raises(TypeError, match="total_timeout"):
+        sw.Pipeline.standard(total_timeout="10")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seconds"):
+        sw.Pipeline.standard(attempt_timeout=0)
+    with pytest.raises(TypeError, match="Pipeline takes policies"):
+        sw.Pipeline.standard(retry=object())  # type: ignore[arg-type]
+
+
+class SleepProbe(FakeClock):
+    """A fake clock that notes the bulkhead's active count whenever the retry sleeps."""
+
+    def __init__(self, bulkhead: sw.Bulkhead) -> None:
+        super().__init__()
+        self.bulkhead = bulkhead
+        self.active_while_sleeping: list[int] = []
+
+    async def asleep(self, seconds: float) -> None:
+        self.active_while_sleeping.append(self.bulkhead.statistics().active)
+        await super().asleep(seconds)
+
+
+def standard_with(
+    clock: SleepProbe, bulkhead: sw.Bulkhead, *, failure_threshold: int, attempt_timeout: float = FOREVER
+) -> tuple[sw.Pipeline, sw.CircuitBreaker]:
+    breaker = sw.CircuitBreaker("dep", failure_threshold=failure_threshold, clock=clock)
+    pipeline = sw.Pipeline.standard(
+        fallback=sw.Fallback(value="fallback"),
+        total_timeout=FOREVER,
+        retry=sw.Retry(
+            on=(ConnectionError, TimeoutError), max_attempts=4, backoff=sw.Backoff.constant(1.0), clock=clock
+        ),
+        breaker=breaker,
+        bulkhead=bulkhead,
+        attempt_timeout=attempt_timeout,
+    )
+    return pipeline, breaker
+
+
+async def test_standard_retries_without_holding_a_bulkhead_slot_while_sleeping() -> None:
+    bulkhead = sw.Bulkhead("dep", max_concurrent=1)
+    clock = SleepProbe(bulkhead)
+    pipeline, breaker = standard_with(clock, bulkhead, failure_threshold=10)
+    attempts = 0
+
+    async def flaky() -> str:
+        nonlocal attempts
+        attempts += 1
+        assert bulkhead.statistics().active == 1  # the attempt holds the slot
+        assert sw.current_deadline() is not None  # the per-attempt timeout is the ambient deadline
+        if attempts < 3:
+            raise ConnectionError
+        return "ok"
+
+    assert await pipeline.run(flaky) == "ok"
+    assert attempts == 3
+    assert clock.sleeps == [1.0, 1.0]
+    assert clock.active_while_sleeping == [0, 0]
+    stats = breaker.statistics()
+    assert (stats.calls, stats.failure_count, stats.consecutive_failures) == (3, 2, 0)  # it saw every attempt
+    assert bulkhead.statistics().active == 0
+
+
+async def test_standard_open_breaker_ends_the_retries_and_the_fallback_answers() -> None:
+    bulkhead = sw.Bulkhead("dep", max_concurrent=1)
+    clock = SleepProbe(bulkhead)
+    pipeline, breaker = standard_with(clock, bulkhead, failure_threshold=2)
+    attempts = 0
+
+    async def down() -> str:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionError
+
+    assert await pipeline.run(down) == "fallback"
+    assert attempts == 2  # the third attempt met the open breaker: no more retries
+    assert breaker.state == sw.CircuitState.OPEN
+    assert bulkhead.statistics().active == 0
+
+
+async def test_standard_per_attempt_timeout_is_an_attempt_failure_that_is_retried() -> None:
+    bulkhead = sw.Bulkhead("dep", max_concurrent=1)
+    clock = SleepProbe(bulkhead)
+    pipeline, breaker = standard_with(clock, bulkhead, failure_threshold=10, attempt_timeout=0.01)
+    attempts = 0
+
+    async def slow_once() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            await asyncio.sleep(FOREVER)
+        return "ok"
+
+    assert await pipeline.run(slow_once) == "ok"
+    assert attempts == 2
+    assert breaker.statistics().failure_count == 1  # the breaker counted the timed-out attempt
+    assert bulkhead.statistics().active == 0
+
+
+def test_standard_sync() -> None:
+    bulkhead = sw.Bulkhead("dep", max_concurrent=1)
+    clock = SleepProbe(bulkhead)
+    pipeline, _ = standard_with(clock, bulkhead, failure_threshold=10)
+    attempts = 0
+
+    def flaky() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 2:
+            raise ConnectionError
+        return "ok"
+
+    assert pipeline.call(flaky) == "ok"
+    assert attempts == 2
+    assert clock.sleeps == [1.0]
+    assert pipeline.call(lambda: 1 / 0) == "fallback"
