@@ -80,10 +80,10 @@ def test_cas_transitions_refuse_other_owners_and_fences() -> None:
     for owner, fence in (("B", 7), ("A", 8), ("A", 6)):
         assert apply_heartbeat(r, owner_token=owner, fence=fence, now=1, lease_ttl=30, retention=100) is None
         assert apply_complete(r, owner_token=owner, fence=fence, response=RESPONSE, now=1, retention=100) is None
-        assert apply_release(r, owner_token=owner, fence=fence) is False
+        assert apply_release(r, owner_token=owner, fence=fence, now=1) is False
         assert apply_abandon(r, owner_token=owner, fence=fence, now=1) is None
     assert apply_heartbeat(None, owner_token="A", fence=7, now=1, lease_ttl=30, retention=100) is None
-    assert apply_release(None, owner_token="A", fence=7) is False
+    assert apply_release(None, owner_token="A", fence=7, now=1) is False
 
 
 def test_heartbeat_extends_lease_and_retention() -> None:
@@ -115,13 +115,22 @@ def test_complete_from_in_progress_and_late_from_abandoned_but_never_over_comple
 
 
 def test_release_and_abandon_states() -> None:
-    assert apply_release(rec(), owner_token="A", fence=7)
-    assert apply_release(rec(State.ABANDONED), owner_token="A", fence=7)
-    assert not apply_release(rec(State.COMPLETED), owner_token="A", fence=7)
+    assert apply_release(rec(), owner_token="A", fence=7, now=1)
+    assert apply_release(rec(State.ABANDONED), owner_token="A", fence=7, now=1)
+    assert not apply_release(rec(State.COMPLETED), owner_token="A", fence=7, now=1)
     gone = apply_abandon(rec(), owner_token="A", fence=7, now=5.0)
     assert gone is not None
     assert (gone.state, gone.updated_at, gone.expires_at) == (State.ABANDONED, 5.0, 1000.0)
     assert apply_abandon(rec(State.COMPLETED), owner_token="A", fence=7, now=5.0) is None
+
+
+def test_records_past_retention_are_absent_for_every_cas() -> None:
+    r = rec(lease=30.0, expires=100.0)
+    assert apply_heartbeat(r, owner_token="A", fence=7, now=100.0, lease_ttl=30, retention=100) is None
+    assert apply_complete(r, owner_token="A", fence=7, response=RESPONSE, now=100.0, retention=100) is None
+    assert apply_abandon(r, owner_token="A", fence=7, now=100.0) is None
+    assert not apply_release(r, owner_token="A", fence=7, now=100.0)
+    assert apply_abandon(r, owner_token="A", fence=7, now=99.0) is not None
 
 
 def test_expiry_and_lease_remaining() -> None:

@@ -13,14 +13,15 @@ States::
                           |  lease expired, observed by a claim: strict -> ABANDONED, reclaim -> new owner, fence
     ABANDONED --complete (same owner+fence, late completion)--> COMPLETED
 
-Every write after the claim is a compare-and-set on ``(record_id, owner_token, fence)``.
+Every write after the claim is a compare-and-set on ``(record_id, owner_token, fence)``; a record past its
+``expires_at`` counts as absent for every transition.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypeGuard
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -244,8 +245,14 @@ def reclaim_record(
     )
 
 
-def _owns(record: Record | None, owner_token: str, fence: int) -> bool:
-    return record is not None and record.owner_token == owner_token and record.fence == fence
+def _owns(record: Record | None, owner_token: str, fence: int, now: float) -> TypeGuard[Record]:
+    # The compare of every CAS: same owner token and fence, and the record not past its retention (then absent).
+    return (
+        record is not None
+        and record.owner_token == owner_token
+        and record.fence == fence
+        and not is_expired(record, now)
+    )
 
 
 def apply_abandon(current: Record | None, *, owner_token: str, fence: int, now: float) -> Record | None:
@@ -254,7 +261,7 @@ def apply_abandon(current: Record | None, *, owner_token: str, fence: int, now: 
     Returns the new record, or None when the compare fails (another owner or fence, or not in progress).
     The retention deadline is kept, so an abandoned record outlives its lease by the retention.
     """
-    if current is None or current.state is not State.IN_PROGRESS or not _owns(current, owner_token, fence):
+    if not _owns(current, owner_token, fence, now) or current.state is not State.IN_PROGRESS:
         return None
     return replace(current, state=State.ABANDONED, updated_at=now)
 
@@ -263,7 +270,7 @@ def apply_heartbeat(
     current: Record | None, *, owner_token: str, fence: int, now: float, lease_ttl: float, retention: float
 ) -> Record | None:
     """T2 heartbeat: renew the lease of an IN_PROGRESS record we own; None when the compare fails."""
-    if current is None or current.state is not State.IN_PROGRESS or not _owns(current, owner_token, fence):
+    if not _owns(current, owner_token, fence, now) or current.state is not State.IN_PROGRESS:
         return None
     lease = now + lease_ttl
     expires = max(current.expires_at, lease + retention)
@@ -283,7 +290,7 @@ def apply_complete(
 
     Returns the completed record, or None when the compare fails. A completed record is never overwritten.
     """
-    if current is None or current.state is State.COMPLETED or not _owns(current, owner_token, fence):
+    if not _owns(current, owner_token, fence, now) or current.state is State.COMPLETED:
         return None
     return replace(
         current,
@@ -299,9 +306,9 @@ def apply_complete(
     )
 
 
-def apply_release(current: Record | None, *, owner_token: str, fence: int) -> bool:
+def apply_release(current: Record | None, *, owner_token: str, fence: int, now: float) -> bool:
     """T4 release: True when the record (IN_PROGRESS, or ABANDONED by a lapsed lease) is ours and may be deleted."""
-    return current is not None and current.state is not State.COMPLETED and _owns(current, owner_token, fence)
+    return _owns(current, owner_token, fence, now) and current is not None and current.state is not State.COMPLETED
 
 
 def classify_outcome(
