@@ -6,6 +6,7 @@ httpx client, for asyncio and sync code. Everything public is re-exported here; 
 
 from __future__ import annotations
 
+from ._adaptive import AdaptiveTimeout
 from ._backoff import Backoff, Jitter
 from ._bulkhead import Bulkhead, BulkheadStatistics
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
@@ -45,6 +46,7 @@ from ._timeout import Timeout, with_timeout
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveTimeout",
     "Backoff",
     "Bulkhead",
     "BulkheadFullError",
