@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._adaptive import AdaptiveTimeout
 from ._backoff import Backoff, Jitter
+from ._breaker import CircuitBreaker, CircuitState, CircuitStatistics
 from ._bulkhead import Bulkhead, BulkheadStatistics
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._deadline import Deadline, current_deadline, deadline, remaining_time
@@ -40,6 +41,7 @@ from ._exceptions import (
 from ._fallback import Fallback
 from ._pipeline import Pipeline
 from ._policy import Policy
+from ._registry import Registry, registry
 from ._retry import Retry
 from ._timeout import Timeout, with_timeout
 
@@ -52,8 +54,11 @@ __all__ = [
     "BulkheadFullError",
     "BulkheadStatistics",
     "CallRejected",
+    "CircuitBreaker",
     "CircuitOpenError",
+    "CircuitState",
     "CircuitStateChanged",
+    "CircuitStatistics",
     "Clock",
     "Deadline",
     "DeadlineExceeded",
@@ -70,6 +75,7 @@ __all__ = [
     "Pipeline",
     "Policy",
     "RateLimitedError",
+    "Registry",
     "Rejected",
     "Retry",
     "RetryBudgetExhausted",
@@ -84,6 +90,7 @@ __all__ = [
     "add_hook",
     "current_deadline",
     "deadline",
+    "registry",
     "remaining_time",
     "remove_hook",
     "with_timeout",

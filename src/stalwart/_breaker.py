@@ -1,0 +1,498 @@
+"""The circuit breaker's drivers: :class:`CircuitBreaker` (sync and async) around the pure ``BreakerMachine``.
+
+The driver reads the clock, takes the lock around each state-machine call, classifies outcomes (``on``,
+``exclude``, ``on_result``), raises :class:`~stalwart.CircuitOpenError`, and logs and emits the transitions the
+machine queues. The common cases take no lock: a permit in CLOSED is one attribute read, a success in CLOSED with no
+failure counted is one read and one increment, and a rejection during the open period is one clock read and one
+attribute read before the (fresh) exception is raised.
+
+Low-level permit API (docs/internals.md), for drivers that classify outcomes themselves, such as the httpx
+transport: ``permit = breaker.acquire()`` (raises ``CircuitOpenError``), then exactly one of
+``breaker.record_success(permit, duration)``, ``breaker.record_failure(permit, duration)`` or
+``breaker.release(permit)`` (the call ended without an outcome: cancelled, excluded exception).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random as _random
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+from ._breaker_state import BreakerMachine, BreakerSettings, CircuitState, OpenDurationSchedule, Permit, Transition
+from ._clock import SYSTEM_CLOCK, Clock
+from ._events import CallRejected, CircuitStateChanged, emit, hooks_installed
+from ._exceptions import CircuitOpenError, Rejected
+from ._policy import Policy, check_decoratable
+from ._types import NEVER_HANDLED, ExceptionPredicate, ExceptionSpec, compile_exception_spec
+
+__all__ = ["CircuitBreaker", "CircuitBreakerConfig", "CircuitState", "CircuitStatistics", "Permit"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+logger = logging.getLogger("stalwart")
+
+_NOT_COUNTED: tuple[type[BaseException], ...] = (*NEVER_HANDLED, Rejected)
+"""Outcomes that never count: cancellation, interpreter exit, and local rejections (an inner bulkhead, ...)."""
+
+_LOG_LEVELS = {
+    CircuitState.OPEN: logging.ERROR,
+    CircuitState.FORCED_OPEN: logging.ERROR,
+    CircuitState.HALF_OPEN: logging.WARNING,
+    CircuitState.DISABLED: logging.WARNING,
+    CircuitState.METRICS_ONLY: logging.WARNING,
+    CircuitState.CLOSED: logging.INFO,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerConfig:
+    """Every setting of a :class:`CircuitBreaker` but its name, normalised (durations as float seconds).
+
+    The field names are the constructor's parameter names; the registry compares them to detect a conflicting
+    configuration. Predicates compare by identity.
+    """
+
+    failure_threshold: int
+    success_threshold: int
+    reset_timeout: float | OpenDurationSchedule
+    half_open_max_calls: int
+    window: object | None
+    failure_rate_threshold: float
+    minimum_calls: int
+    slow_call_duration: float | None
+    slow_call_rate_threshold: float
+    max_half_open_wait: float | None
+    on: ExceptionSpec
+    exclude: ExceptionSpec
+    on_result: Callable[[Any], bool] | None
+    critical: bool
+    store: object | None
+    clock: Clock
+    random: Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitStatistics:
+    """A consistent snapshot of a breaker (``CircuitBreaker.statistics()``).
+
+    Attributes:
+        name: the breaker's name.
+        state: the current :class:`CircuitState`.
+        calls: outcomes recorded since the last transition (consecutive model) or in the window (rate models).
+        failure_count: failures among ``calls``.
+        success_count: successes among ``calls``.
+        consecutive_failures: the current run of failures (consecutive model, CLOSED/METRICS_ONLY), else 0.
+        failure_rate: percent of ``calls`` that failed, or ``None`` (consecutive model, or too few calls).
+        retry_after: seconds until a probe is admitted while OPEN, else ``None``.
+        half_open_probes: permits held by probes in the current HALF_OPEN period.
+        openings: consecutive openings since the last clean close (drives the open-period backoff).
+    """
+
+    name: str
+    state: CircuitState
+    calls: int
+    failure_count: int
+    success_count: int
+    consecutive_failures: int
+    failure_rate: float | None
+    retry_after: float | None
+    half_open_probes: int
+    openings: int
+
+
+class CircuitBreaker(Policy):
+    """A circuit breaker: stop calling a dependency that keeps failing, and probe it before trusting it again.
+
+    Usable as a decorator on sync or async functions, through ``call``/``run``, or through the low-level permit
+    API (``acquire``/``record_success``/``record_failure``/``release``). One instance is shared by every caller
+    of the dependency, from threads and asyncio tasks alike.
+
+    Args:
+        name: the breaker's name (in errors, events, logs and the health JSON).
+        failure_threshold: consecutive failures that open the breaker (default 5; the seed's value).
+        success_threshold: successful probes that close it from HALF_OPEN (default 3; ≤ ``half_open_max_calls``).
+        reset_timeout: seconds (``float`` or ``timedelta``) the breaker stays OPEN before admitting probes (default
+            30.0), or a ``Backoff`` for a growing open period on repeated openings (reset by a clean close).
+        half_open_max_calls: probes admitted per HALF_OPEN period in total, however many callers race (default 3).
+        window: ``None`` (default) for the consecutive-failure model.
+        failure_rate_threshold: percent in (0, 100] for the rate models (default 50.0).
+        minimum_calls: calls a rate model needs before it judges (default 100).
+        slow_call_duration: seconds from which a call counts as slow (rate models), or ``None`` (default).
+        slow_call_rate_threshold: percent of slow calls that opens the breaker (rate models; default 100.0).
+        max_half_open_wait: seconds a HALF_OPEN period may last once all its probes are taken before the breaker
+            re-opens (bounds a hung probe), or ``None`` (default).
+        on: exceptions that count as failures: a type, a tuple of types or a predicate (default ``Exception``).
+            An exception that ``on`` does not match counts as a success (the dependency answered).
+        exclude: exceptions that are neither success nor failure; their permit is returned (default none).
+            ``Rejected`` errors and cancellation are always excluded.
+        on_result: ``(result) -> bool``; true marks a returned value as a failure (e.g. an HTTP 503 response).
+        critical: the health endpoint answers 503 while this breaker is open (default ``False``).
+        store: shared state backend; ``None`` (default) keeps state in this process.
+        clock: the monotonic clock (default: the system clock).
+        random: ``() -> float`` in [0, 1) for the jitter of a ``Backoff`` used as ``reset_timeout``.
+
+    Raises:
+        TypeError: a parameter has the wrong type.
+        ValueError: a parameter is out of range (named in the message), or ``success_threshold >
+            half_open_max_calls``.
+    """
+
+    __slots__ = (
+        "_core",
+        "_exclude",
+        "_lock",
+        "_monotonic",
+        "_on",
+        "_on_result",
+        "_plain",
+        "_timed",
+        "config",
+        "critical",
+        "name",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 5,
+        success_threshold: int = 3,
+        reset_timeout: float | timedelta | OpenDurationSchedule = 30.0,
+        half_open_max_calls: int = 3,
+        window: object | None = None,
+        failure_rate_threshold: float = 50.0,
+        minimum_calls: int = 100,
+        slow_call_duration: float | timedelta | None = None,
+        slow_call_rate_threshold: float = 100.0,
+        max_half_open_wait: float | timedelta | None = None,
+        on: ExceptionSpec = Exception,
+        exclude: ExceptionSpec = (),
+        on_result: Callable[[Any], bool] | None = None,
+        critical: bool = False,
+        store: object | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if window is not None or slow_call_duration is not None:
+            raise NotImplementedError("the rate models (window=..., slow_call_duration=...) are not available yet")
+        if store is not None:
+            raise NotImplementedError("shared breaker state (store=...) is not available yet")
+        if on_result is not None and not callable(on_result):
+            raise TypeError(f"on_result must be a callable (result) -> bool, got {on_result!r}")
+        settings = BreakerSettings(
+            failure_threshold=failure_threshold,
+            success_threshold=success_threshold,
+            reset_timeout=reset_timeout,  # type: ignore[arg-type]  # timedelta is normalised by BreakerSettings
+            half_open_max_calls=half_open_max_calls,
+            max_half_open_wait=max_half_open_wait,  # type: ignore[arg-type]
+        )
+        self.name = name
+        self.critical = bool(critical)
+        self._on: ExceptionPredicate = compile_exception_spec(on, parameter="on")
+        self._exclude: ExceptionPredicate | None = (
+            None if exclude == () else compile_exception_spec(exclude, parameter="exclude", exclude_rejected=False)
+        )
+        self._on_result = on_result
+        self._timed = False
+        self._plain = on_result is None
+        self._monotonic = clock.monotonic
+        self._lock = threading.Lock()
+        self._core = BreakerMachine(settings, now=clock.monotonic(), random=random)
+        self.config = CircuitBreakerConfig(
+            failure_threshold=settings.failure_threshold,
+            success_threshold=settings.success_threshold,
+            reset_timeout=settings.reset_timeout,
+            half_open_max_calls=settings.half_open_max_calls,
+            window=window,
+            failure_rate_threshold=failure_rate_threshold,
+            minimum_calls=minimum_calls,
+            slow_call_duration=None,
+            slow_call_rate_threshold=slow_call_rate_threshold,
+            max_half_open_wait=settings.max_half_open_wait,
+            on=on,
+            exclude=exclude,
+            on_result=on_result,
+            critical=self.critical,
+            store=store,
+            clock=clock,
+            random=random,
+        )
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.name!r}, state={self._core.state.value!r})"
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state (may move OPEN → HALF_OPEN only when a caller asks for a permit)."""
+        return self._core.state
+
+    # --- events --------------------------------------------------------------------------------------------------
+
+    def _publish(self, changes: list[Transition]) -> None:
+        for before, after, at in changes:
+            logger.log(_LOG_LEVELS[after], "circuit breaker %r: %s -> %s", self.name, before.value, after.value)
+            if hooks_installed():
+                emit(CircuitStateChanged(self.name, before.value, after.value, at))
+
+    # --- low-level permit API ------------------------------------------------------------------------------------
+
+    def acquire(self) -> Permit:
+        """Ask to make a call; returns a permit to hand back to exactly one of ``record_success``,
+        ``record_failure`` or ``release``.
+
+        Raises:
+            CircuitOpenError: the breaker refuses the call (a fresh exception carrying ``retry_after``).
+        """
+        permit = self._core.fast_epoch
+        if permit >= 0:
+            return permit
+        return self._acquire_slow()
+
+    def _acquire_slow(self) -> Permit:
+        core = self._core
+        now = self._monotonic()
+        until = core.reject_until
+        if now < until:  # inside the open period: no lock needed to refuse
+            if hooks_installed():
+                emit(CallRejected(self.name, "circuit_open"))
+            raise CircuitOpenError(self.name, until - now)
+        with self._lock:
+            permit = core.acquire(now)
+            retry_after = core.retry_after(now) if permit is None else None
+            changes = core.take_changes()
+        if changes is not None:
+            self._publish(changes)
+        if permit is None:
+            if hooks_installed():
+                emit(CallRejected(self.name, "circuit_open"))
+            raise CircuitOpenError(self.name, retry_after)
+        return permit
+
+    def record_success(self, permit: Permit, duration: float = 0.0) -> None:
+        """Record that the call made under ``permit`` succeeded; ``duration`` in seconds (for slow-call rules)."""
+        core = self._core
+        if permit == core.quiet_epoch:
+            core.calls += 1
+            return
+        now = self._monotonic()
+        with self._lock:
+            core.success(permit, now, duration)
+            changes = core.take_changes()
+        if changes is not None:
+            self._publish(changes)
+
+    def record_failure(self, permit: Permit, duration: float = 0.0) -> None:
+        """Record that the call made under ``permit`` failed; ``duration`` in seconds."""
+        core = self._core
+        now = self._monotonic()
+        with self._lock:
+            core.failure(permit, now, duration)
+            changes = core.take_changes()
+        if changes is not None:
+            self._publish(changes)
+
+    def release(self, permit: Permit) -> None:
+        """The call made under ``permit`` ended without an outcome (cancelled, excluded): return the permit."""
+        core = self._core
+        if permit == core.fast_epoch:  # nothing is held for a permit granted without bookkeeping
+            return
+        with self._lock:
+            core.release(permit)
+
+    def is_failure(self, exc: BaseException) -> bool:
+        """Whether ``exc`` counts as a failure under the ``on``/``exclude`` rules (never for cancellation or
+        ``Rejected``)."""
+        exclude = self._exclude
+        return self._on(exc) and not (exclude is not None and exclude(exc))
+
+    # --- outcome classification ----------------------------------------------------------------------------------
+
+    def _record_exception(self, permit: Permit, exc: BaseException, start: float) -> None:
+        duration = self._monotonic() - start if self._timed else 0.0
+        exclude = self._exclude
+        if isinstance(exc, _NOT_COUNTED) or (exclude is not None and exclude(exc)):
+            self.release(permit)
+        elif self._on(exc):
+            self.record_failure(permit, duration)
+        else:
+            self.record_success(permit, duration)
+
+    def _record_result(self, permit: Permit, result: object, start: float) -> None:
+        duration = self._monotonic() - start if self._timed else 0.0
+        on_result = self._on_result
+        if on_result is not None:
+            try:
+                failed = on_result(result)
+            except BaseException:
+                self.release(permit)
+                raise
+            if failed:
+                self.record_failure(permit, duration)
+                return
+        self.record_success(permit, duration)
+
+    # --- policy entry points -------------------------------------------------------------------------------------
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call the sync function ``fn(*args, **kwargs)`` through the breaker.
+
+        Raises:
+            CircuitOpenError: the breaker refused the call (``fn`` was not called).
+        """
+        core = self._core
+        permit = core.fast_epoch
+        if permit < 0:
+            permit = self._acquire_slow()
+        start = self._monotonic() if self._timed else 0.0
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._record_exception(permit, exc, start)
+            raise
+        if permit == core.quiet_epoch and self._plain:
+            core.calls += 1
+        else:
+            self._record_result(permit, result, start)
+        return result
+
+    async def run(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await the coroutine function ``fn(*args, **kwargs)`` through the breaker.
+
+        Raises:
+            CircuitOpenError: the breaker refused the call (``fn`` was not called).
+        """
+        core = self._core
+        permit = core.fast_epoch
+        if permit < 0:
+            permit = self._acquire_slow()
+        start = self._monotonic() if self._timed else 0.0
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._record_exception(permit, exc, start)
+            raise
+        if permit == core.quiet_epoch and self._plain:
+            core.calls += 1
+        else:
+            self._record_result(permit, result, start)
+        return result
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
+
+    def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
+        """Decorate ``fn`` (sync or async); same behaviour as ``call``/``run``, with the hot path inlined.
+
+        Raises:
+            TypeError: ``fn`` is a generator or async-generator function.
+        """
+        core = self._core
+        acquire_slow = self._acquire_slow
+        record_exception = self._record_exception
+        record_result = self._record_result
+        monotonic = self._monotonic
+        timed = self._timed
+        plain = self._plain
+
+        if check_decoratable(fn, self):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                permit = core.fast_epoch
+                if permit < 0:
+                    permit = acquire_slow()
+                start = monotonic() if timed else 0.0
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    record_exception(permit, exc, start)
+                    raise
+                if permit == core.quiet_epoch and plain:
+                    core.calls += 1
+                else:
+                    record_result(permit, result, start)
+                return result
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            permit = core.fast_epoch
+            if permit < 0:
+                permit = acquire_slow()
+            start = monotonic() if timed else 0.0
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                record_exception(permit, exc, start)
+                raise
+            if permit == core.quiet_epoch and plain:
+                core.calls += 1
+            else:
+                record_result(permit, result, start)
+            return result
+
+        return cast("Callable[P, Any]", sync_wrapper)
+
+    # --- statistics and manual control ---------------------------------------------------------------------------
+
+    def statistics(self) -> CircuitStatistics:
+        """A consistent snapshot of the breaker's state and counts."""
+        core = self._core
+        now = self._monotonic()
+        with self._lock:
+            state = core.state
+            calls = core.calls
+            failed = core.failed
+            consecutive = core.failures if state is CircuitState.CLOSED or state is CircuitState.METRICS_ONLY else 0
+            return CircuitStatistics(
+                name=self.name,
+                state=state,
+                calls=calls,
+                failure_count=failed,
+                success_count=calls - failed,
+                consecutive_failures=consecutive,
+                failure_rate=None,
+                retry_after=core.retry_after(now),
+                half_open_probes=core.probes if state is CircuitState.HALF_OPEN else 0,
+                openings=core.openings,
+            )
+
+    def transition_to(self, state: CircuitState | str) -> None:
+        """Move to ``state`` now (manual control); outcomes of calls already running are then ignored.
+
+        Raises:
+            ValueError: ``state`` is not a :class:`CircuitState` value.
+        """
+        target = CircuitState(state)
+        core = self._core
+        now = self._monotonic()
+        with self._lock:
+            core.transition_to(target, now)
+            changes = core.take_changes()
+        if changes is not None:
+            self._publish(changes)
+
+    def reset(self) -> None:
+        """Close the breaker and forget its counts and open-period backoff."""
+        self.transition_to(CircuitState.CLOSED)
+
+    def force_open(self) -> None:
+        """Reject every call (``CircuitOpenError`` with ``retry_after=None``) until ``reset()`` or another
+        ``transition_to``."""
+        self.transition_to(CircuitState.FORCED_OPEN)
+
+    def disable(self) -> None:
+        """Admit every call and record nothing until ``reset()`` or another ``transition_to``."""
+        self.transition_to(CircuitState.DISABLED)
