@@ -20,6 +20,7 @@ from ._config import to_seconds, to_seconds_or_none
 from ._deadline import current_deadline
 from ._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
 from ._policy import Policy, check_decoratable
+from ._retry_block import Attempts
 from ._retry_policy import (
     DEFAULT_BACKOFF,
     DelayReason,
@@ -157,6 +158,20 @@ class Retry(Policy):
             f"Retry(name={self._name!r}, max_attempts={r.max_attempts}, backoff={r.backoff!r}, "
             f"max_elapsed={r.max_elapsed!r}, max_retry_after={r.max_retry_after!r}, budget={self._budget!r})"
         )
+
+    def attempts(self) -> Attempts:
+        """The block form, for code that is not one function call (stamina's ``retry_context`` is the model)::
+
+            for attempt in retry.attempts():          # or: async for attempt in retry.attempts():
+                with attempt:                         #     async with attempt: (or with attempt:)
+                    response = client.get(url)
+
+        The ``with`` block suppresses a retryable exception and the loop decides, by the same rules as the other
+        forms, whether to sleep and run the block again or to re-raise the last exception (with its note). A block
+        that completes ends the loop; a non-retryable exception propagates from the block. ``on_result`` does not
+        apply (there is no result). Each call of ``attempts()`` starts a new retrying call.
+        """
+        return Attempts(self)
 
     def retryable(self, exc: BaseException) -> bool:
         """Whether ``exc`` is one this policy retries (``on``, minus cancellation, exits and ``Rejected``)."""
@@ -344,6 +359,7 @@ class Retry(Policy):
         """Ask the rules what follows failed attempt ``attempt``; consult the budget; emit ``RetryScheduled``."""
         elapsed = self._clock.monotonic() - start
         ambient = current_deadline()
+        rules = self._rules
         retry_after = None
         extract = self._retry_after
         if extract is not None:
@@ -351,7 +367,7 @@ class Retry(Policy):
                 retry_after = extract(result if exc is None else exc)
             except Exception:
                 logger.exception("stalwart: retry %r: the retry_after extractor failed; using the backoff", self._name)
-        decision = self._rules.decide(
+        decision = rules.decide(
             attempt=attempt,
             elapsed=elapsed,
             deadline_remaining=None if ambient is None else ambient.remaining(),
@@ -374,10 +390,15 @@ class Retry(Policy):
         self, reason: GiveUpReason, attempts: int, start: float, exc: BaseException | None, result: Any
     ) -> Any:
         """End the call: return the last result, or raise the last exception with a note."""
+        self._report_give_up(reason, attempts, start, exc)
+        if exc is None:
+            return result
+        raise exc
+
+    def _report_give_up(self, reason: GiveUpReason, attempts: int, start: float, exc: BaseException | None) -> None:
+        """Emit ``RetryGaveUp`` and add the PEP 678 note to ``exc`` (if any)."""
         elapsed = self._clock.monotonic() - start
         if hooks_installed():
             emit(RetryGaveUp(self._name, attempts, elapsed, reason, exc))
-        if exc is None:
-            return result
-        exc.add_note(give_up_note(self._name, attempts, elapsed, reason))
-        raise exc
+        if exc is not None:
+            exc.add_note(give_up_note(self._name, attempts, elapsed, reason))

@@ -1,0 +1,135 @@
+"""The block form of :class:`~stalwart.Retry`: ``for attempt in retry.attempts(): with attempt: ...``.
+
+:class:`Attempts` is both a sync and an async iterator; each :class:`Attempt` is both a sync and an async context
+manager. The attempt's ``__exit__`` classifies what the block raised (suppressing a retryable exception so the loop
+can continue); the iterator's ``__next__``/``__anext__`` asks the policy's decision (the same rules, events, budget
+and notes as the decorator), sleeps on the policy's clock, and either hands out the next attempt or re-raises the
+last exception. Sync and async iteration differ only in the sleep.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ._types import NEVER_HANDLED
+
+if TYPE_CHECKING:
+    from ._retry import Retry
+
+__all__ = ["Attempt", "Attempts"]
+
+
+class Attempt:
+    """One attempt of a retrying block; use it as ``with attempt:`` or ``async with attempt:``.
+
+    Attributes:
+        number: the attempt's number, ``1`` for the first.
+    """
+
+    __slots__ = ("_attempts", "number")
+
+    def __init__(self, attempts: Attempts, number: int) -> None:
+        self._attempts = attempts
+        self.number = number
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return self._attempts._finish(self.number, exc)
+
+    async def __aenter__(self) -> Attempt:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return self._attempts._finish(self.number, exc)
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.number}>"
+
+
+class Attempts:
+    """The attempts of one retrying block: iterate with ``for`` (sync sleeps) or ``async for`` (async sleeps)."""
+
+    __slots__ = ("_done", "_failure", "_number", "_previous", "_retry", "_start")
+
+    def __init__(self, retry: Retry) -> None:
+        self._retry = retry
+        self._number = 0
+        self._start = 0.0
+        self._previous = 0.0
+        self._failure: BaseException | None = None
+        self._done = False
+
+    def __iter__(self) -> Attempts:
+        return self
+
+    def __aiter__(self) -> Attempts:
+        return self
+
+    def _advance(self) -> float | None:
+        """The delay before the next attempt, or ``None`` when the loop is over; raises when giving up."""
+        if self._done:
+            return None
+        retry = self._retry
+        if self._number == 0:
+            self._start = retry._clock.monotonic()
+            return 0.0
+        failure = self._failure
+        if failure is None:  # the block completed (or was not entered): done
+            self._done = True
+            return None
+        self._failure = None
+        decision = retry._decide(self._number, self._start, self._previous, failure, None)
+        if not decision.retry:
+            self._done = True
+            retry._give_up(decision.reason, self._number, self._start, failure, None)  # type: ignore[arg-type]
+        self._previous = decision.backoff_delay
+        return decision.delay
+
+    def __next__(self) -> Attempt:
+        delay = self._advance()
+        if delay is None:
+            raise StopIteration
+        if delay > 0.0:
+            self._retry._clock.sleep(delay)
+        self._number += 1
+        return Attempt(self, self._number)
+
+    async def __anext__(self) -> Attempt:
+        delay = self._advance()
+        if delay is None:
+            raise StopAsyncIteration
+        if self._number > 0:
+            await self._retry._clock.asleep(delay)
+        self._number += 1
+        return Attempt(self, self._number)
+
+    def _finish(self, number: int, exc: BaseException | None) -> bool:
+        """Classify the outcome of attempt ``number``; return True to suppress a retryable exception."""
+        retry = self._retry
+        budget = retry._budget
+        first = number == 1
+        if number != self._number or self._done:
+            return False  # a stale attempt object: do not interfere
+        if exc is None:
+            if budget is not None:
+                budget.record_success(first)
+            return False
+        if isinstance(exc, NEVER_HANDLED):
+            self._done = True
+            return False
+        if not retry._should_retry(exc):
+            self._done = True
+            if not first:
+                retry._report_give_up("not_retryable", number, self._start, exc)
+            return False
+        if budget is not None:
+            budget.record_failure(first)
+        self._failure = exc
+        return True
