@@ -30,6 +30,7 @@ from ._retry_policy import (
     RetryRules,
     give_up_note,
 )
+from ._retry_testing import current_mode
 from ._types import NEVER_HANDLED, ExceptionSpec, compile_exception_spec
 
 __all__ = ["Retry"]
@@ -362,6 +363,11 @@ class Retry(Policy):
         rules = self._rules
         retry_after = None
         extract = self._retry_after
+        testing = current_mode()
+        if testing is not None:
+            rules = testing.adjust(rules)
+            if testing.no_sleep:
+                extract = None
         if extract is not None:
             try:
                 retry_after = extract(result if exc is None else exc)

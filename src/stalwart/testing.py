@@ -1,15 +1,22 @@
-"""Testing support (public API): a fake clock for time-dependent code.
+"""Testing support (public API): a fake clock for time-dependent code, and a testing mode for retries.
 
 ``FakeClock`` never sleeps for real: ``sleep``/``asleep`` advance its time and record the requested delays, so a
 test of a backoff schedule or an open period runs instantly and deterministically.
+
+``testing(attempts=..., no_sleep=True)`` makes every :class:`stalwart.Retry` in the process retry instantly and at
+most ``attempts`` times while it is active, so an application's own test suite can exercise its retry paths.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["FakeClock"]
+from ._retry_testing import RetryTestingMode, set_mode
+
+__all__ = ["FakeClock", "testing"]
 
 
 class FakeClock:
@@ -55,3 +62,39 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now!r})"
+
+
+@contextmanager
+def testing(*, attempts: int | None = None, no_sleep: bool = True) -> Iterator[None]:  # noqa: PT028 - not a test
+    """Retry testing mode: every :class:`stalwart.Retry` retries at once and at most ``attempts`` times.
+
+    Usable as ``with testing(attempts=2): ...`` or as a decorator on a sync test; nested uses restore the outer
+    setting on exit. The mode is process-wide (threads started by the code under test see it). A pytest fixture to
+    paste into ``conftest.py``::
+
+        import pytest
+        from stalwart.testing import testing
+
+        @pytest.fixture(autouse=True)
+        def fast_retries():
+            with testing(attempts=2):
+                yield
+
+    Args:
+        attempts: cap on attempts per call, including the first (``>= 1``; ``1`` disables retries), or ``None``
+            to keep each policy's ``max_attempts``.
+        no_sleep: when true (default), wait zero seconds between attempts, ignoring the backoff and any
+            server-requested delay.
+
+    Raises:
+        TypeError, ValueError: ``attempts`` is not an int >= 1, or ``no_sleep`` is not a bool.
+    """
+    previous = set_mode(RetryTestingMode(attempts=attempts, no_sleep=no_sleep))
+    try:
+        yield
+    finally:
+        set_mode(previous)
+
+
+# Its name starts with "test": keep pytest from collecting it in modules that import it.
+testing.__test__ = False  # type: ignore[attr-defined]
