@@ -6,10 +6,12 @@ plain httpx over ``MockTransport`` (the baseline of this table); stalwart ``Asyn
 ``RetryTransport`` wrapping it; tenacity ``retry(stop=stop_after_attempt(3))`` around ``client.get``.
 
 Throughput (async only): uvicorn serves :mod:`_server` in a subprocess on a free loopback port; 50 tasks share one
-client and issue ``GET /`` until the round's request count is reached. Rounds alternate plain
-``httpx.AsyncClient()`` and ``httpx.AsyncClient(transport=AsyncResilientTransport(config=...))`` with a bulkhead
-of at least the concurrency, each round with a fresh client (fresh connection pool). Reported: median requests/s
-over the rounds, and the TCP connections each client opened (counted server-side as distinct client ports).
+client and issue ``GET /`` until the round's request count is reached. Clients: plain ``httpx.AsyncClient()`` and
+``httpx.AsyncClient(transport=AsyncResilientTransport(config=...))`` with a bulkhead of at least the concurrency, as
+users build them; and the same two with a connection pool that keeps ``concurrency`` connections alive, which takes
+the pool's timing-dependent connection churn out of the comparison. Every round runs every client once (order rotated
+by round), each with a fresh client (fresh pool). Reported: median requests/s over the rounds, and the TCP
+connections each client opened (counted server-side as distinct client ports).
 """
 
 from __future__ import annotations
@@ -284,11 +286,17 @@ async def _drive(client: Any, url: str, total: int, concurrency: int) -> tuple[f
     return time.perf_counter() - t0, errors
 
 
-PLAIN_LOOPBACK = "plain httpx.AsyncClient"
-STALWART_LOOPBACK = "stalwart AsyncResilientTransport"
+PLAIN_LOOPBACK = "plain httpx.AsyncClient()"
+STALWART_LOOPBACK = "stalwart AsyncResilientTransport (default inner transport)"
+PLAIN_POOL_LOOPBACK = "plain httpx, pool keep-alive 50"
+STALWART_POOL_LOOPBACK = "stalwart over AsyncHTTPTransport, pool keep-alive 50"
 
 
 def _clients(concurrency: int) -> dict[str, Callable[[], Any]]:
+    """The clients compared: as users build them by default, and both with a pool that keeps ``concurrency``
+    connections alive (httpx keeps 20 by default, so at concurrency 50 a burst of responses can close connections
+    that are needed again at once, and the count of connections opened then depends on timing)."""
+    limits = httpx.Limits(max_connections=max(100, concurrency), max_keepalive_connections=concurrency)
 
     def plain() -> Any:
         return httpx.AsyncClient()
@@ -297,13 +305,26 @@ def _clients(concurrency: int) -> dict[str, Callable[[], Any]]:
         transport_cls = stalwart_name("AsyncResilientTransport")
         return httpx.AsyncClient(transport=transport_cls(config=resilience_config(concurrency)))
 
-    return {PLAIN_LOOPBACK: plain, STALWART_LOOPBACK: stalwart}
+    def plain_pool() -> Any:
+        return httpx.AsyncClient(limits=limits)
+
+    def stalwart_pool() -> Any:
+        transport_cls = stalwart_name("AsyncResilientTransport")
+        inner = httpx.AsyncHTTPTransport(limits=limits)
+        return httpx.AsyncClient(transport=transport_cls(inner, config=resilience_config(concurrency)))
+
+    return {
+        PLAIN_LOOPBACK: plain,
+        STALWART_LOOPBACK: stalwart,
+        PLAIN_POOL_LOOPBACK: plain_pool,
+        STALWART_POOL_LOOPBACK: stalwart_pool,
+    }
 
 
 def throughput(
-    *, requests: int = 3000, rounds: int = 5, concurrency: int = CONCURRENCY, warmup: int = 200
+    *, requests: int = 2000, rounds: int = 5, concurrency: int = CONCURRENCY, warmup: int = 200
 ) -> ThroughputResult:
-    """Run the loopback throughput benchmark; rounds alternate the clients (the order flips every round)."""
+    """Run the loopback throughput benchmark; every round runs every client once (the order rotates by round)."""
     makers = _clients(concurrency)
     rows = {name: ThroughputRow(name) for name in makers}
     for name, make in makers.items():
@@ -331,7 +352,10 @@ def throughput(
             for name in live:  # warm up both code paths and the server
                 loop.run_until_complete(one(name, warmup))
             for r in range(rounds):
-                order = live if r % 2 == 0 else live[::-1]
+                shift = r % max(len(live), 1)
+                order = live[shift:] + live[:shift]
+                if r % 2:
+                    order.reverse()
                 for name in order:
                     elapsed, errors, connections = loop.run_until_complete(one(name, requests))
                     row = rows[name]

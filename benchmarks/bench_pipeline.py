@@ -1,7 +1,8 @@
 """The standard pipeline on the success path, against the same protections assembled from the peers.
 
-stalwart: ``Pipeline(Timeout(10.0), Retry(on=Exception), CircuitBreaker(name), Bulkhead(name, max_concurrent=10))``,
-the standard order of DESIGN.md (total timeout → retry → breaker → bulkhead), as one decorator.
+stalwart: ``Pipeline.standard(total_timeout=Timeout(10.0), retry=Retry(on=Exception), breaker=CircuitBreaker(name),
+bulkhead=Bulkhead(name, max_concurrent=10))``, the standard order of DESIGN.md (total timeout → retry → breaker →
+bulkhead), as one decorator.
 hyx 0.0.2 (async only): ``timeout(10.0)`` → ``retry(on=Exception, attempts=3)`` → ``consecutive_breaker()`` →
 ``bulkhead(10, 110)``, stacked decorators in the same order.
 tenacity + circuitbreaker + asyncio: ``asyncio.timeout(10.0)`` around a tenacity ``retry(stop_after_attempt(3))`` of a
@@ -43,12 +44,14 @@ def _stalwart(target: Any) -> Any:
     breaker = stalwart_name("CircuitBreaker")
     bulkhead = stalwart_name("Bulkhead")
     n = next(_ids)
-    policy = pipeline(
-        timeout(10.0),
-        retry(on=Exception),
-        breaker(f"bench-pipeline-{n}"),
-        bulkhead(f"bench-pipeline-{n}", max_concurrent=10),
-    )
+    parts = {
+        "total_timeout": timeout(10.0),
+        "retry": retry(on=Exception),
+        "breaker": breaker(f"bench-pipeline-{n}"),
+        "bulkhead": bulkhead(f"bench-pipeline-{n}", max_concurrent=10),
+    }
+    standard = getattr(pipeline, "standard", None)
+    policy = standard(**parts) if standard is not None else pipeline(*parts.values())
     return policy(target)
 
 
