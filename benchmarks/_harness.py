@@ -3,8 +3,8 @@
 How a measurement is taken:
 
 * Every case is a zero-argument callable (sync) or coroutine function (async) built by a factory. A case whose
-  factory raises :class:`Unavailable` or :class:`ImportError` is reported as "not available" with the reason, so the
-  suite runs whatever subset of stalwart exists.
+  factory raises :class:`Unavailable`, :class:`ImportError` or :class:`NotImplementedError` is reported as "not
+  available" with the reason, so the suite runs whatever subset of stalwart exists.
 * Calibration: the inner iteration count ``n`` of each case is doubled until one timed chunk takes at least
   ``chunk_seconds`` (like ``timeit.Timer.autorange``).
 * Rounds: every round times one chunk of every case, the order rotated (and reversed on odd rounds) from round to
@@ -151,7 +151,7 @@ def prepare(cases: Iterable[Case], loop: asyncio.AbstractEventLoop) -> list[Case
         try:
             build(case, loop)
             _check(case, loop)
-        except (Unavailable, ImportError) as exc:
+        except (Unavailable, ImportError, NotImplementedError) as exc:
             case.unavailable = str(exc) or type(exc).__name__
         except Exception as exc:
             case.unavailable = f"error: {type(exc).__name__}: {exc}"
