@@ -84,6 +84,7 @@ class Deadline:
         return self.at < other.at
 
 
+_INF = math.inf
 _new_object = object.__new__
 _set_at = Deadline.__dict__["at"].__set__
 _set_clock = Deadline.__dict__["clock"].__set__
@@ -290,13 +291,16 @@ class deadline:  # noqa: N801 - a context manager used like a function, as conte
         self._entered = True
 
     def __enter__(self) -> Deadline | None:
-        self._check_once()
-        outer = _current.get()
-        effective = outer
-        if not math.isinf(self._seconds):
-            now = self._clock.monotonic()
-            if outer is None or self._seconds < _left(outer, self._clock, now):
-                effective = Deadline(now + self._seconds, self._clock)
+        if self._entered:
+            raise RuntimeError("a deadline scope cannot be entered twice")
+        self._entered = True
+        effective = outer = _current.get()
+        seconds = self._seconds
+        if seconds != _INF:
+            clock = self._clock
+            now = clock.monotonic()
+            if outer is None or seconds < outer.at - (now if outer.clock is clock else outer.clock.monotonic()):
+                effective = _new_deadline(now + seconds, clock)
         self._deadline = effective
         self._token = _current.set(effective)
         return effective
