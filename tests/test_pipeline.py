@@ -257,3 +257,35 @@ def test_standard_validates_its_arguments() -> None:
         sw.Pipeline.standard(attempt_timeout=0)
     with pytest.raises(TypeError, match="Pipeline takes policies"):
         sw.Pipeline.standard(retry=object())  # type: ignore[arg-type]
+
+
+async def test_decorating_uses_each_policys_own_decorator_checks() -> None:
+    async def handler(exc: BaseException) -> str:
+        return "async"
+
+    pipeline = sw.Pipeline(sw.Timeout(FOREVER), sw.Fallback(handler=handler))
+    with pytest.raises(TypeError, match="async fallback handler"):
+        pipeline(lambda: None)
+
+    @pipeline
+    async def fails() -> str:
+        raise ValueError
+
+    assert await fails() == "async"
+
+
+async def test_empty_pipeline_decorates() -> None:
+    empty = sw.Pipeline()
+
+    @empty
+    async def fetch() -> str:
+        return "async"
+
+    @empty
+    def compute() -> str:
+        return "sync"
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert await fetch() == "async"
+    assert compute() == "sync"
+    assert compute.__name__ == "compute"
