@@ -18,9 +18,10 @@ FOREVER = 60.0
 @pytest.fixture
 def events() -> Iterator[list[sw.Event]]:
     seen: list[sw.Event] = []
-    sw.add_hook(seen.append)
+    hook = seen.append  # one bound-method object: remove_hook compares by identity
+    sw.add_hook(hook)
     yield seen
-    sw.remove_hook(seen.append)
+    sw.remove_hook(hook)
 
 
 def stats(bulkhead: sw.Bulkhead) -> tuple[int, int, int]:

@@ -19,9 +19,10 @@ FOREVER = 60.0  # a sleep that must be cut short (pytest-timeout would catch a h
 @pytest.fixture
 def events() -> Iterator[list[sw.Event]]:
     seen: list[sw.Event] = []
-    sw.add_hook(seen.append)
+    hook = seen.append  # one bound-method object: remove_hook compares by identity
+    sw.add_hook(hook)
     yield seen
-    sw.remove_hook(seen.append)
+    sw.remove_hook(hook)
 
 
 async def test_expiry_raises_deadline_exceeded_and_resets_the_context(events: list[sw.Event]) -> None:
