@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._adaptive import AdaptiveTimeout
 from ._backoff import Backoff, Jitter
 from ._breaker import CircuitBreaker, CircuitState, CircuitStatistics
+from ._budget import RatioRetryBudget, RetryBudget, RetryBudgetStatistics
 from ._bulkhead import Bulkhead, BulkheadStatistics
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._deadline import Deadline, current_deadline, deadline, remaining_time
@@ -75,10 +76,13 @@ __all__ = [
     "Pipeline",
     "Policy",
     "RateLimitedError",
+    "RatioRetryBudget",
     "Registry",
     "Rejected",
     "Retry",
+    "RetryBudget",
     "RetryBudgetExhausted",
+    "RetryBudgetStatistics",
     "RetryGaveUp",
     "RetryScheduled",
     "SYSTEM_CLOCK",

@@ -7,7 +7,6 @@ line by line against each other.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random as _random
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ from ._retry_policy import (
     give_up_note,
 )
 from ._retry_testing import current_mode
+from ._retry_wrap import wrap_async, wrap_sync
 from ._types import NEVER_HANDLED, ExceptionSpec, compile_exception_spec
 
 __all__ = ["Retry"]
@@ -224,46 +224,18 @@ class Retry(Policy):
     def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
         """Decorate ``fn`` (sync or async); the wrapper keeps ``fn``'s signature for type checkers.
 
-        Without ``on_result`` and ``budget`` the wrapper is specialised: a clock read and a ``try`` around the call.
+        Without ``on_result`` the wrapper is specialised (:mod:`stalwart._retry_wrap`): a clock read and a ``try``
+        around the call, plus one ``record_success`` call with a budget.
 
         Raises:
             TypeError: ``fn`` is a generator or async-generator function.
         """
         is_async = check_decoratable(fn, self)
-        if self._on_result is not None or self._budget is not None:
+        if self._on_result is not None:
             return super().__call__(fn)
-        monotonic = self._clock.monotonic
-        should_retry = self._should_retry
         if is_async:
-            retry_async = self._retry_async
-
-            @functools.wraps(fn)
-            async def async_retrying(*args: P.args, **kwargs: P.kwargs) -> Any:
-                start = monotonic()
-                try:
-                    return await fn(*args, **kwargs)
-                except BaseException as e:
-                    if not should_retry(e):
-                        raise
-                    failure = e
-                return await retry_async(fn, args, kwargs, start, failure, None)
-
-            return async_retrying
-
-        retry_sync = self._retry_sync
-
-        @functools.wraps(fn)
-        def retrying(*args: P.args, **kwargs: P.kwargs) -> Any:
-            start = monotonic()
-            try:
-                return fn(*args, **kwargs)
-            except BaseException as e:
-                if not should_retry(e):
-                    raise
-                failure = e
-            return retry_sync(fn, args, kwargs, start, failure, None)
-
-        return retrying
+            return wrap_async(self, fn)
+        return wrap_sync(self, fn)
 
     # ------------------------------------------------------------------ the loops (after a retryable failure)
     def _retry_sync(  # noqa: PLR0917 - positional on purpose: called from the hot wrappers

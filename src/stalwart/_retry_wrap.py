@@ -1,0 +1,98 @@
+"""Specialised decorator wrappers for :class:`~stalwart.Retry`: the success path, as short as it can be.
+
+Each wrapper reads the clock, calls the function inside a ``try`` and returns; only a retryable failure enters the
+policy's loop (``_retry_sync`` / ``_retry_async``), outside the ``except`` block so that later exceptions do not
+get the first one as ``__context__``. With a budget, the success path adds one ``record_success(True)`` call.
+``on_result`` uses the generic wrappers of :class:`~stalwart.Policy`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._retry import Retry
+
+__all__ = ["wrap_async", "wrap_sync"]
+
+
+def wrap_sync(retry: Retry, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The decorator wrapper of a sync ``fn`` (``retry`` has no ``on_result``)."""
+    monotonic = retry._clock.monotonic
+    should_retry = retry._should_retry
+    retry_sync = retry._retry_sync
+    budget = retry._budget
+    if budget is None:
+
+        @functools.wraps(fn)
+        def retrying(*args: Any, **kwargs: Any) -> Any:
+            start = monotonic()
+            try:
+                return fn(*args, **kwargs)
+            except BaseException as e:
+                if not should_retry(e):
+                    raise
+                failure = e
+            return retry_sync(fn, args, kwargs, start, failure, None)
+
+        return retrying
+
+    record_success = budget.record_success
+
+    @functools.wraps(fn)
+    def retrying_with_budget(*args: Any, **kwargs: Any) -> Any:
+        start = monotonic()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            if not should_retry(e):
+                raise
+            failure = e
+        else:
+            record_success(True)
+            return result
+        return retry_sync(fn, args, kwargs, start, failure, None)
+
+    return retrying_with_budget
+
+
+def wrap_async(retry: Retry, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The decorator wrapper of a coroutine function ``fn`` (``retry`` has no ``on_result``)."""
+    monotonic = retry._clock.monotonic
+    should_retry = retry._should_retry
+    retry_async = retry._retry_async
+    budget = retry._budget
+    if budget is None:
+
+        @functools.wraps(fn)
+        async def retrying(*args: Any, **kwargs: Any) -> Any:
+            start = monotonic()
+            try:
+                return await fn(*args, **kwargs)
+            except BaseException as e:
+                if not should_retry(e):
+                    raise
+                failure = e
+            return await retry_async(fn, args, kwargs, start, failure, None)
+
+        return retrying
+
+    record_success = budget.record_success
+
+    @functools.wraps(fn)
+    async def retrying_with_budget(*args: Any, **kwargs: Any) -> Any:
+        start = monotonic()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as e:
+            if not should_retry(e):
+                raise
+            failure = e
+        else:
+            record_success(True)
+            return result
+        return await retry_async(fn, args, kwargs, start, failure, None)
+
+    return retrying_with_budget
