@@ -186,9 +186,18 @@ def add_hook(hook: Hook) -> None:
 
 
 def remove_hook(hook: Hook) -> None:
-    """Remove a hook installed with :func:`add_hook`; unknown hooks are ignored."""
+    """Remove a hook installed with :func:`add_hook`; unknown hooks are ignored.
+
+    Hooks are compared with ``==``, so ``remove_hook(events.append)`` removes ``add_hook(events.append)`` although
+    each attribute access builds a new bound-method object. Only the first equal hook is removed.
+    """
     global _hooks, _installed
-    _hooks = tuple(h for h in _hooks if h is not hook)
+    hooks = list(_hooks)
+    for index, installed in enumerate(hooks):
+        if installed == hook:
+            del hooks[index]
+            break
+    _hooks = tuple(hooks)
     _installed = bool(_hooks)
 
 
