@@ -461,6 +461,7 @@ def test_decorating_generator_functions_is_refused() -> None:
         ({"on": OSError, "max_elapsed": -1}, "max_elapsed", ValueError),
         ({"on": OSError, "max_elapsed": math.nan}, "max_elapsed", ValueError),
         ({"on": OSError, "max_retry_after": -1}, "max_retry_after", ValueError),
+        ({"on": OSError, "min_attempt_time": -1}, "min_attempt_time", ValueError),
         ({"on": OSError, "on_result": 3}, "on_result", TypeError),
         ({"on": OSError, "retry_after": 3}, "retry_after", TypeError),
         ({"on": OSError, "budget": object()}, "budget", TypeError),
@@ -554,3 +555,14 @@ def test_zero_delay_does_not_call_sleep(clock: FakeClock) -> None:
     assert Retry(on=OSError, backoff=Backoff.constant(0.0), clock=clock).call(fn) == "ok"
     assert fn.calls == 3
     assert clock.sleeps == []
+
+
+@MODES
+def test_min_attempt_time_reserves_time_before_the_deadline(clock: FakeClock, mode: str) -> None:
+    fn = Flaky(Transient("a"), Transient("b"), "ok")
+    retry = Retry(on=OSError, backoff=Backoff.constant(1.0), min_attempt_time=timedelta(seconds=2), clock=clock)
+    with deadline(3.5, clock=clock), pytest.raises(Transient, match="b"):
+        run(retry, fn, mode)
+    # First retry: 1 s + 2 s < 3.5 s left; second: 1 s + 2 s >= 2.5 s left.
+    assert clock.sleeps == [1.0]
+    assert retry.rules.min_attempt_time == 2.0

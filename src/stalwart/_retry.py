@@ -67,6 +67,8 @@ class Retry(Policy):
         retry_after: ``(exception or result) -> float | None``, the server-requested delay (e.g. from a
             ``Retry-After`` header). Used instead of the backoff delay when valid; negative, NaN or non-numeric
             values are ignored; an extractor that raises is logged and ignored.
+        min_attempt_time: seconds an attempt needs to be worth starting: a retry is abandoned when less than
+            ``delay + min_attempt_time`` is left on the ambient deadline; default ``0.0``.
         name: the name in events and exception notes; default ``"retry"``.
         clock: the monotonic clock used for elapsed time and sleeping (tests pass ``stalwart.testing.FakeClock``).
         random: uniform floats in [0, 1) for jitter; default ``random.random``.
@@ -97,6 +99,7 @@ class Retry(Policy):
         budget: RetryBudgetHook | None = None,
         max_retry_after: float | timedelta = 60.0,
         retry_after: Callable[[Any], float | None] | None = None,
+        min_attempt_time: float | timedelta = 0.0,
         name: str = "retry",
         clock: Clock = SYSTEM_CLOCK,
         random: Callable[[], float] = _random.random,
@@ -107,6 +110,7 @@ class Retry(Policy):
             backoff=backoff,
             max_elapsed=to_seconds_or_none(max_elapsed, "max_elapsed", allow_zero=False),
             max_retry_after=to_seconds(max_retry_after, "max_retry_after", allow_inf=True),
+            min_attempt_time=to_seconds(min_attempt_time, "min_attempt_time"),
         )
         if on_result is not None and not callable(on_result):
             raise TypeError(f"on_result must be a callable (result) -> bool or None, got {on_result!r}")
