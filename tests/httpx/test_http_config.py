@@ -75,7 +75,6 @@ def test_normalisation() -> None:
         ("failure_statuses", [1000]),
         ("failure_threshold", 0),
         ("success_threshold", 0),
-        ("reset_timeout", 0.0),
         ("reset_timeout", -3.0),
         ("half_open_max_calls", 0),
         ("max_concurrent", 0),

@@ -20,11 +20,14 @@ from ._classify import (
     parse_retry_after,
 )
 from ._config import ResilienceConfig
+from ._transport import AsyncResilientTransport, ResilientTransport
 
 __all__ = [
+    "AsyncResilientTransport",
     "IDEMPOTENT_METHODS",
     "RETRYABLE_STATUSES",
     "ResilienceConfig",
+    "ResilientTransport",
     "is_breaker_failure_exception",
     "is_breaker_failure_status",
     "is_idempotent_request",

@@ -127,7 +127,7 @@ class ResilienceConfig:
         set_(self, "failure_statuses", _statuses(self.failure_statuses, "failure_statuses"))
         check_int(self.failure_threshold, "failure_threshold", minimum=1)
         check_int(self.success_threshold, "success_threshold", minimum=1)
-        set_(self, "reset_timeout", to_seconds(self.reset_timeout, "reset_timeout", allow_zero=False))
+        set_(self, "reset_timeout", to_seconds(self.reset_timeout, "reset_timeout"))
         check_int(self.half_open_max_calls, "half_open_max_calls", minimum=1)
         if self.success_threshold > self.half_open_max_calls:
             raise ValueError(

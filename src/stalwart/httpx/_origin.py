@@ -1,0 +1,263 @@
+"""What the sync and async transports share: construction, per-origin state, request preparation, classification
+glue, events and notes. The driver loops themselves live in ``_transport.py``, one per flavour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import httpx
+from stalwart._clock import Clock
+from stalwart._deadline import Deadline
+from stalwart._events import RetryGaveUp, RetryScheduled, emit, hooks_installed
+from stalwart._registry import Registry
+from stalwart._retry_policy import RetryDecision, RetryRules, give_up_note
+from stalwart._retry_testing import current_mode
+
+from ._classify import parse_http_date, parse_retry_after
+from ._config import ResilienceConfig
+
+if TYPE_CHECKING:
+    from stalwart._breaker import CircuitBreaker
+    from stalwart._bulkhead import Bulkhead
+
+__all__ = [
+    "ATTEMPTS_CACHED",
+    "ATTEMPT_VALUES",
+    "AsyncFallback",
+    "Origin",
+    "OriginKey",
+    "SyncFallback",
+    "TransportCore",
+    "clamp_timeouts",
+    "origin_name",
+    "wall_time",
+]
+
+SyncFallback: TypeAlias = Callable[[httpx.Request, BaseException], httpx.Response]
+"""``(request, exc) -> httpx.Response``: answers a request whose call failed."""
+
+AsyncFallback: TypeAlias = Callable[[httpx.Request, BaseException], httpx.Response | Awaitable[httpx.Response]]
+"""A sync or async fallback, for the async transport."""
+
+OriginKey: TypeAlias = tuple[bytes, bytes, int | None]
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+ATTEMPTS_CACHED = 64
+ATTEMPT_VALUES = tuple(str(n) for n in range(ATTEMPTS_CACHED))
+_TIMEOUT_KEYS = ("connect", "read", "write", "pool")
+
+
+def wall_time() -> float:
+    """The wall-clock time in POSIX seconds, used only to read an HTTP-date ``Retry-After`` (never for durations)."""
+    return datetime.now(UTC).timestamp()
+
+
+class Origin:
+    """The state kept per origin (scheme, host, port): its name, breaker and bulkhead."""
+
+    __slots__ = ("breaker", "bulkhead", "name")
+
+    def __init__(self, name: str, breaker: CircuitBreaker | None, bulkhead: Bulkhead | None) -> None:
+        self.name = name
+        self.breaker = breaker
+        self.bulkhead = bulkhead
+
+
+def origin_name(prefix: str, url: httpx.URL) -> str:
+    """The registry name of ``url``'s origin: ``"{prefix}:{scheme}://{host}:{port}"``, default ports made explicit
+    (``http:https://api.example.com:443``) and IPv6 hosts bracketed."""
+    scheme = url.scheme
+    host = url.host
+    if ":" in host:
+        host = f"[{host}]"
+    port = url.port or _DEFAULT_PORTS.get(scheme, 0)
+    return f"{prefix}:{scheme}://{host}:{port}"
+
+
+def clamp_timeouts(request: httpx.Request, limit: float) -> None:
+    """Clamp httpx's per-phase timeouts of ``request`` (``extensions["timeout"]``: connect/read/write/pool) to
+    ``limit`` seconds, the time the attempt may take; a missing or ``None`` phase timeout becomes ``limit``."""
+    extensions = request.extensions
+    timeouts: dict[str, float | None] | None = extensions.get("timeout")
+    if timeouts is None:
+        extensions["timeout"] = dict.fromkeys(_TIMEOUT_KEYS, limit)
+        return
+    for value in timeouts.values():
+        if value is None or value > limit:
+            extensions["timeout"] = {
+                key: limit if value is None or value > limit else value for key, value in timeouts.items()
+            }
+            return
+
+
+class TransportCore:
+    """Construction and helpers shared by ``AsyncResilientTransport`` and ``ResilientTransport``."""
+
+    _config: ResilienceConfig
+    _rules: RetryRules
+    _registry: Registry
+    _name: str
+    _clock: Clock
+    _monotonic: Callable[[], float]
+    _random: Callable[[], float]
+    _wall_clock: Callable[[], float]
+    _origins: dict[OriginKey, Origin]
+    _timeout: float | None
+    _attempt_header: str | None
+    _retry_statuses: frozenset[int]
+    _failure_statuses: frozenset[int]
+
+    def _setup(
+        self,
+        *,
+        config: ResilienceConfig,
+        registry: Registry | None,
+        name: str,
+        clock: Clock,
+        random: Callable[[], float],
+        wall_clock: Callable[[], float] | None,
+    ) -> None:
+        if not isinstance(config, ResilienceConfig):
+            raise TypeError(f"config must be a ResilienceConfig, got {config!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if registry is None:
+            from stalwart._registry import registry as default_registry  # noqa: PLC0415 - the mutable default
+
+            registry = default_registry
+        self._config = config
+        self._rules = RetryRules(
+            max_attempts=config.max_attempts, backoff=config.backoff, max_retry_after=config.max_retry_after
+        )
+        self._registry = registry
+        self._name = name
+        self._clock = clock
+        self._monotonic = clock.monotonic
+        self._random = random
+        self._wall_clock = wall_time if wall_clock is None else wall_clock
+        self._origins = {}
+        self._timeout = config.timeout
+        self._attempt_header = config.attempt_header
+        self._retry_statuses = config.retry_statuses
+        self._failure_statuses = config.failure_statuses
+
+    @property
+    def config(self) -> ResilienceConfig:
+        """The policy this transport applies."""
+        return self._config
+
+    @property
+    def registry(self) -> Registry:
+        """The registry holding this transport's breakers and bulkheads."""
+        return self._registry
+
+    def origin(self, url: httpx.URL) -> Origin:
+        """The per-origin state for ``url`` (created, and registered, on first use)."""
+        key = (url.raw_scheme, url.raw_host, url.port)
+        state = self._origins.get(key)
+        if state is None:
+            state = self._origins[key] = self._new_origin(url)
+        return state
+
+    def _new_origin(self, url: httpx.URL) -> Origin:
+        config = self._config
+        name = origin_name(self._name, url)
+        breaker = bulkhead = None
+        if config.use_breaker:
+            breaker = self._registry.breaker(
+                name,
+                failure_threshold=config.failure_threshold,
+                success_threshold=config.success_threshold,
+                reset_timeout=config.reset_timeout,
+                half_open_max_calls=config.half_open_max_calls,
+                clock=self._clock,
+            )
+        if config.use_bulkhead:
+            bulkhead = self._registry.bulkhead(
+                name,
+                max_concurrent=config.max_concurrent,
+                max_queue=config.max_queue,
+                queue_timeout=config.queue_timeout,
+            )
+        return Origin(name, breaker, bulkhead)
+
+    def may_resend(self, request: httpx.Request) -> bool:
+        """Whether ``request`` may be sent again after it may have reached the server: an idempotent method, or
+        an ``Idempotency-Key`` header (the config's ``retry_methods`` / ``idempotency_header``)."""
+        config = self._config
+        if request.method in config.retry_methods:
+            return True
+        header = config.idempotency_header
+        return header is not None and header in request.headers
+
+    def decide(
+        self,
+        attempt: int,
+        elapsed: float,
+        ambient: Deadline | None,
+        previous: float,
+        *,
+        retryable: bool,
+        response: httpx.Response | None,
+    ) -> RetryDecision:
+        """What follows failed attempt ``attempt`` (the rules of :class:`~stalwart._retry_policy.RetryRules`).
+
+        Reads ``Retry-After`` from a retryable ``response``, and honours ``stalwart.testing.testing()`` (fewer
+        attempts; with ``no_sleep``, zero delays and server pushback ignored).
+        """
+        rules = self._rules
+        testing = current_mode()
+        pushback = response is not None and retryable
+        if testing is not None:
+            rules = testing.adjust(rules)
+            pushback = pushback and not testing.no_sleep
+        return rules.decide(
+            attempt=attempt,
+            elapsed=elapsed,
+            deadline_remaining=None if ambient is None else ambient.remaining(),
+            previous_delay=previous,
+            rng=self._random,
+            retry_after=self.retry_after(response) if pushback and response is not None else None,
+            retryable=retryable,
+        )
+
+    def retry_after(self, response: httpx.Response) -> float | None:
+        """The valid ``Retry-After`` delay of ``response`` in seconds, or ``None`` (absent or invalid).
+
+        An HTTP-date is read against the response's own ``Date`` header when it has a valid one (the server's
+        clock: immune to clock skew), else against this host's wall clock.
+        """
+        value = response.headers.get("retry-after")
+        if value is None:
+            return None
+        now: float | None = None
+        date = response.headers.get("date")
+        if date is not None and not value.strip(" \t").isdigit():
+            now = parse_http_date(date.strip(" \t"), 0.0)
+        return parse_retry_after(value, self._wall_clock() if now is None else now)
+
+    def scheduled(
+        self, origin: Origin, attempt: int, delay: float, reason: Any, *, exc: BaseException | None, elapsed: float
+    ) -> None:
+        """Emit ``RetryScheduled`` when hooks are installed."""
+        if hooks_installed():
+            emit(RetryScheduled(origin.name, attempt, delay, reason, exc, elapsed))
+
+    def gave_up(self, origin: Origin, attempts: int, elapsed: float, reason: str, exc: BaseException | None) -> None:
+        """Note the give-up on ``exc`` (PEP 678) and emit ``RetryGaveUp``, when the loop ran: a first attempt that is
+        simply not retryable (or has no retry allowed) propagates untouched."""
+        if attempts == 1 and reason in ("not_retryable", "max_attempts"):
+            return
+        if exc is not None:
+            if reason == "circuit_open":
+                plural = "attempt" if attempts == 1 else "attempts"
+                exc.add_note(
+                    f"stalwart: {origin.name!r} gave up after {attempts} {plural} over {elapsed:.3f}s "
+                    "(the circuit breaker opened)"
+                )
+            else:
+                exc.add_note(give_up_note(origin.name, attempts, elapsed, reason))  # type: ignore[arg-type]
+        if hooks_installed():
+            emit(RetryGaveUp(origin.name, attempts, elapsed, reason, exc))

@@ -1,0 +1,438 @@
+"""``AsyncResilientTransport`` and ``ResilientTransport``: the standard HTTP policy around any httpx transport.
+
+Each request runs a short driver loop in the standard order (DESIGN.md §2)::
+
+    fallback → retry loop → circuit breaker (per origin) → bulkhead (per origin) → per-attempt timeout → inner
+
+* The retry loop is outermost: the breaker sees every attempt, and no bulkhead slot is held during a backoff sleep.
+* An open breaker ends the retries at once: ``acquire()`` raises :class:`~stalwart.CircuitOpenError` (a fallback may
+  answer it), and when an attempt's failure has just opened the breaker the loop gives up with that attempt's
+  outcome instead of sleeping.
+* Decisions come from the pure modules: ``_classify`` (methods, statuses, errors, ``Retry-After``) and
+  :class:`stalwart._retry_policy.RetryRules` (attempts, backoff, pushback cap, never sleeping past the deadline).
+
+The two drivers are written separately and kept line for line alike; read one against the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+from asyncio import current_task, get_running_loop
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+import httpx
+from stalwart._breaker import CircuitState
+from stalwart._clock import SYSTEM_CLOCK, Clock
+from stalwart._deadline import ambient_enforced, current_deadline
+from stalwart._exceptions import DeadlineExceeded
+from stalwart._policy import check_decoratable
+from stalwart._registry import Registry
+from stalwart._types import NEVER_HANDLED
+
+from ._classify import is_breaker_failure_exception, is_retryable_exception, request_was_not_sent
+from ._config import ResilienceConfig
+from ._origin import ATTEMPT_VALUES, ATTEMPTS_CACHED, AsyncFallback, SyncFallback, TransportCore, clamp_timeouts
+from ._watchdog import Watchdog
+
+__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+
+_DEFAULT_CONFIG = ResilienceConfig()
+_REJECTING = (CircuitState.OPEN, CircuitState.FORCED_OPEN)
+
+
+def _expired(attempt: int) -> DeadlineExceeded:
+    return DeadlineExceeded(f"the deadline passed before attempt {attempt} could start", timeout=0.0)
+
+
+def _status_error(request: httpx.Request, response: httpx.Response) -> httpx.HTTPStatusError:
+    return httpx.HTTPStatusError(
+        f"server error {response.status_code} for {request.method} {request.url}", request=request, response=response
+    )
+
+
+def _checked(result: object) -> httpx.Response:
+    if not isinstance(result, httpx.Response):
+        raise TypeError(f"a fallback must return an httpx.Response, got {result!r}")
+    return result
+
+
+class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
+    """An async httpx transport applying the standard HTTP policy around an inner transport.
+
+    Use it as ``httpx.AsyncClient(transport=AsyncResilientTransport(...))``. The inner transport keeps its
+    connection pool; ``aclose()`` closes it.
+
+    Args:
+        transport: the inner transport (default ``httpx.AsyncHTTPTransport()``).
+        config: the policy (default ``ResilienceConfig()``: the seed's 10 s / 3 attempts / 5 failures for 30 s /
+            20 concurrent).
+        registry: where the per-origin breakers and bulkheads live (default ``stalwart.registry``); they are named
+            ``"{name}:{scheme}://{host}:{port}"``. Transports sharing a registry and a name share them (their
+            settings must agree, or the registry raises ``ValueError``).
+        fallback: ``(request, exc) -> httpx.Response``, sync or async, answering a request whose call failed:
+            an exception (open circuit, full bulkhead, passed deadline, a transport error or timeout once retries
+            are over) or a final response with a failure status (5xx by default; ``exc`` is then an
+            ``httpx.HTTPStatusError`` carrying that response, closed after the fallback returns). Cancellation is
+            never handed to it. Default ``None``: failures propagate.
+        name: prefix of the registry names (default ``"http"``).
+        clock: monotonic clock for backoff sleeps, durations and deadlines (default: the system clock). The
+            per-attempt timer runs on the event loop.
+        random: ``() -> float`` in [0, 1) for jitter (default ``random.random``).
+        wall_clock: POSIX seconds, to read an HTTP-date ``Retry-After`` from a response without a ``Date`` header
+            (default: the system's wall clock).
+
+    Raises:
+        TypeError: ``config`` is not a ``ResilienceConfig``, or ``fallback`` is not callable.
+        ValueError: ``name`` is empty.
+    """
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        config: ResilienceConfig = _DEFAULT_CONFIG,
+        registry: Registry | None = None,
+        fallback: AsyncFallback | None = None,
+        name: str = "http",
+        clock: Clock = SYSTEM_CLOCK,
+        random: Callable[[], float] = _random.random,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._setup(config=config, registry=registry, name=name, clock=clock, random=random, wall_clock=wall_clock)
+        self._transport = httpx.AsyncHTTPTransport() if transport is None else transport
+        self._fallback = fallback
+        self._fallback_is_async = fallback is not None and check_decoratable(fallback, self)
+        self._watchdog: Watchdog | None = None
+        if fallback is not None:  # keeps the fallback's frame off the path of transports without one
+            self.handle_async_request = self._handle_with_fallback  # type: ignore[method-assign]
+
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """The inner transport."""
+        return self._transport
+
+    async def _handle_with_fallback(self, request: httpx.Request) -> httpx.Response:
+        """``handle_async_request`` when a fallback is configured (installed per instance by ``__init__``)."""
+        try:
+            response = await AsyncResilientTransport.handle_async_request(self, request)
+        except Exception as exc:  # never CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit
+            return await self._fall_back(request, exc)
+        if response.status_code in self._failure_statuses:
+            try:
+                result = await self._fall_back(request, _status_error(request, response))
+            except BaseException:
+                await response.aclose()
+                raise
+            if result is not response:
+                await response.aclose()
+            return result
+        return response
+
+    async def _fall_back(self, request: httpx.Request, exc: BaseException) -> httpx.Response:
+        fallback = cast("AsyncFallback", self._fallback)
+        if self._fallback_is_async:
+            return _checked(await cast("Awaitable[httpx.Response]", fallback(request, exc)))
+        return _checked(fallback(request, exc))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` under the policy; return the final response (unclosed) or raise the last error."""
+        url = request.url
+        origin = self._origins.get((url.raw_scheme, url.raw_host, url.port)) or self.origin(url)
+        breaker = origin.breaker
+        bulkhead = origin.bulkhead
+        inner = self._transport
+        clock = self._clock
+        monotonic = self._monotonic
+        read = self._config.read_response
+        timeout = self._timeout
+        header = self._attempt_header
+        ambient = current_deadline()
+        replayable = True
+        if self._rules.max_attempts > 1 and not isinstance(request.stream, httpx.ByteStream):
+            replayable = isinstance(request.stream, httpx.AsyncByteStream)
+            if replayable:
+                await request.aread()  # retries resend these very bytes
+        attempt = 0
+        start = 0.0
+        previous = 0.0
+        permit = 0
+        while True:
+            attempt += 1
+            limit = timeout
+            binding = False  # whether the ambient deadline, not the attempt's own timeout, is the limit
+            if ambient is not None:
+                left = ambient.remaining()
+                if left <= 0.0:
+                    raise _expired(attempt)
+                if limit is None or left < limit:
+                    limit = left
+                    binding = True
+            if header is not None:
+                request.headers[header] = ATTEMPT_VALUES[attempt] if attempt < ATTEMPTS_CACHED else str(attempt)
+            if binding:  # the attempt's own timeout is enforced by the watchdog; a tighter deadline clamps httpx's
+                clamp_timeouts(request, left)
+            # (issue 6: the Request-Deadline-Ms header is stamped here, from the same limit)
+            if breaker is not None:
+                permit = breaker.acquire()  # CircuitOpenError ends the retries
+            if bulkhead is not None:
+                try:
+                    await bulkhead.acquire()
+                except BaseException:
+                    if breaker is not None:
+                        breaker.release(permit)
+                    raise
+            dog = None
+            if limit is not None and not (binding and ambient_enforced()):
+                # The attempt's own limit; a tighter ambient deadline already enforced by an enclosing async
+                # scope of this task is left to that scope (its expiry is its own error).
+                loop = get_running_loop()
+                task = cast("asyncio.Task[object]", current_task(loop))
+                dog = self._watchdog
+                if dog is None or dog.loop is not loop:
+                    dog = self._watchdog = Watchdog(loop)
+                cancelling = task.cancelling()
+                dog.watch(task, limit)
+            began = monotonic()
+            if attempt == 1:
+                start = began
+            try:
+                response = await inner.handle_async_request(request)
+                if read:
+                    await response.aread()
+            except BaseException as exc:
+                error: BaseException = exc
+                # Only the cancellation the watchdog caused becomes DeadlineExceeded (as with asyncio.timeout).
+                if (
+                    dog is not None
+                    and dog.end(task)
+                    and task.uncancel() <= cancelling  # withdraws the watchdog's request in every case
+                    and isinstance(exc, asyncio.CancelledError)
+                ):
+                    error = DeadlineExceeded(f"attempt timed out after {limit:.3f}s", timeout=limit)
+                if bulkhead is not None:
+                    bulkhead.release()
+                now = monotonic()
+                if isinstance(error, NEVER_HANDLED):
+                    if breaker is not None:
+                        breaker.release(permit)
+                    raise
+                if breaker is not None:
+                    if is_breaker_failure_exception(error):
+                        breaker.record_failure(permit, now - began)
+                    else:
+                        breaker.release(permit)
+                if not is_retryable_exception(error):
+                    retryable = False
+                elif request_was_not_sent(error):
+                    retryable = True  # nothing left this process: safe for every method, stream untouched
+                else:
+                    retryable = replayable and self.may_resend(request)
+                decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
+                if not decision.retry:
+                    self.gave_up(origin, attempt, now - start, decision.reason, error)
+                    if error is exc:
+                        raise
+                    raise error from exc
+                if breaker is not None and breaker.state in _REJECTING:
+                    self.gave_up(origin, attempt, now - start, "circuit_open", error)
+                    if error is exc:
+                        raise
+                    raise error from exc
+                self.scheduled(origin, attempt, decision.delay, decision.reason, exc=error, elapsed=now - start)
+            else:
+                if dog is not None and dog.end(task):
+                    task.uncancel()  # the watchdog fired but the inner transport swallowed the cancellation
+                if bulkhead is not None:
+                    bulkhead.release()
+                status = response.status_code
+                if breaker is not None:
+                    if status in self._failure_statuses:
+                        breaker.record_failure(permit, monotonic() - began)
+                    else:
+                        breaker.record_success(permit, monotonic() - began)
+                if status not in self._retry_statuses:
+                    return response
+                now = monotonic()
+                retryable = replayable and self.may_resend(request)
+                decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=response)
+                if not decision.retry:
+                    self.gave_up(origin, attempt, now - start, decision.reason, None)
+                    return response
+                if breaker is not None and breaker.state in _REJECTING:
+                    self.gave_up(origin, attempt, now - start, "circuit_open", None)
+                    return response
+                await response.aclose()  # discarded: give its connection back before sleeping
+                self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
+            previous = decision.backoff_delay
+            await clock.asleep(decision.delay)
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self._transport.aclose()
+
+
+class ResilientTransport(TransportCore, httpx.BaseTransport):
+    """A sync httpx transport applying the standard HTTP policy around an inner transport.
+
+    The twin of :class:`AsyncResilientTransport` (same arguments, behaviour and defaults; ``fallback`` must be a
+    sync callable), for ``httpx.Client(transport=ResilientTransport(...))``. Sync code cannot be pre-empted, so the
+    per-attempt limit (``timeout``, or the time left on the ambient deadline) is applied by clamping httpx's
+    connect/read/write/pool timeouts to it.
+
+    Raises:
+        TypeError: ``config`` is not a ``ResilienceConfig``, or ``fallback`` is not a sync callable.
+        ValueError: ``name`` is empty.
+    """
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        config: ResilienceConfig = _DEFAULT_CONFIG,
+        registry: Registry | None = None,
+        fallback: SyncFallback | None = None,
+        name: str = "http",
+        clock: Clock = SYSTEM_CLOCK,
+        random: Callable[[], float] = _random.random,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._setup(config=config, registry=registry, name=name, clock=clock, random=random, wall_clock=wall_clock)
+        self._transport = httpx.HTTPTransport() if transport is None else transport
+        if fallback is not None and check_decoratable(fallback, self):
+            raise TypeError("ResilientTransport needs a sync fallback; use AsyncResilientTransport for an async one")
+        self._fallback = fallback
+        if fallback is not None:  # keeps the fallback's frame off the path of transports without one
+            self.handle_request = self._handle_with_fallback  # type: ignore[method-assign]
+
+    @property
+    def transport(self) -> httpx.BaseTransport:
+        """The inner transport."""
+        return self._transport
+
+    def _handle_with_fallback(self, request: httpx.Request) -> httpx.Response:
+        """``handle_request`` when a fallback is configured (installed per instance by ``__init__``)."""
+        fallback = cast("SyncFallback", self._fallback)
+        try:
+            response = ResilientTransport.handle_request(self, request)
+        except Exception as exc:  # never KeyboardInterrupt, SystemExit, GeneratorExit
+            return _checked(fallback(request, exc))
+        if response.status_code in self._failure_statuses:
+            try:
+                result = _checked(fallback(request, _status_error(request, response)))
+            except BaseException:
+                response.close()
+                raise
+            if result is not response:
+                response.close()
+            return result
+        return response
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` under the policy; return the final response (unclosed) or raise the last error."""
+        url = request.url
+        origin = self._origins.get((url.raw_scheme, url.raw_host, url.port)) or self.origin(url)
+        breaker = origin.breaker
+        bulkhead = origin.bulkhead
+        inner = self._transport
+        clock = self._clock
+        monotonic = self._monotonic
+        read = self._config.read_response
+        timeout = self._timeout
+        header = self._attempt_header
+        ambient = current_deadline()
+        replayable = True
+        if self._rules.max_attempts > 1 and not isinstance(request.stream, httpx.ByteStream):
+            replayable = isinstance(request.stream, httpx.SyncByteStream)
+            if replayable:
+                request.read()  # retries resend these very bytes
+        attempt = 0
+        start = 0.0
+        previous = 0.0
+        permit = 0
+        while True:
+            attempt += 1
+            limit = timeout
+            if ambient is not None:
+                left = ambient.remaining()
+                if left <= 0.0:
+                    raise _expired(attempt)
+                if limit is None or left < limit:
+                    limit = left
+            if header is not None:
+                request.headers[header] = ATTEMPT_VALUES[attempt] if attempt < ATTEMPTS_CACHED else str(attempt)
+            if limit is not None:  # sync code cannot be pre-empted: httpx's timeouts carry the attempt's limit
+                clamp_timeouts(request, limit)
+            # (issue 6: the Request-Deadline-Ms header is stamped here, from the same limit)
+            if breaker is not None:
+                permit = breaker.acquire()  # CircuitOpenError ends the retries
+            if bulkhead is not None:
+                try:
+                    bulkhead.acquire_sync()
+                except BaseException:
+                    if breaker is not None:
+                        breaker.release(permit)
+                    raise
+            began = monotonic()
+            if attempt == 1:
+                start = began
+            try:
+                response = inner.handle_request(request)
+                if read:
+                    response.read()
+            except BaseException as exc:
+                if bulkhead is not None:
+                    bulkhead.release()
+                now = monotonic()
+                if isinstance(exc, NEVER_HANDLED):
+                    if breaker is not None:
+                        breaker.release(permit)
+                    raise
+                if breaker is not None:
+                    if is_breaker_failure_exception(exc):
+                        breaker.record_failure(permit, now - began)
+                    else:
+                        breaker.release(permit)
+                if not is_retryable_exception(exc):
+                    retryable = False
+                elif request_was_not_sent(exc):
+                    retryable = True  # nothing left this process: safe for every method, stream untouched
+                else:
+                    retryable = replayable and self.may_resend(request)
+                decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
+                if not decision.retry:
+                    self.gave_up(origin, attempt, now - start, decision.reason, exc)
+                    raise
+                if breaker is not None and breaker.state in _REJECTING:
+                    self.gave_up(origin, attempt, now - start, "circuit_open", exc)
+                    raise
+                self.scheduled(origin, attempt, decision.delay, decision.reason, exc=exc, elapsed=now - start)
+            else:
+                if bulkhead is not None:
+                    bulkhead.release()
+                status = response.status_code
+                if breaker is not None:
+                    if status in self._failure_statuses:
+                        breaker.record_failure(permit, monotonic() - began)
+                    else:
+                        breaker.record_success(permit, monotonic() - began)
+                if status not in self._retry_statuses:
+                    return response
+                now = monotonic()
+                retryable = replayable and self.may_resend(request)
+                decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=response)
+                if not decision.retry:
+                    self.gave_up(origin, attempt, now - start, decision.reason, None)
+                    return response
+                if breaker is not None and breaker.state in _REJECTING:
+                    self.gave_up(origin, attempt, now - start, "circuit_open", None)
+                    return response
+                response.close()  # discarded: give its connection back before sleeping
+                self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
+            previous = decision.backoff_delay
+            clock.sleep(decision.delay)
+
+    def close(self) -> None:
+        """Close the inner transport."""
+        self._transport.close()
