@@ -8,8 +8,9 @@ How a measurement is taken:
 * Calibration: the inner iteration count ``n`` of each case is doubled until one timed chunk takes at least
   ``chunk_seconds`` (like ``timeit.Timer.autorange``).
 * Rounds: every round times one chunk of every case, the order rotated (and reversed on odd rounds) from round to
-  round, so machine drift and warm-up hit all cases equally. The reported figure is the median over rounds of
-  ``chunk time / n`` in nanoseconds per call.
+  round, so machine drift and warm-up hit all cases equally; the rows of one table run back to back. The reported
+  figure is the median over rounds of ``chunk time / n`` in nanoseconds per call, and every ratio is the median over
+  rounds of the two rows' times in the same round (:func:`paired_ratio`), which cancels drift between rounds.
 * Sync chunks run ``for _ in repeat(None, n): fn()``; async chunks run ``for _ in repeat(None, n): await fn()``
   inside one task of one event loop, the clock read inside the coroutine. Nothing is subtracted: the bare call of the
   same mode is measured in the same run and the ratios are taken against it.
@@ -36,6 +37,7 @@ __all__ = [
     "build",
     "calibrate",
     "measure",
+    "paired_ratio",
     "prepare",
     "run_once",
 ]
@@ -184,16 +186,29 @@ def measure(
     chunk_seconds: float,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Result]:
-    """Calibrate and time the available cases in interleaved rounds; return results by case name."""
+    """Calibrate and time the available cases in interleaved rounds; return results by case name.
+
+    Every round times one chunk of every case. The cases of one group run back to back (so the rows compared with
+    each other are timed close together), the groups' order and the order inside each group rotate from round to
+    round, and odd rounds run reversed. Sample ``i`` of every result comes from round ``i``, which is what
+    :func:`paired_ratio` relies on.
+    """
     live = [c for c in cases if c.unavailable is None]
     for case in live:
         case.n = calibrate(case, loop, chunk_seconds)
     results = {c.name: Result(c) for c in live}
+    groups: dict[str, list[Case]] = {}
+    for case in live:
+        groups.setdefault(case.group, []).append(case)
+    blocks = list(groups.values())
     for r in range(rounds):
         if progress is not None:
             progress(f"round {r + 1}/{rounds}")
-        shift = (r * 7) % max(len(live), 1)
-        order = live[shift:] + live[:shift]
+        order: list[Case] = []
+        shift = r % max(len(blocks), 1)
+        for block in blocks[shift:] + blocks[:shift]:
+            k = r % len(block)
+            order.extend(block[k:] + block[:k])
         if r % 2:
             order.reverse()
         gc.collect()
@@ -203,3 +218,12 @@ def measure(
             elapsed = run_once(case, loop, case.n)
             results[case.name].samples.append(elapsed / case.n)
     return results
+
+
+def paired_ratio(a: Result, b: Result) -> float:
+    """The median over rounds of ``a``'s time divided by ``b``'s time in the same round.
+
+    Both were timed in the same round (and, within a group, one right after the other), so machine drift between
+    rounds cancels out of each ratio; the median then discards the rounds that other load disturbed.
+    """
+    return statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))

@@ -9,8 +9,9 @@ Usage::
 
 Every table reports the median ns per call over interleaved rounds (see ``_harness.py``), the spread of the middle
 half of the rounds, the ratio to the row's baseline (the bare call of the same mode, or the row named in the table)
-and, for every row, its cost divided by the first stalwart row of the same table and mode ("÷ stalwart": above 1
-means the row is slower than stalwart). The targets are printed last as PASS / FAIL / SKIP lines.
+and, for every row, its cost relative to the first stalwart row of the same table and mode ("÷ stalwart": above 1
+means the row is slower than stalwart). Ratios are medians of per-round ratios. The targets are printed last as
+PASS / FAIL / SKIP lines.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import bench_http  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_retry  # noqa: E402
 import bench_timeout  # noqa: E402
-from _harness import Case, Result, measure, prepare  # noqa: E402
+from _harness import Case, Result, measure, paired_ratio, prepare  # noqa: E402
 from targets import TARGETS, Outcome  # noqa: E402
 
 MODULES = (bench_retry, bench_breaker, bench_timeout, bench_bulkhead, bench_pipeline, bench_http)
@@ -106,10 +107,10 @@ def table_rows(cases: list[Case], results: dict[str, Result]) -> list[tuple[str,
                 base = results.get(case.baseline) if case.baseline else None
                 cells = [mode, case.name, _fmt_ns(res.median), f"±{res.spread * 50:.0f}%"]
                 if base is not None:
-                    cells += [f"{res.median / base.median:.2f}x", _fmt_ns(res.median - base.median)]
+                    cells += [f"{paired_ratio(res, base):.2f}x", _fmt_ns(res.median - base.median)]
                 else:
                     cells += ["(baseline)", ""]
-                cells.append(f"{res.median / results[ref.name].median:.2f}" if ref is not None else "")
+                cells.append(f"{paired_ratio(res, results[ref.name]):.2f}" if ref is not None else "")
                 rows.append(cells)
         out.append((TITLES.get(group, group), rows))
     return out
@@ -230,17 +231,17 @@ def environment_text() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter chunks (about a minute)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 20, quick 7)")
-    parser.add_argument("--chunk", type=float, help="seconds per timed chunk (default 0.05, quick 0.01)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 30, quick 9)")
+    parser.add_argument("--chunk", type=float, help="seconds per timed chunk (default 0.02, quick 0.01)")
     parser.add_argument("--only", help="comma-separated groups to run (e.g. retry,breaker-closed,http)")
     parser.add_argument("--no-throughput", action="store_true", help="skip the loopback throughput benchmark")
-    parser.add_argument("--requests", type=int, help="requests per throughput round (default 2000, quick 1000)")
+    parser.add_argument("--requests", type=int, help="requests per throughput round (default 1500, quick 500)")
     parser.add_argument("--tp-rounds", type=int, help="throughput rounds (default 5, quick 3)")
     parser.add_argument("--markdown", help="also write the report as Markdown to this path")
     args = parser.parse_args(argv)
 
-    rounds = args.rounds or (7 if args.quick else 20)
-    chunk = args.chunk or (0.01 if args.quick else 0.05)
+    rounds = args.rounds or (9 if args.quick else 30)
+    chunk = args.chunk or (0.01 if args.quick else 0.02)
     cases = all_cases()
     if args.only:
         wanted = set(args.only.split(",")) | {"bare"}
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_throughput and (not args.only or "throughput" in args.only or "http" in args.only):
         print("\n  loopback throughput ...", file=sys.stderr, flush=True)
         tp = bench_http.throughput(
-            requests=args.requests or (1000 if args.quick else 2000),
+            requests=args.requests or (500 if args.quick else 1500),
             rounds=args.tp_rounds or (3 if args.quick else 5),
         )
         print(render_throughput(tp))

@@ -16,7 +16,7 @@ import bench_http as ht
 import bench_pipeline as pl
 import bench_retry as rt
 import bench_timeout as to
-from _harness import Result
+from _harness import Result, paired_ratio
 
 __all__ = ["TARGETS", "Outcome", "Target"]
 
@@ -67,8 +67,15 @@ def _us(ns: float) -> str:
     return f"{ns / 1000:.2f} µs"
 
 
+def _ratio(results: Results, a: str, b: str) -> float:
+    return paired_ratio(results[a], results[b])
+
+
 def cheaper_than_all(subject: str, peers: Sequence[str]) -> Callable[[Results, Any], tuple[bool | None, str]]:
-    """``subject`` costs less per call than every available peer (peers not available are listed, not failed)."""
+    """``subject`` costs less per call than every available peer (peers not available are listed, not failed).
+
+    The comparison uses the median of per-round ratios (:func:`paired_ratio`): below 1 means cheaper.
+    """
 
     def check(results: Results, _: Any) -> tuple[bool | None, str]:
         mine = _ns(results, subject)
@@ -76,21 +83,23 @@ def cheaper_than_all(subject: str, peers: Sequence[str]) -> Callable[[Results, A
         missing = [p for p in peers if p not in results]
         if not present:
             return None, "no peer row available"
-        parts = [f"{p.split(' (')[0]} {_us(_ns(results, p))} (x{mine / _ns(results, p):.2f})" for p in present]
+        ratios = {p: _ratio(results, subject, p) for p in present}
+        parts = [f"{p.split(' (')[0]} {_us(_ns(results, p))} (x{ratios[p]:.2f})" for p in present]
         detail = f"stalwart {_us(mine)} vs " + ", ".join(parts)
         if missing:
             detail += f"; not measured: {', '.join(missing)}"
-        return all(mine < _ns(results, p) for p in present), detail
+        return all(r < 1.0 for r in ratios.values()), detail
 
     return check
 
 
 def within(subject: str, reference: str, factor: float) -> Callable[[Results, Any], tuple[bool | None, str]]:
-    """``subject`` costs less than ``factor`` x ``reference`` per call."""
+    """``subject`` costs less than ``factor`` x ``reference`` per call (median of per-round ratios)."""
 
     def check(results: Results, _: Any) -> tuple[bool | None, str]:
         mine, ref = _ns(results, subject), _ns(results, reference)
-        return mine < factor * ref, f"{_us(mine)} vs {_us(ref)}: x{mine / ref:.2f} (limit x{factor:g})"
+        ratio = _ratio(results, subject, reference)
+        return ratio < factor, f"{_us(mine)} vs {_us(ref)}: x{ratio:.2f} (limit x{factor:g})"
 
     return check
 
