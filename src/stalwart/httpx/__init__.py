@@ -19,6 +19,7 @@ from ._classify import (
     parse_http_date,
     parse_retry_after,
 )
+from ._client import ResilientClient
 from ._config import ResilienceConfig
 from ._transport import AsyncResilientTransport, ResilientTransport
 
@@ -27,6 +28,7 @@ __all__ = [
     "IDEMPOTENT_METHODS",
     "RETRYABLE_STATUSES",
     "ResilienceConfig",
+    "ResilientClient",
     "ResilientTransport",
     "is_breaker_failure_exception",
     "is_breaker_failure_status",
