@@ -11,11 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from idem_durable import postgres_store, redis_store
 
 from stalwart.idempotency import IdempotencyStore
 from stalwart.idempotency.stores import MemoryStore, SQLiteStore
 
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = [
+    "memory",
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.integration),
+    pytest.param("postgres", marks=pytest.mark.integration),
+]
 
 
 class ManualClock:
@@ -61,4 +67,27 @@ async def make_harness(kind: str, tmp_path: Path, request: pytest.FixtureRequest
     if kind == "sqlite":
         clock = ManualClock()
         return Harness(kind, SQLiteStore(tmp_path / "idem.sqlite3", clock=clock), clock)
+    if kind in ("redis", "postgres"):  # real servers: unique prefix / schema, removed after the test
+        return Harness(kind, redis_store(request) if kind == "redis" else postgres_store(request), None)
     raise AssertionError(kind)
+
+
+class YieldingClock:
+    """A monotonic clock that stands still; ``asleep`` only yields to the event loop and records the delay.
+
+    Lets a test skip backoff sleeps without the fake time racing ahead (as a ``FakeClock`` shared with a
+    heartbeat loop would).
+    """
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.sleep(0)

@@ -1,0 +1,300 @@
+"""One execution of a handler under a claimed key: the tee, the finish, the heartbeat (spec §2.8 steps 8-9, §2.13).
+
+The response is captured at the ASGI message level and forwarded as it arrives (streaming still works for the first
+client), except the final body message: it is held until the outcome is persisted (``complete``) or the record
+released, so a crash after persisting but before sending just leads to a replay. Errors sending to a client that
+went away stop the forwarding, never the capture. Every store write is a compare-and-set; a failed compare means
+the lease was lost (counted, the real response still delivered). Cancellation (shutdown) marks the record
+ABANDONED in a shielded step (in reclaim mode a handler that never started is released instead), then propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from stalwart._clock import Clock
+from stalwart._types import is_never_handled
+
+from ._record import Outcome, StoredResponse, classify_outcome
+from ._replay import ProblemFactory
+from ._state import IdempotencyState
+from ._store import IdempotencyStore
+
+if TYPE_CHECKING:
+    from ._routing import Route
+
+__all__ = ["Execution", "heartbeat_loop"]
+
+logger = logging.getLogger("stalwart")
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+Count = Callable[[str], None]
+
+
+def _is_disconnect(exc: Exception) -> bool:
+    # Servers report a vanished client as OSError (uvicorn's ClientDisconnected) or a "...Disconnect" exception.
+    return isinstance(exc, OSError) or "disconnect" in type(exc).__name__.lower()
+
+
+class Execution:
+    """State of one handler run: capture, forwarding and the store writes that finish the record."""
+
+    __slots__ = (
+        "_chunks",
+        "_clock",
+        "_count",
+        "_problems",
+        "_send",
+        "_settled",
+        "_size",
+        "_started_at",
+        "_store",
+        "client_gone",
+        "fence",
+        "finished",
+        "headers",
+        "omitted",
+        "owner",
+        "record_id",
+        "response_started",
+        "route",
+        "state",
+        "status",
+    )
+
+    def __init__(
+        self,
+        *,
+        route: Route,
+        store: IdempotencyStore,
+        record_id: str,
+        owner: str,
+        fence: int,
+        state: IdempotencyState,
+        send: Send,
+        clock: Clock,
+        problems: ProblemFactory,
+        count: Count,
+    ) -> None:
+        self.route = route
+        self._store = store
+        self.record_id = record_id
+        self.owner = owner
+        self.fence = fence
+        self.state = state
+        self._send = send
+        self._clock = clock
+        self._problems = problems
+        self._count = count
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.omitted = False
+        self.response_started = False
+        self.finished = False
+        self._settled = False
+        self.client_gone = False
+        self._started_at = clock.monotonic()
+
+    # -- ASGI plumbing --------------------------------------------------------------------------------------------
+
+    async def _forward(self, message: Message) -> None:
+        if self.client_gone:
+            return
+        try:
+            await self._send(message)
+        except Exception as exc:
+            if not _is_disconnect(exc):
+                raise
+            self.client_gone = True
+            logger.debug("idempotency: client went away; the handler keeps running and its result is stored")
+
+    async def send(self, message: Message) -> None:
+        """The ``send`` given to the app: capture, forward, and persist before the final body message."""
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = int(message["status"])
+            self.headers = list(message.get("headers") or ())
+            self.response_started = True
+            route = self.route
+            if route.mark_first_response:
+                message = {**message, "headers": [*self.headers, (route.replay_header, b"false")]}
+            if route.warn_streams:
+                for name, value in self.headers:
+                    if name.lower() == b"content-type" and value.lower().startswith(b"text/event-stream"):
+                        logger.warning(
+                            "idempotency is enabled on a route answering text/event-stream: unbounded streams are "
+                            "stored with body_omitted; disable idempotency for this route"
+                        )
+            await self._forward(message)
+            return
+        if kind == "http.response.body" and not self.finished:
+            self._capture(message.get("body", b""))
+            if message.get("more_body", False):
+                await self._forward(message)
+                return
+            self.finished = True
+            await self._settle_response()
+            await self._forward(message)
+            return
+        await self._forward(message)
+
+    def _capture(self, chunk: bytes) -> None:
+        if self.omitted or not chunk:
+            return
+        self._size += len(chunk)
+        elapsed = self._clock.monotonic() - self._started_at
+        if self._size > self.route.max_stored_body or elapsed > self.route.max_capture_duration:
+            self.omitted = True
+            self._chunks.clear()
+            return
+        self._chunks.append(bytes(chunk))
+
+    # -- outcomes -------------------------------------------------------------------------------------------------
+
+    def _started(self) -> bool:
+        return self.state.started if self.route.marker else True
+
+    def _decide(self, *, exception: bool, retryable: bool = False) -> str:
+        route = self.route
+        return classify_outcome(
+            self.status,
+            started=self._started(),
+            exception=exception,
+            release_requested=self.state.release_requested or retryable,
+            release_statuses=route.release_statuses,
+            store_5xx=route.store_5xx,
+            release_on_exception=route.release_on_exception,
+        )
+
+    async def _settle_response(self) -> None:
+        assert self.status is not None
+        if self._decide(exception=False) == "store":
+            body = b"" if self.omitted else b"".join(self._chunks)
+            headers = self.route.header_filter.filter(self.headers)
+            await self._complete(StoredResponse(Outcome.RESPONSE, self.status, headers, body, self.omitted))
+        else:
+            await self._release()
+        self._settled = True
+
+    async def on_return(self) -> None:
+        """The app returned normally; finish a response it left incomplete (or never started)."""
+        if self.finished:
+            return
+        await self.on_exception(RuntimeError("the application returned without completing its response"))
+
+    async def on_exception(self, exc: BaseException) -> None:
+        """Finish the record after the app raised ``exc`` (the caller re-raises it)."""
+        if is_never_handled(exc):
+            if not self._settled:
+                await self._shielded_abandon()
+            return
+        if self._settled:
+            return
+        self.finished = True
+        if self._decide(exception=True, retryable=isinstance(exc, self.route.retryable_exceptions)) == "release":
+            await self._release()
+        elif not self.response_started:
+            status, headers, body = self._problems.build(
+                500, "idempotency-handler-error", "The request handler failed", "The handler raised an exception."
+            )
+            self.status = status
+            await self._complete(StoredResponse(Outcome.EXCEPTION, status, tuple(headers[:2]), body))
+            await self._forward({"type": "http.response.start", "status": status, "headers": headers})
+            await self._forward({"type": "http.response.body", "body": body, "more_body": False})
+        else:
+            assert self.status is not None
+            kept = self.route.header_filter.filter(self.headers)
+            await self._complete(StoredResponse(Outcome.EXCEPTION, self.status, kept, b"", body_omitted=True))
+        self._settled = True
+
+    # -- store writes ---------------------------------------------------------------------------------------------
+
+    async def _complete(self, response: StoredResponse) -> None:
+        route = self.route
+        deadline = self._clock.monotonic() + route.completion_budget
+        delay = 0.05
+        for attempt in range(1, route.completion_attempts + 1):
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(min(remaining, route.store_timeout)):
+                    ok = await self._store.complete(
+                        self.record_id,
+                        owner_token=self.owner,
+                        fence=self.fence,
+                        response=response,
+                        retention=route.retention,
+                    )
+            except Exception as exc:
+                logger.warning("idempotency: storing the result failed (attempt %d): %r", attempt, exc)
+                if attempt < route.completion_attempts:
+                    await self._clock.asleep(min(delay, max(0.0, deadline - self._clock.monotonic())))
+                    delay *= 2
+                continue
+            if not ok:
+                self._count("lease_lost")
+                logger.warning(
+                    "idempotency: lease lost before completion (fence %d); the result is delivered, not stored",
+                    self.fence,
+                )
+            return
+        self._count("completion_write_failures")
+        logger.error(
+            "idempotency: could not store the result; the real response is delivered and the record will lapse "
+            "into ABANDONED when its lease expires"
+        )
+
+    async def _release(self) -> None:
+        try:
+            async with asyncio.timeout(self.route.store_timeout):
+                await self._store.release(self.record_id, owner_token=self.owner, fence=self.fence)
+        except Exception as exc:
+            logger.warning("idempotency: releasing the record failed; its lease will lapse: %r", exc)
+
+    async def _shielded_abandon(self) -> None:
+        # Shutdown or cancellation: a short, shielded CAS; a second cancellation does not stop it.
+        route = self.route
+        if route.reclaim and not self.state.started and route.marker:
+            op = self._store.release(self.record_id, owner_token=self.owner, fence=self.fence)
+        else:
+            op = self._store.abandon(self.record_id, owner_token=self.owner, fence=self.fence)
+        task = asyncio.ensure_future(asyncio.wait_for(op, timeout=min(route.store_timeout, 1.0)))
+        try:
+            await asyncio.shield(task)
+        except BaseException as exc:
+            if not task.done():
+                task.add_done_callback(_log_task_failure)
+            elif not isinstance(exc, asyncio.CancelledError):
+                logger.warning("idempotency: marking the record abandoned failed: %r", exc)
+
+
+def _log_task_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("idempotency: background store write failed: %r", task.exception())
+
+
+async def heartbeat_loop(
+    store: IdempotencyStore, route: Route, *, record_id: str, owner: str, fence: int, clock: Clock
+) -> None:
+    """Renew the lease every ``heartbeat_every`` until cancelled or the compare fails (lease lost)."""
+    while True:
+        await clock.asleep(route.heartbeat_every)
+        try:
+            async with asyncio.timeout(route.store_timeout):
+                ok = await store.heartbeat(
+                    record_id, owner_token=owner, fence=fence, lease_ttl=route.lease_ttl, retention=route.retention
+                )
+        except Exception as exc:
+            logger.warning("idempotency: heartbeat failed; the handler keeps running: %r", exc)
+            continue
+        if not ok:
+            logger.warning("idempotency: heartbeat refused (lease lost, fence %d); completion will tell", fence)
+            return

@@ -1,0 +1,66 @@
+"""Who a request belongs to: the scope resolver contract (spec §2.4) and two ready-made resolvers.
+
+The resolver runs on the ASGI scope *after authentication* and must return only identities the auth layer has
+verified: decoding an unverified token to pick a principal lets an attacker choose someone else's scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+__all__ = ["Identity", "Resolver", "scope_user_resolver", "state_resolver"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A verified identity: the scope of a request's idempotency keys.
+
+    Attributes:
+        principal: the authenticated user or client id; None or ``""`` means anonymous.
+        tenant: the tenant (organisation, account) the principal acts for; default ``"default"``.
+    """
+
+    principal: str | None
+    tenant: str = "default"
+
+
+Resolver: TypeAlias = Callable[[MutableMapping[str, Any]], "Identity | Awaitable[Identity | None] | None"]
+"""``(asgi_scope) -> Identity | None``, sync or async (detected once, at construction)."""
+
+
+def scope_user_resolver(*, tenant: str = "default") -> Callable[[MutableMapping[str, Any]], Identity | None]:
+    """A resolver reading ``scope["user"]`` as set by Starlette's ``AuthenticationMiddleware``.
+
+    The user must have ``is_authenticated`` true; its ``identity`` (or ``username``, or ``display_name``) is the
+    principal. ``tenant`` is fixed.
+    """
+
+    def resolve(scope: MutableMapping[str, Any]) -> Identity | None:
+        user = scope.get("user")
+        if user is None or not getattr(user, "is_authenticated", False):
+            return None
+        for attribute in ("identity", "username", "display_name"):
+            value = getattr(user, attribute, None)
+            if isinstance(value, str) and value:
+                return Identity(value, tenant)
+        return None
+
+    return resolve
+
+
+def state_resolver(
+    *, principal: str = "principal", tenant: str | None = "tenant"
+) -> Callable[[MutableMapping[str, Any]], Identity | None]:
+    """A resolver reading ``scope["state"][principal]`` (and ``[tenant]``) set by the app's own auth middleware."""
+
+    def resolve(scope: MutableMapping[str, Any]) -> Identity | None:
+        state = scope.get("state") or {}
+        who = state.get(principal)
+        if not isinstance(who, str) or not who:
+            return None
+        org = state.get(tenant) if tenant is not None else None
+        return Identity(who, org if isinstance(org, str) and org else "default")
+
+    return resolve

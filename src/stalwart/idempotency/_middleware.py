@@ -1,0 +1,511 @@
+"""``IdempotencyMiddleware``: pure ASGI idempotency keys for Starlette, FastAPI or any ASGI app (spec §2.8).
+
+Flow per request: gate (http, method, route) → header (§2.3) → scope resolver (§2.4) → buffer the body and
+fingerprint it (§2.5) → optional L1 cache → claim → classify: execute, 422, replay, outcome-unknown, 409 or 503.
+Configuration: ``config`` applies app-wide; ``routes`` maps ``"[METHOD ]/path/{param}"`` templates to their own
+:class:`IdempotencyConfig` (or None to disable); an endpoint decorated with :func:`idempotent` overrides both and
+sets the execution-started marker. Middleware order: authentication → idempotency → app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import math
+import random as random_module
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from stalwart._clock import SYSTEM_CLOCK, Clock
+from stalwart._config import to_seconds_or_none
+from stalwart._events import IdempotentReplay, emit, hooks_installed
+from stalwart._exceptions import CircuitOpenError, StoreUnavailable
+
+from ._execution import Execution, heartbeat_loop
+from ._fingerprint import FP_VERSION, compute_fingerprint
+from ._identity import Identity, Resolver
+from ._keys import InvalidKey, check_secret, parse_key_header, scope_id
+from ._options import IdempotencyConfig
+from ._record import ClaimResult, Record, RecordDecodeError, State
+from ._replay import ProblemFactory, Response, replay_response, send_response
+from ._routing import NO_ROUTE, TOO_LARGE, Route, compile_template, find_endpoint, read_body, replaying_receive
+from ._state import ROUTE_CONFIG_ATTRIBUTE, IdempotencyState, _current
+from ._store import IdempotencyStore
+
+__all__ = ["IdempotencyMiddleware"]
+
+logger = logging.getLogger("stalwart")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+METRICS = (
+    "claims",
+    "replays",
+    "conflicts_409",
+    "mismatches_422",
+    "store_unavailable_503",
+    "lease_lost",
+    "abandoned",
+    "completion_write_failures",
+    "fail_open_bypasses",
+    "lenient_header_accepts",
+)
+_UNSEEN = object()
+_STREAM_EXTENSIONS = ("http.response.pathsend", "http.response.zerocopy", "http.response.trailers")
+
+
+class IdempotencyMiddleware:
+    """Idempotency keys for an ASGI app (spec: ``/work/shared/specs/idempotency.md``; guide: docs/idempotency.md).
+
+    Args:
+        app: the ASGI app to protect (place authentication outside this middleware).
+        store: an :class:`IdempotencyStore` (``SQLiteStore`` is the embedded default).
+        resolver: ``(asgi_scope) -> Identity | None``, sync or async, returning the *verified* identity.
+        secret: the scope HMAC secret shared by every instance (at least 32 bytes); optional with stores that
+            provide one (SQLite keeps one in its file; memory generates one per process).
+        config: the app-wide :class:`IdempotencyConfig` (default: its defaults).
+        routes: ``{"POST /payments/{id}": IdempotencyConfig(...) | None}``; None disables a route.
+        enabled: apply ``config`` to every route not in ``routes`` (default True); False makes it opt-in.
+        problem_base: prefix of the problem ``type`` URIs (default ``"https://stalwart.dev/problems/"``).
+        docs_url: linked from the 400 for a missing key (``Link: <url>; rel="describedby"``), optional.
+        l1_cache: entries of an in-process cache of completed records (default 0: off; 256 is typical).
+        breaker: an optional :class:`~stalwart.CircuitBreaker` in front of the store's decisions; open → 503.
+        purge_interval: seconds between background purges of expired records (default 60; None: never).
+        clock: monotonic clock for heartbeats, waits and capture limits (default: the system clock).
+        random: ``() -> float`` in [0, 1) for jitter (default :func:`random.random`).
+
+    Raises:
+        ValueError: invalid ``secret``, ``routes`` keys or ``purge_interval``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: IdempotencyStore,
+        resolver: Resolver,
+        secret: bytes | str | None = None,
+        config: IdempotencyConfig | None = None,
+        routes: Mapping[str, IdempotencyConfig | None] | None = None,
+        enabled: bool = True,
+        problem_base: str = "https://stalwart.dev/problems/",
+        docs_url: str | None = None,
+        l1_cache: int = 0,
+        breaker: Any = None,
+        purge_interval: float | None = 60.0,
+        clock: Clock = SYSTEM_CLOCK,
+        random: Callable[[], float] = random_module.random,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self._resolver = resolver
+        self._resolver_is_async = inspect.iscoroutinefunction(resolver) or inspect.iscoroutinefunction(
+            getattr(resolver, "__call__", None)  # noqa: B004 - an object with an async __call__
+        )
+        self._secret = None if secret is None else check_secret(secret)
+        if self._secret is None and getattr(store, "requires_secret", False):
+            raise ValueError(f"secret is required with {type(store).__name__} (at least 32 bytes, shared by instances)")
+        self.config = config or IdempotencyConfig()
+        self._base = Route(self.config, marker=False) if enabled else None
+        self._routes = [
+            (*compile_template(k), None if v is None else Route(v, marker=False)) for k, v in (routes or {}).items()
+        ]
+        self._route_cache: OrderedDict[tuple[str, str], Route | None] = OrderedDict()
+        self._endpoint_routes: dict[int, Route | None] = {}
+        self._problems = ProblemFactory(problem_base)
+        self._docs_link = None if docs_url is None else f'<{docs_url}>; rel="describedby"'.encode()
+        self._l1: OrderedDict[str, tuple[Record, float]] | None = OrderedDict() if l1_cache > 0 else None
+        self._l1_size = l1_cache
+        self._breaker = breaker
+        self._purge_interval = to_seconds_or_none(purge_interval, "purge_interval", allow_zero=False)
+        self._clock = clock
+        self._random = random
+        self._next_purge = clock.monotonic() + (self._purge_interval or 0.0)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stats = dict.fromkeys(METRICS, 0)
+
+    # -- public helpers -------------------------------------------------------------------------------------------
+
+    def statistics(self) -> dict[str, int]:
+        """Counters since start (spec §2.17 names), plus the store's ``evictions`` when it has them."""
+        stats = dict(self._stats)
+        stats["evictions"] = int(getattr(self.store, "evictions", 0))
+        return stats
+
+    def _count(self, name: str) -> None:
+        self._stats[name] += 1
+
+    # -- routing --------------------------------------------------------------------------------------------------
+
+    def _route_for(self, scope: Scope) -> Route | None:
+        key = (scope["method"], scope["path"])
+        cached = self._route_cache.get(key, _UNSEEN)
+        if cached is not _UNSEEN:
+            return cached  # type: ignore[return-value]
+        route = self._resolve_route(scope)
+        self._route_cache[key] = route
+        if len(self._route_cache) > 1024:
+            self._route_cache.popitem(last=False)
+        return route
+
+    def _resolve_route(self, scope: Scope) -> Route | None:
+        base = self._base
+        for methods, pattern, configured in self._routes:
+            if (methods is None or scope["method"] in methods) and pattern.match(scope["path"]):
+                base = configured
+                break
+        endpoint = find_endpoint(scope, self.app)
+        if endpoint is NO_ROUTE:
+            # Routing answers (404, 405, redirect) without running an endpoint: a marker route that is never
+            # started, so whatever it answers is released, not stored.
+            return None if base is None else Route(base.cfg, marker=True)
+        overrides = getattr(endpoint, ROUTE_CONFIG_ATTRIBUTE, None)
+        if overrides is None:
+            return base
+        cached = self._endpoint_routes.get(id(endpoint), _UNSEEN)
+        if cached is _UNSEEN:
+            overrides = dict(overrides)
+            if overrides.pop("enabled", True) is False:
+                cached = None
+            else:
+                cfg = dataclasses.replace(base.cfg if base is not None else self.config, **overrides)
+                cached = Route(cfg, marker=True)
+            self._endpoint_routes[id(endpoint)] = cached
+        return cached  # type: ignore[return-value]
+
+    # -- ASGI entry point -----------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self._route_for(scope)
+        if route is None or scope["method"] not in route.methods:
+            await self.app(scope, receive, send)
+            return
+        values = [v for k, v in scope["headers"] if k == b"idempotency-key"]
+        if not values:
+            if route.cfg.required:
+                extra = [(b"link", self._docs_link)] if self._docs_link else []
+                await self._problem(send, 400, "idempotency-key-missing", "Idempotency-Key header required", extra)
+                return
+            await self.app(scope, receive, send)
+            return
+        await self._handle(route, scope, receive, send, values)
+
+    async def _problem(
+        self, send: Send, status: int, name: str, title: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        await send_response(send, self._problems.build(status, name, title), extra or ())
+
+    async def _handle(self, route: Route, scope: Scope, receive: Receive, send: Send, values: list[bytes]) -> None:
+        cfg = route.cfg
+        try:
+            parsed = parse_key_header(
+                values,
+                lenient=cfg.lenient_header,
+                max_length=cfg.max_key_length,
+                min_length=cfg.min_key_length,
+                validator=cfg.key_validator,
+            )
+        except InvalidKey as exc:
+            await send_response(send, self._problems.build(400, "idempotency-key-invalid", exc.reason))
+            return
+        assert parsed is not None
+        if parsed.lenient:
+            self._count("lenient_header_accepts")
+        identity = await self._identify(scope)
+        if identity is None or not identity.principal:
+            if not cfg.allow_anonymous:
+                await self._problem(send, 401, "idempotency-principal-required", "Authenticated principal required")
+                return
+            if not cfg.anonymous_key_validator(parsed.key):
+                await self._problem(send, 400, "idempotency-key-invalid", "Anonymous keys must be random UUIDs")
+                return
+            identity = Identity("", "anonymous")
+        body = await read_body(scope, receive, cfg.max_request_body)
+        if body is None:
+            return  # the client disconnected before sending its body: nothing was claimed
+        if body is TOO_LARGE:
+            await self._problem(send, 413, "idempotency-request-too-large", "Request body too large")
+            return
+        assert isinstance(body, bytes)
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        fingerprint = compute_fingerprint(
+            route.fingerprint,
+            method=scope["method"],
+            raw_path=raw_path,
+            query=scope.get("query_string", b""),
+            headers=scope["headers"],
+            body=body,
+        )
+        self._maybe_purge()
+        try:
+            secret = await self._get_secret(route)
+        except StoreUnavailable:
+            await self._unavailable(route, scope, receive, send, body)
+            return
+        namespace = cfg.namespace
+        if cfg.scope_by_route:
+            namespace = f"{namespace}\x00{scope['method']} {raw_path.decode('latin-1')}"
+        record_id = scope_id(
+            secret, tenant=identity.tenant, principal=identity.principal or "", namespace=namespace, key=parsed.key
+        )
+        if self._l1 is not None:
+            cached = self._l1_get(record_id)
+            if cached is not None:
+                await self._answer_existing(route, scope, send, cached, fingerprint=fingerprint, store_now=None)
+                return
+        owner = secrets.token_hex(16)
+        wait_until = self._clock.monotonic() + route.wait_timeout
+        delay = 0.05
+        while True:
+            try:
+                result = await self._claim(route, record_id, fingerprint, owner)
+            except (StoreUnavailable, RecordDecodeError, CircuitOpenError) as exc:
+                if isinstance(exc, RecordDecodeError):
+                    logger.error("idempotency: undecodable record %s…: %s", record_id[:12], exc)
+                await self._unavailable(route, scope, receive, send, body)
+                return
+            if result.claimed:
+                self._count("claims")
+                await self._execute(
+                    route,
+                    scope,
+                    receive,
+                    send,
+                    body=body,
+                    key=parsed.key,
+                    secret=secret,
+                    record=result.record,
+                    owner=owner,
+                )
+                return
+            record = result.record
+            waiting = record.state is State.IN_PROGRESS and record.fingerprint == fingerprint
+            remaining = wait_until - self._clock.monotonic()
+            if not waiting or remaining <= 0:
+                await self._answer_existing(route, scope, send, record, fingerprint=fingerprint, store_now=result.now)
+                return
+            await self._clock.asleep(min(remaining, delay * (0.5 + self._random())))
+            delay = min(delay * 2, 1.0)
+
+    async def _identify(self, scope: Scope) -> Identity | None:
+        try:
+            found = self._resolver(scope)
+            if self._resolver_is_async:
+                found = await found  # type: ignore[misc]
+        except Exception:
+            logger.exception("idempotency: the scope resolver failed; answering 401")
+            return None
+        return found if isinstance(found, Identity) else None
+
+    async def _get_secret(self, route: Route) -> bytes:
+        if self._secret is None:
+            try:
+                async with asyncio.timeout(route.store_timeout):
+                    provided = await self.store.default_secret()
+            except TimeoutError as exc:
+                raise StoreUnavailable("timed out reading the store's secret") from exc
+            if provided is None:
+                raise StoreUnavailable(f"{type(self.store).__name__} provides no secret; pass secret=")
+            self._secret = check_secret(provided)
+        return self._secret
+
+    async def _claim(self, route: Route, record_id: str, fingerprint: bytes, owner: str) -> ClaimResult:
+        breaker = self._breaker
+        permit = breaker.acquire() if breaker is not None else None
+        last: BaseException | None = None
+        try:
+            for _ in range(2):  # an ambiguous claim is repeated with the same owner token (it is idempotent)
+                try:
+                    async with asyncio.timeout(route.store_timeout):
+                        result = await self.store.claim(
+                            record_id,
+                            fingerprint=fingerprint,
+                            fp_version=FP_VERSION,
+                            owner_token=owner,
+                            lease_ttl=route.lease_ttl,
+                            retention=route.retention,
+                            reclaim=route.reclaim,
+                        )
+                except (StoreUnavailable, TimeoutError) as exc:
+                    last = exc
+                    continue
+                if permit is not None:
+                    breaker.record_success(permit)
+                return result
+        except BaseException:
+            if permit is not None:
+                breaker.release(permit)
+            raise
+        if permit is not None:
+            breaker.record_failure(permit)
+        self._spawn(self._cleanup_ambiguous_claim(route, record_id, owner))
+        raise StoreUnavailable("the idempotency store did not answer the claim") from last
+
+    async def _cleanup_ambiguous_claim(self, route: Route, record_id: str, owner: str) -> None:
+        # The claim may have been applied even though we never saw the answer; we answered 503, so give it back.
+        async with asyncio.timeout(route.store_timeout):
+            record = await self.store.get(record_id)
+            if record is not None and record.owner_token == owner and record.state is State.IN_PROGRESS:
+                await self.store.release(record_id, owner_token=owner, fence=record.fence)
+
+    async def _unavailable(self, route: Route, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
+        if route.cfg.fail_open:
+            self._count("fail_open_bypasses")
+            logger.warning(
+                "idempotency store unavailable; fail_open runs %s %s without idempotency",
+                scope["method"],
+                scope["path"],
+            )
+            await self.app(scope, replaying_receive(body, receive, shield=False), send)
+            return
+        self._count("store_unavailable_503")
+        retry_after = str(1 + int(self._random() * 2)).encode()
+        await self._problem(
+            send, 503, "idempotency-store-unavailable", "Idempotency store unavailable", [(b"retry-after", retry_after)]
+        )
+
+    async def _answer_existing(
+        self, route: Route, scope: Scope, send: Send, record: Record, *, fingerprint: bytes, store_now: float | None
+    ) -> None:
+        """Answer from an existing record: 422, replay, outcome-unknown or 409 (``store_now``: None from L1)."""
+        if record.fingerprint != fingerprint or record.fp_version != FP_VERSION:
+            self._count("mismatches_422")
+            await self._problem(send, 422, "idempotency-key-reused", "Idempotency-Key reused with a different request")
+            return
+        if record.state is State.COMPLETED:
+            if store_now is not None:
+                self._l1_put(record, store_now)
+            self._count("replays")
+            response: Response = replay_response(record, route.replay_header)
+            if hooks_installed():
+                emit(IdempotentReplay(response[0], scope["path"]))
+            await send_response(send, response)
+            return
+        if record.state is State.ABANDONED:
+            self._count("abandoned")
+            status, headers, body = self._problems.build(
+                route.cfg.abandoned_status,
+                "idempotency-outcome-unknown",
+                "Outcome unknown",
+                "The original request stopped without recording its outcome; it will not run again. "
+                "Reconcile out of band.",
+            )
+            if hooks_installed():
+                emit(IdempotentReplay(status, scope["path"]))
+            await send_response(send, (status, headers, body), [(route.replay_header, b"true")])
+            return
+        self._count("conflicts_409")
+        lease_left = record.lease_remaining(store_now) if store_now is not None else route.retry_after_cap
+        retry_after = max(1, math.ceil(min(lease_left, route.retry_after_cap)))
+        await self._problem(
+            send,
+            409,
+            "idempotency-request-in-progress",
+            "A request with this Idempotency-Key is in progress",
+            [(b"retry-after", str(retry_after).encode())],
+        )
+
+    # -- execution ------------------------------------------------------------------------------------------------
+
+    async def _execute(
+        self,
+        route: Route,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        body: bytes,
+        key: str,
+        secret: bytes,
+        record: Record,
+        owner: str,
+    ) -> None:
+        state = IdempotencyState(
+            key=key, record_id=record.record_id, fence=record.fence, attempt=record.attempt, secret=secret
+        )
+        app_scope = scope
+        extensions = scope.get("extensions")
+        if extensions and any(name in extensions for name in _STREAM_EXTENSIONS):
+            # Capture needs every body byte to pass through ``send``.
+            app_scope = {**scope, "extensions": {k: v for k, v in extensions.items() if k not in _STREAM_EXTENSIONS}}
+        app_scope.setdefault("state", {})["idempotency"] = state
+        execution = Execution(
+            route=route,
+            store=self.store,
+            record_id=record.record_id,
+            owner=owner,
+            fence=record.fence,
+            state=state,
+            send=send,
+            clock=self._clock,
+            problems=self._problems,
+            count=self._count,
+        )
+        heartbeat = asyncio.create_task(
+            heartbeat_loop(
+                self.store, route, record_id=record.record_id, owner=owner, fence=record.fence, clock=self._clock
+            )
+        )
+        token = _current.set(state)
+        try:
+            await self.app(
+                app_scope, replaying_receive(body, receive, shield=route.cfg.shield_disconnect), execution.send
+            )
+        except BaseException as exc:
+            await execution.on_exception(exc)
+            raise
+        else:
+            await execution.on_return()
+        finally:
+            _current.reset(token)
+            heartbeat.cancel()
+            await asyncio.wait({heartbeat})
+
+    # -- background work and the L1 cache -------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("idempotency background task failed: %r", task.exception())
+
+    def _maybe_purge(self) -> None:
+        if self._purge_interval is None or self._clock.monotonic() < self._next_purge:
+            return
+        self._next_purge = self._clock.monotonic() + self._purge_interval
+        self._spawn(self.store.purge())
+
+    def _l1_get(self, record_id: str) -> Record | None:
+        assert self._l1 is not None
+        entry = self._l1.get(record_id)
+        if entry is None:
+            return None
+        record, valid_until = entry
+        if self._clock.monotonic() >= valid_until:
+            del self._l1[record_id]
+            return None
+        self._l1.move_to_end(record_id)
+        return record
+
+    def _l1_put(self, record: Record, store_now: float) -> None:
+        if self._l1 is None:
+            return
+        # Valid for the record's remaining retention, measured on our clock from the store's "now".
+        self._l1[record.record_id] = (record, self._clock.monotonic() + (record.expires_at - store_now))
+        if len(self._l1) > self._l1_size:
+            self._l1.popitem(last=False)

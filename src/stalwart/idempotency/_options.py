@@ -1,0 +1,170 @@
+"""Per-route idempotency settings (spec §2.17), validated at construction."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from stalwart._config import check_int, to_seconds, to_seconds_or_none
+
+from ._fingerprint import FingerprintSpec
+from ._keys import is_uuid4
+
+__all__ = ["DEFAULT_DENIED_REPLAY_HEADERS", "DEFAULT_RELEASE_STATUSES", "IdempotencyConfig"]
+
+logger = logging.getLogger("stalwart")
+
+DEFAULT_RELEASE_STATUSES = frozenset({401, 403, 408, 425, 429, 503})
+"""Statuses meaning "not processed, retry": the record is released (spec §2.9)."""
+
+DEFAULT_DENIED_REPLAY_HEADERS = frozenset({"set-cookie", "x-ratelimit-*", "retry-after"})
+"""Response headers not replayed unless allowed with ``replay_headers_allowed`` (spec §2.10); ``*`` is a prefix."""
+
+_MIN_RECOMMENDED_RETENTION = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyConfig:
+    """How one route (or the whole app) handles ``Idempotency-Key`` (spec §2.17 gives the defaults).
+
+    Durations are float seconds (a ``timedelta`` is accepted); sizes are bytes.
+
+    Args:
+        methods: methods the key applies to (default POST and PATCH); GET, HEAD, OPTIONS, PUT and DELETE pass through.
+        required: a missing key is a 400 (default False: the request passes through without a record).
+        lenient_header: accept bare unquoted keys (default True); False accepts only sf-strings.
+        max_key_length: longest key (default 255). ``min_key_length``: shortest (default 1).
+        key_validator: optional key format check such as :func:`~stalwart.idempotency.is_uuid4` (failure: 400).
+        allow_anonymous: serve requests without a verified principal in a fixed "anonymous" scope (default False:
+            401). Anonymous keys must pass ``anonymous_key_validator`` (default: a UUIDv4); anyone holding the key
+            can read the replay.
+        namespace: part of the scope (default ``"default"``). ``scope_by_route``: put method and path in the scope
+            instead of the fingerprint, so each endpoint has independent keys (default False: another endpoint
+            with the same key gets 422).
+        fingerprint: what the fingerprint covers (:class:`~stalwart.idempotency.FingerprintSpec`).
+        retention: how long a record is kept after completion (default 24 h; under 1 h logs a warning).
+        lease_ttl: how long an execution holds the key without a heartbeat (default 30 s).
+        heartbeat_every: lease renewal period (default ``lease_ttl / 3``); must be below ``lease_ttl``.
+        wait_timeout: how long a duplicate waits for the original before answering 409 (default 0).
+        retry_after_cap: cap of the 409's ``Retry-After`` (default 5 s).
+        release_statuses: statuses that release the record (default 401, 403, 408, 425, 429, 503).
+        store_5xx: store 500/502/504 returned by the handler (default True); False releases them.
+        release_on_exception: release on an unhandled exception instead of storing a 500 (default False).
+        retryable_exceptions: exception types that mean "not applied, retry": the record is released.
+        reclaim_on_lease_expiry: re-run after an expired lease or an abandonment (at-least-once; default False).
+        abandoned_status: status replayed for an abandoned record (default 500, "outcome unknown").
+        max_request_body: largest buffered request body (default 10 MiB; above: 413).
+        max_stored_body: largest stored response body (default 1 MiB; above: stored as omitted).
+        max_capture_duration: longest response capture (default 5 min; longer: body omitted).
+        store_timeout: limit of each store call on the request path (default 2 s).
+        completion_attempts: tries to store the result (default 3) within ``completion_budget`` (default 2 s).
+        fail_open: run the handler without idempotency when the store is unavailable (default False: 503).
+        shield_disconnect: keep running when the client disconnects (default True).
+        replay_header: header marking replays (default ``Idempotent-Replayed``). ``mark_first_response``: also
+            send ``<replay_header>: false`` on first executions (default False).
+        replay_headers_allowed: lower-case names exempted from ``DEFAULT_DENIED_REPLAY_HEADERS``.
+
+    Raises:
+        ValueError: an invalid value, named by its parameter.
+        TypeError: a value of the wrong type.
+    """
+
+    methods: frozenset[str] = frozenset({"POST", "PATCH"})
+    required: bool = False
+    lenient_header: bool = True
+    max_key_length: int = 255
+    min_key_length: int = 1
+    key_validator: Callable[[str], bool] | None = None
+    allow_anonymous: bool = False
+    anonymous_key_validator: Callable[[str], bool] = is_uuid4
+    namespace: str = "default"
+    scope_by_route: bool = False
+    fingerprint: FingerprintSpec = field(default_factory=FingerprintSpec)
+    retention: float | timedelta = 86_400.0
+    lease_ttl: float | timedelta = 30.0
+    heartbeat_every: float | timedelta | None = None
+    wait_timeout: float | timedelta = 0.0
+    retry_after_cap: float | timedelta = 5.0
+    release_statuses: frozenset[int] = DEFAULT_RELEASE_STATUSES
+    store_5xx: bool = True
+    release_on_exception: bool = False
+    retryable_exceptions: tuple[type[BaseException], ...] = ()
+    reclaim_on_lease_expiry: bool = False
+    abandoned_status: int = 500
+    max_request_body: int = 10 * 1024 * 1024
+    max_stored_body: int = 1024 * 1024
+    max_capture_duration: float | timedelta = 300.0
+    store_timeout: float | timedelta = 2.0
+    completion_attempts: int = 3
+    completion_budget: float | timedelta = 2.0
+    fail_open: bool = False
+    shield_disconnect: bool = True
+    replay_header: str = "Idempotent-Replayed"
+    mark_first_response: bool = False
+    replay_headers_allowed: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        methods = frozenset(m.upper() for m in self.methods)
+        if not methods or not all(isinstance(m, str) and m.isalpha() for m in methods):
+            raise ValueError(f"methods must be HTTP method names, got {sorted(self.methods)!r}")
+        set_(self, "methods", methods)
+        check_int(self.max_key_length, "max_key_length", minimum=1)
+        check_int(self.min_key_length, "min_key_length", minimum=1)
+        if self.min_key_length > self.max_key_length:
+            raise ValueError("min_key_length must be <= max_key_length")
+        if self.key_validator is not None and not callable(self.key_validator):
+            raise TypeError("key_validator must be callable")
+        if not callable(self.anonymous_key_validator):
+            raise TypeError("anonymous_key_validator must be callable")
+        if not isinstance(self.namespace, str) or not self.namespace:
+            raise ValueError("namespace must be a non-empty string")
+        if not isinstance(self.fingerprint, FingerprintSpec):
+            raise TypeError("fingerprint must be a FingerprintSpec")
+        retention = to_seconds(self.retention, "retention", allow_zero=False)
+        lease = to_seconds(self.lease_ttl, "lease_ttl", allow_zero=False)
+        set_(self, "retention", retention)
+        set_(self, "lease_ttl", lease)
+        heartbeat = to_seconds_or_none(self.heartbeat_every, "heartbeat_every", allow_zero=False)
+        if heartbeat is None:
+            heartbeat = lease / 3
+        if heartbeat >= lease:
+            raise ValueError(f"heartbeat_every must be < lease_ttl ({lease}), got {heartbeat}")
+        set_(self, "heartbeat_every", heartbeat)
+        set_(self, "wait_timeout", to_seconds(self.wait_timeout, "wait_timeout"))
+        set_(self, "retry_after_cap", to_seconds(self.retry_after_cap, "retry_after_cap", allow_zero=False))
+        for status in self.release_statuses:
+            if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+                raise ValueError(f"release_statuses must be HTTP status codes, got {status!r}")
+        set_(self, "release_statuses", frozenset(self.release_statuses))
+        if not isinstance(self.retryable_exceptions, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in self.retryable_exceptions
+        ):
+            raise TypeError("retryable_exceptions must be a tuple of exception types")
+        if not 100 <= check_int(self.abandoned_status, "abandoned_status", minimum=100) <= 599:
+            raise ValueError(f"abandoned_status must be an HTTP status code, got {self.abandoned_status}")
+        check_int(self.max_request_body, "max_request_body", minimum=0)
+        check_int(self.max_stored_body, "max_stored_body", minimum=0)
+        set_(
+            self,
+            "max_capture_duration",
+            to_seconds(self.max_capture_duration, "max_capture_duration", allow_zero=False, allow_inf=True),
+        )
+        set_(self, "store_timeout", to_seconds(self.store_timeout, "store_timeout", allow_zero=False))
+        check_int(self.completion_attempts, "completion_attempts", minimum=1)
+        set_(self, "completion_budget", to_seconds(self.completion_budget, "completion_budget", allow_zero=False))
+        name = self.replay_header
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+            raise ValueError(f"replay_header must be a header name, got {name!r}")
+        set_(self, "replay_headers_allowed", frozenset(h.lower() for h in self.replay_headers_allowed))
+        if retention < _MIN_RECOMMENDED_RETENTION:
+            logger.warning(
+                "idempotency retention of %.0f s is under one hour: AEP-155 asks keys to be honoured for at least "
+                "an hour, and a client retrying later will execute again",
+                retention,
+            )
+        if math.isinf(lease):
+            raise ValueError("lease_ttl must be finite")

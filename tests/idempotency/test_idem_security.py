@@ -1,0 +1,131 @@
+"""Scope isolation and what the store holds (spec §2.4, §2.6): G3, no cross-scope disclosure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from idem_apps import Probe, client, make_app, wrap
+from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser, UnauthenticatedUser
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from stalwart.idempotency import (
+    IdempotencyMiddleware,
+    Identity,
+    SQLiteStore,
+    scope_user_resolver,
+    state_resolver,
+)
+
+KEY = "KEY-supersecret-0042"
+EMAIL = "alice@example.com"
+
+
+async def test_two_users_with_the_same_key_never_share_a_response() -> None:
+    probe = Probe()
+    async with client(wrap(make_app(probe))) as c:
+        a = await c.post("/payments", json={"a": 1}, headers={"idempotency-key": KEY, "x-user": "alice"})
+        b = await c.post("/payments", json={"a": 1}, headers={"idempotency-key": KEY, "x-user": "bob"})
+        a2 = await c.post("/payments", json={"a": 1}, headers={"idempotency-key": KEY, "x-user": "alice"})
+        b2 = await c.post("/payments", json={"a": 1}, headers={"idempotency-key": KEY, "x-user": "bob"})
+    assert probe.calls == 2
+    assert a.json()["n"] != b.json()["n"]
+    assert a2.content == a.content
+    assert b2.content == b.content
+    # Different bodies in two scopes are not a 422 either: the scopes are independent.
+
+
+async def test_two_tenants_with_the_same_user_and_key_are_independent() -> None:
+    probe = Probe()
+    async with client(wrap(make_app(probe))) as c:
+        for tenant in ("acme", "globex"):
+            r = await c.post(
+                "/payments", json={"a": tenant}, headers={"idempotency-key": KEY, "x-user": "u", "x-tenant": tenant}
+            )
+            assert r.status_code == 201
+            assert "idempotent-replayed" not in r.headers
+    assert probe.calls == 2
+
+
+async def test_a_store_dump_holds_no_raw_key_identity_or_credentials(tmp_path: Path) -> None:
+    async def handler(request: Request) -> Response:
+        return JSONResponse({"ok": True}, status_code=201)
+
+    path = tmp_path / "idem.sqlite3"
+    store = SQLiteStore(path)
+    mw = wrap(make_app(Probe(), handler), store)
+    request_headers = {
+        "idempotency-key": KEY,
+        "x-user": EMAIL,
+        "x-tenant": "tenant-acme-corp",
+        "authorization": "Bearer tok-very-secret",
+    }
+    async with client(mw) as c:
+        await c.post("/payments", json={"card": "4111111111111111"}, headers=request_headers)
+        await c.post("/payments", json={"card": "4111111111111111"}, headers=request_headers)
+    await store.aclose()
+    dump = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    for secret in (KEY, EMAIL, "tenant-acme-corp", "tok-very-secret", "4111111111111111"):
+        assert secret.encode() not in dump, secret
+    assert b'{"ok":true}' in dump  # the response is there, so the dump is not empty
+
+
+class TokenBackend(AuthenticationBackend):
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        token = conn.headers.get("authorization", "")
+        if token == "Bearer valid-alice":
+            return AuthCredentials(["authenticated"]), SimpleUser("alice")
+        return None
+
+
+async def test_scope_user_resolver_reads_only_authenticated_users() -> None:
+    runs: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        runs.append(request.user.display_name)
+        return JSONResponse({"user": request.user.display_name}, status_code=201)
+
+    store = SQLiteStore(":memory:")
+    app = Starlette(
+        routes=[Route("/payments", endpoint, methods=["POST"])],
+        middleware=[
+            Middleware(AuthenticationMiddleware, backend=TokenBackend()),  # authentication first
+            Middleware(IdempotencyMiddleware, store=store, resolver=scope_user_resolver(tenant="t")),
+        ],
+    )
+    async with client(app) as c:
+        ok = await c.post("/payments", headers={"idempotency-key": KEY, "authorization": "Bearer valid-alice"})
+        forged = await c.post(
+            "/payments", headers={"idempotency-key": KEY, "authorization": "Bearer forged", "x-user": "alice"}
+        )
+    assert ok.status_code == 201
+    assert forged.status_code == 401  # an unauthenticated request never sees alice's replay
+    assert runs == ["alice"]
+    await store.aclose()
+
+
+def test_resolvers() -> None:
+    resolve = scope_user_resolver()
+    assert resolve({"user": UnauthenticatedUser()}) is None
+    assert resolve({"user": SimpleUser("bob")}) == Identity("bob", "default")
+    assert resolve({}) is None
+    by_state = state_resolver()
+    assert by_state({"state": {"principal": "p1", "tenant": "t1"}}) == Identity("p1", "t1")
+    assert by_state({"state": {"principal": "p1"}}) == Identity("p1", "default")
+    assert by_state({"state": {"principal": ""}}) is None
+    assert by_state({}) is None
+
+
+async def test_sqlite_default_secret_is_used_when_none_is_given(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    probe = Probe()
+    mw = wrap(make_app(probe), store, secret=None)
+    async with client(mw) as c:
+        await c.post("/payments", json={}, headers={"idempotency-key": "k", "x-user": "u"})
+        r = await c.post("/payments", json={}, headers={"idempotency-key": "k", "x-user": "u"})
+    assert r.headers["idempotent-replayed"] == "true"
+    await store.aclose()
