@@ -1,0 +1,244 @@
+"""The ``outage`` scenario: one workload, two clients, two identical misbehaving upstreams, side by side.
+
+Both sides run **at the same time**, each against its own :class:`FaultUpstream` (same schedule, same seed, same
+clock origin, separate counters): the run takes one ``duration`` instead of two, and both sides meet each phase at
+the same moment, so what differs between them is the client alone. Each side (its upstream server, its client and
+its workload) runs on its own thread and event loop, so a burst on one side does not stall the other's timers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from stalwart._clock import SYSTEM_CLOCK, Clock
+from stalwart._events import CircuitStateChanged, Event, add_hook, remove_hook
+from stalwart._registry import Registry
+from stalwart.httpx import ResilienceConfig
+
+from ._clients import CountingTransport, demo_config, plain_client, resilient_client, sender
+from ._schedule import FaultSchedule, describe
+from ._server import bind_loopback, serving, url_of
+from ._summary import DemoResult, Kind, Outcome, Transition, retries_from_attempts, summarize
+from ._threads import LoopThread, run_side_by_side
+from ._upstream import FaultUpstream
+from ._workload import arrival_offsets, run_open_loop
+
+__all__ = ["DemoSettings", "TransitionRecorder", "run_outage"]
+
+DEFAULT_SEED = 2015
+"""The fixed default seed (any integer works; the same seed gives the same fates)."""
+
+_START_DELAY = 0.2
+"""Seconds between binding the sockets and the first request being due (time for the threads to start serving;
+a connection made earlier waits in the socket's backlog)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    """The demo's knobs (the CLI's options).
+
+    Attributes:
+        requests: requests per side (default 2000).
+        concurrency: most requests in flight per side; later ones queue (default 50).
+        seed: seeds the upstream's fates (default :data:`DEFAULT_SEED`).
+        duration: seconds over which the requests are spread, and the length of the schedule (default 20).
+
+    Raises:
+        ValueError: ``requests`` or ``concurrency`` < 1, or ``duration`` below 5 s or not finite.
+    """
+
+    requests: int = 2000
+    concurrency: int = 50
+    seed: int = DEFAULT_SEED
+    duration: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.requests < 1:
+            raise ValueError(f"requests must be >= 1, got {self.requests!r}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency!r}")
+        if not 5.0 <= self.duration < math.inf:
+            raise ValueError(f"duration must be at least 5 seconds, got {self.duration!r}")
+
+
+class TransitionRecorder:
+    """A stalwart hook that keeps every ``CircuitStateChanged`` event as a :class:`Transition`.
+
+    Args:
+        origin: monotonic time the run started (``at_s`` is measured from it); settable later.
+    """
+
+    def __init__(self, origin: float = 0.0) -> None:
+        self.origin = origin
+        self.transitions: list[Transition] = []
+
+    def __call__(self, event: Event) -> None:
+        """Record ``event`` if it is a breaker state change."""
+        if isinstance(event, CircuitStateChanged):
+            at_s = round(event.at - self.origin, 3)
+            self.transitions.append(Transition(at_s, event.from_state, event.to_state))
+
+
+def _settings_lines(config: ResilienceConfig) -> tuple[tuple[str, str], ...]:
+    backoff = config.backoff
+    return (
+        ("per-attempt timeout", f"{config.timeout:g} s"),
+        ("attempts", str(config.max_attempts)),
+        (
+            "backoff",
+            f"exponential from {backoff.initial * 1000:g} ms, x{backoff.multiplier:g}, "
+            f"at most {backoff.max_delay * 1000:g} ms, {backoff.jitter.kind} jitter",
+        ),
+        ("breaker opens after", f"{config.failure_threshold} consecutive failures"),
+        ("reset_timeout", f"{config.reset_timeout:g} s"),
+        ("bulkhead", f"{config.max_concurrent} in flight, queue {config.max_queue}"),
+        ("fallback", "a default answer"),
+    )
+
+
+SLOW = 1.0
+"""Seconds beyond which the report counts a request as slow (a user would likely have given up)."""
+
+
+def _slower_than(outcomes: list[Outcome], seconds: float) -> int:
+    return sum(1 for outcome in outcomes if outcome.latency > seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """What one side needs to run: its upstream, its listening socket and how to build its client."""
+
+    name: str
+    upstream: FaultUpstream
+    sock: socket.socket
+    client: Callable[[str], tuple[httpx.AsyncClient, CountingTransport]]
+
+
+async def _run_side(
+    side: _Side,
+    settings: DemoSettings,
+    start: float,
+    clock: Clock,
+    on_done: Callable[[str, Kind, str], None] | None,
+) -> tuple[list[Outcome], CountingTransport]:
+    """One side, on its own loop: serve its upstream, send the workload through its client, stop both."""
+    schedule = side.upstream.schedule
+    done: Callable[[Kind], None] | None = None
+    if on_done is not None:
+        callback = on_done
+
+        def done(kind: Kind) -> None:
+            callback(side.name, kind, schedule.phase_at(clock.monotonic() - start).name)
+
+    async with serving(side.upstream, side.sock) as url:
+        client, counter = side.client(url)
+        async with client:
+            outcomes = await run_open_loop(
+                sender(client),
+                arrival_offsets(settings.requests, settings.duration),
+                start=start,
+                concurrency=settings.concurrency,
+                clock=clock,
+                on_done=done,
+            )
+    return outcomes, counter
+
+
+def run_outage(
+    settings: DemoSettings,
+    *,
+    on_start: Callable[[list[str]], None] | None = None,
+    on_done: Callable[[str, Kind, str], None] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> DemoResult:
+    """Run the ``outage`` scenario and measure both sides (blocks for about ``settings.duration`` seconds).
+
+    Each side runs on its own thread and event loop (:func:`run_side_by_side`): its own upstream server, client
+    and workload. Both upstreams follow the same schedule from the same origin.
+
+    Args:
+        settings: the demo's knobs.
+        on_start: called with the two upstreams' base URLs (plain, resilient) once their sockets listen.
+        on_done: called as ``(side, kind, phase_name)`` when a request ends, from that side's thread (for a
+            progress bar; it must be thread-safe).
+        clock: the clock of the schedule and the latencies (default the system clock).
+
+    Returns:
+        Both sides' summaries, the breaker's transitions and the per-phase call counts.
+
+    Raises:
+        KeyboardInterrupt: interrupted; both sides were stopped (servers, clients, sockets) first.
+
+    Everything started here (threads, servers, clients, the event hook) is stopped on the way out.
+    """
+    schedule = FaultSchedule.outage(settings.duration)
+    config = demo_config(settings.concurrency)
+    recorder = TransitionRecorder()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            sockets.append(bind_loopback())
+        sides = (
+            _Side(
+                "plain",
+                FaultUpstream(schedule, seed=settings.seed, clock=clock),
+                sockets[0],
+                lambda url: plain_client(url, settings.concurrency),
+            ),
+            _Side(
+                "resilient",
+                FaultUpstream(schedule, seed=settings.seed, clock=clock),
+                sockets[1],
+                lambda url: resilient_client(
+                    url, settings.concurrency, config=config, registry=Registry(), seed=settings.seed, clock=clock
+                ),
+            ),
+        )
+        if on_start is not None:
+            on_start([url_of(sock) for sock in sockets])
+        start = clock.monotonic() + _START_DELAY
+        for side in sides:
+            side.upstream.start(start)
+        recorder.origin = start
+        threads = [
+            LoopThread(
+                f"stalwart-demo-{side.name}",
+                functools.partial(_run_side, side, settings, start, clock, on_done),
+            )
+            for side in sides
+        ]
+        add_hook(recorder)
+        try:
+            run_side_by_side(threads)
+        finally:
+            remove_hook(recorder)
+    finally:
+        for sock in sockets:
+            sock.close()
+    (plain_outcomes, plain_counter), (resilient_outcomes, resilient_counter) = (t.result() for t in threads)
+    plain, resilient = sides
+    return DemoResult(
+        plain=summarize(
+            plain_outcomes,
+            retries=retries_from_attempts(plain_counter.attempts),
+            upstream_calls_during_outage=plain.upstream.calls_during("outage"),
+        ),
+        resilient=summarize(
+            resilient_outcomes,
+            retries=retries_from_attempts(resilient_counter.attempts),
+            upstream_calls_during_outage=resilient.upstream.calls_during("outage"),
+        ),
+        transitions=tuple(recorder.transitions),
+        phases=tuple(
+            (phase.name, describe(phase.kind, schedule.profile), phase.start, min(phase.end, settings.duration))
+            for phase in schedule.phases
+        ),
+        calls={side.name: dict(side.upstream.calls) for side in sides},
+        slow={"plain": _slower_than(plain_outcomes, SLOW), "resilient": _slower_than(resilient_outcomes, SLOW)},
+        settings=_settings_lines(config),
+    )

@@ -1,0 +1,106 @@
+"""The demo's Rich report and progress bar, rendered to a string."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from stalwart.cli.demo._report import DemoProgress, render_report
+from stalwart.cli.demo._summary import DemoResult, SideSummary, Transition
+
+PLAIN = SideSummary(2000, 1582, 0, 418, 12.2, 2540.4, 3075.8, 0, 200)
+RESILIENT = SideSummary(2000, 1348, 652, 0, 8.1, 112.0, 365.1, 237, 20)
+
+
+def _render(result: DemoResult) -> str:
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    console.print(render_report(result))
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(output, str)
+    return output
+
+
+def _rows(text: str, first: str) -> list[list[str]]:
+    """The cells of every table row whose first cell is ``first``."""
+    rows = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0] == first:
+            rows.append(cells)
+    return rows
+
+
+def test_comparison_table_rows() -> None:
+    result = DemoResult(
+        plain=PLAIN,
+        resilient=RESILIENT,
+        transitions=(),
+        slow={"plain": 412, "resilient": 0},
+    )
+    text = _render(result)
+    assert "plain httpx" in text
+    assert "httpx + stalwart" in text
+    expected = {
+        "succeeded": ("1582", "1348"),
+        "served by fallback": ("0", "652"),
+        "failed": ("418", "0"),
+        "answered (succeeded + fallback)": ("79.1%", "100.0%"),
+        "latency p50": ("12.2 ms", "8.1 ms"),
+        "latency p95": ("2,540.4 ms", "112.0 ms"),
+        "latency p99": ("3,075.8 ms", "365.1 ms"),
+        "took longer than 1 s": ("412", "0"),
+        "retries sent": ("0", "237"),
+        "upstream calls during the outage": ("200", "20"),
+    }
+    for label, (plain, resilient) in expected.items():
+        assert _rows(text, label) == [[label, plain, resilient]]
+    assert "breaker state changes (stalwart side): none" in text
+
+
+def test_schedule_transitions_and_settings() -> None:
+    result = DemoResult(
+        plain=PLAIN,
+        resilient=RESILIENT,
+        transitions=(Transition(12.26, "closed", "open"), Transition(17.09, "half_open", "closed")),
+        phases=(
+            ("degraded", "30% fail", 8.0, 12.0),
+            ("outage", "every call: 503", 12.0, 16.0),
+            ("recovery", "ok", 16.0, 20.0),
+        ),
+        calls={"plain": {"outage": 200, "recovery": 600}, "resilient": {"outage": 20}},
+        settings=(("reset_timeout", "1 s"), ("attempts", "3")),
+    )
+    text = _render(result)
+    assert _rows(text, "outage") == [["outage", "12.0-16.0", "every call: 503", "200", "20"]]
+    assert _rows(text, "recovery") == [["recovery", "16.0-20.0", "ok", "600", "0"]]
+    assert _rows(text, "12.26") == [["12.26", "closed → open", "outage"]]
+    assert _rows(text, "17.09") == [["17.09", "half_open → closed", "recovery"]]
+    assert "stalwart side: reset_timeout 1 s; attempts 3" in text
+
+
+def test_progress_draws_nothing_when_not_a_terminal_and_counts() -> None:
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=False)
+    with DemoProgress(console, total=3) as progress:
+        progress.done("plain", "ok", "healthy")
+        progress.done("plain", "failed", "blip")
+        progress.done("resilient", "fallback", "blip")
+    assert stream.getvalue() == ""
+    assert progress._counts == {  # the counts shown beside each bar
+        "plain": {"ok": 1, "fallback": 0, "failed": 1},
+        "resilient": {"ok": 0, "fallback": 1, "failed": 0},
+    }
+
+
+def test_progress_on_a_terminal_shows_both_sides() -> None:
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=True, width=150, color_system=None)
+    with DemoProgress(console, total=2) as progress:
+        progress.done("plain", "ok", "healthy")
+        progress.done("resilient", "fallback", "outage")
+    text = stream.getvalue()
+    assert "plain httpx" in text
+    assert "httpx + stalwart" in text
+    assert "1/2" in text
+    assert "outage" in text
