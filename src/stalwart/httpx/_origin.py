@@ -32,6 +32,8 @@ __all__ = [
     "SyncFallback",
     "TransportCore",
     "clamp_timeouts",
+    "discard_async",
+    "discard_sync",
     "origin_name",
     "wall_time",
 ]
@@ -47,6 +49,38 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 ATTEMPTS_CACHED = 64
 ATTEMPT_VALUES = tuple(str(n) for n in range(ATTEMPTS_CACHED))
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool")
+
+
+DRAIN_LIMIT = 65536
+"""Bytes of a discarded response's body read before closing it, so its connection goes back to the pool (closing
+an unread response closes its connection). Larger or unsized bodies are not read: the connection is dropped."""
+
+
+def _drainable(response: httpx.Response) -> bool:
+    length = response.headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) <= DRAIN_LIMIT
+
+
+async def discard_async(response: httpx.Response) -> None:
+    """Close a response the caller will not see, draining a small body first to keep its connection alive."""
+    try:
+        if _drainable(response):
+            await response.aread()
+    except Exception:  # noqa: S110 - a broken body only means the connection is not reused
+        pass
+    finally:
+        await response.aclose()
+
+
+def discard_sync(response: httpx.Response) -> None:
+    """Sync twin of :func:`discard_async`."""
+    try:
+        if _drainable(response):
+            response.read()
+    except Exception:  # noqa: S110 - a broken body only means the connection is not reused
+        pass
+    finally:
+        response.close()
 
 
 def wall_time() -> float:

@@ -33,7 +33,16 @@ from stalwart._types import NEVER_HANDLED
 
 from ._classify import is_breaker_failure_exception, is_retryable_exception, request_was_not_sent
 from ._config import ResilienceConfig
-from ._origin import ATTEMPT_VALUES, ATTEMPTS_CACHED, AsyncFallback, SyncFallback, TransportCore, clamp_timeouts
+from ._origin import (
+    ATTEMPT_VALUES,
+    ATTEMPTS_CACHED,
+    AsyncFallback,
+    SyncFallback,
+    TransportCore,
+    clamp_timeouts,
+    discard_async,
+    discard_sync,
+)
 from ._watchdog import Watchdog
 
 __all__ = ["AsyncResilientTransport", "ResilientTransport"]
@@ -263,7 +272,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                 if breaker is not None and breaker.state in _REJECTING:
                     self.gave_up(origin, attempt, now - start, "circuit_open", None)
                     return response
-                await response.aclose()  # discarded: give its connection back before sleeping
+                await discard_async(response)  # closed (its connection back in the pool) before sleeping
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
             previous = decision.backoff_delay
             await clock.asleep(decision.delay)
@@ -428,7 +437,7 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                 if breaker is not None and breaker.state in _REJECTING:
                     self.gave_up(origin, attempt, now - start, "circuit_open", None)
                     return response
-                response.close()  # discarded: give its connection back before sleeping
+                discard_sync(response)  # closed (its connection back in the pool) before sleeping
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
             previous = decision.backoff_delay
             clock.sleep(decision.delay)
