@@ -35,6 +35,7 @@ from ._replay import ProblemFactory, Response, replay_response, send_response
 from ._routing import NO_ROUTE, TOO_LARGE, Route, compile_template, find_endpoint, read_body, replaying_receive
 from ._state import ROUTE_CONFIG_ATTRIBUTE, IdempotencyState, _current
 from ._store import IdempotencyStore
+from ._transactional import run_transactional
 
 __all__ = ["IdempotencyMiddleware"]
 
@@ -131,6 +132,9 @@ class IdempotencyMiddleware:
         self._next_purge = clock.monotonic() + (self._purge_interval or 0.0)
         self._background: set[asyncio.Task[Any]] = set()
         self._stats = dict.fromkeys(METRICS, 0)
+        configs = [self.config, *(r.cfg for _, _, r in self._routes if r is not None)]
+        if any(c.transactional for c in configs) and not callable(getattr(store, "transaction", None)):
+            raise ValueError(f"transactional=True needs a store with transaction() (PostgresStore), not {store!r}")
 
     # -- public helpers -------------------------------------------------------------------------------------------
 
@@ -264,6 +268,19 @@ class IdempotencyMiddleware:
             if cached is not None:
                 await self._answer_existing(route, scope, send, cached, fingerprint=fingerprint, store_now=None)
                 return
+        if route.transactional:
+            await self._transactional(
+                route,
+                scope,
+                receive,
+                send,
+                body=body,
+                key=parsed.key,
+                secret=secret,
+                record_id=record_id,
+                fingerprint=fingerprint,
+            )
+            return
         owner = secrets.token_hex(16)
         wait_until = self._clock.monotonic() + route.wait_timeout
         delay = 0.05
@@ -297,6 +314,49 @@ class IdempotencyMiddleware:
                 return
             await self._clock.asleep(min(remaining, delay * (0.5 + self._random())))
             delay = min(delay * 2, 1.0)
+
+    async def _transactional(
+        self,
+        route: Route,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        body: bytes,
+        key: str,
+        secret: bytes,
+        record_id: str,
+        fingerprint: bytes,
+    ) -> None:
+        state = IdempotencyState(key=key, record_id=record_id, fence=0, attempt=1, secret=secret)
+        scope.setdefault("state", {})["idempotency"] = state
+
+        async def answer(record: Record, store_now: float) -> None:
+            await self._answer_existing(route, scope, send, record, fingerprint=fingerprint, store_now=store_now)
+
+        async def problem(status: int, name: str, title: str, extra: list[tuple[bytes, bytes]]) -> None:
+            if status == 409:
+                self._count("conflicts_409")
+            elif status == 503:
+                self._count("store_unavailable_503")
+            await self._problem(send, status, name, title, extra)
+
+        try:
+            await run_transactional(
+                self.store,
+                route,
+                app=self.app,
+                scope=scope,
+                receive=replaying_receive(body, receive, shield=route.cfg.shield_disconnect),
+                send=send,
+                record_id=record_id,
+                fingerprint=fingerprint,
+                state=state,
+                answer_existing=answer,
+                problem=problem,
+            )
+        except StoreUnavailable:
+            await self._unavailable(route, scope, receive, send, body)
 
     async def _identify(self, scope: Scope) -> Identity | None:
         try:

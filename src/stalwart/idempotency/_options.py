@@ -66,6 +66,9 @@ class IdempotencyConfig:
         replay_header: header marking replays (default ``Idempotent-Replayed``). ``mark_first_response``: also
             send ``<replay_header>: false`` on first executions (default False).
         replay_headers_allowed: lower-case names exempted from ``DEFAULT_DENIED_REPLAY_HEADERS``.
+        transactional: run the handler inside the store's transaction so its writes and the record commit together
+            (spec §2.16.4; needs a store with ``transaction()``, i.e. PostgresStore; default False). The response
+            is buffered until the commit; 5xx and exceptions are rolled back and therefore retryable.
 
     Raises:
         ValueError: an invalid value, named by its parameter.
@@ -105,6 +108,7 @@ class IdempotencyConfig:
     replay_header: str = "Idempotent-Replayed"
     mark_first_response: bool = False
     replay_headers_allowed: frozenset[str] = frozenset()
+    transactional: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

@@ -54,6 +54,7 @@ class Route:
         self.replay_header = cfg.replay_header.lower().encode()
         self.header_filter = HeaderFilter(cfg.replay_header, cfg.replay_headers_allowed)
         self.warn_streams = True
+        self.transactional = cfg.transactional
 
 
 def compile_template(template: str) -> tuple[frozenset[str] | None, re.Pattern[str]]:

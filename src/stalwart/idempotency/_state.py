@@ -38,9 +38,21 @@ class IdempotencyState:
         replayed: always False for a handler (a replay never runs the handler).
         started: True once the endpoint body runs (set by :func:`idempotent` or :meth:`mark_started`).
         release_requested: True after :meth:`release`.
+        connection: in transactional mode, the database connection whose open transaction commits together with
+            the idempotency record (use it for the handler's business writes); None otherwise.
     """
 
-    __slots__ = ("_secret", "attempt", "fence", "key", "record_id", "release_requested", "replayed", "started")
+    __slots__ = (
+        "_secret",
+        "attempt",
+        "connection",
+        "fence",
+        "key",
+        "record_id",
+        "release_requested",
+        "replayed",
+        "started",
+    )
 
     def __init__(self, *, key: str, record_id: str, fence: int, attempt: int, secret: bytes) -> None:
         self.key = key
@@ -50,6 +62,7 @@ class IdempotencyState:
         self.replayed = False
         self.started = False
         self.release_requested = False
+        self.connection: Any = None
         self._secret = secret
 
     def derived_key(self, namespace: str) -> str:

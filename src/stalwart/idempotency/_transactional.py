@@ -1,0 +1,127 @@
+"""Transactional mode (spec §2.16.4, guarantee G5): the handler's writes and the record commit together.
+
+For a route with ``IdempotencyConfig(transactional=True)`` on a store offering ``transaction()`` (PostgresStore):
+the middleware opens one transaction guarded by ``pg_try_advisory_xact_lock`` (not acquired → 409 at once), answers
+from any committed record (replay, 422, outcome-unknown), and otherwise runs the handler with the transaction's
+connection in ``state.connection``, buffering the whole response. A response to store is committed with the
+record and only then sent; a release (401/403/408/425/429/503, 5xx, an exception, a handler that never started or
+asked to be released, a cancellation) rolls everything back. If the commit fails the client gets 503 and nothing
+happened. No lease, heartbeat or fence: a dead session cannot commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from stalwart._exceptions import StoreUnavailable
+
+from ._fingerprint import FP_VERSION
+from ._record import Outcome, Record, StoredResponse, classify_outcome
+from ._state import IdempotencyState, _current
+
+if TYPE_CHECKING:
+    from ._routing import Route
+
+__all__ = ["run_transactional"]
+
+logger = logging.getLogger("stalwart")
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Answer = Callable[[Record, float], Awaitable[None]]
+Problem = Callable[[int, str, str, list[tuple[bytes, bytes]]], Awaitable[None]]
+
+
+async def run_transactional(
+    store: Any,
+    route: Route,
+    *,
+    app: Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]],
+    scope: MutableMapping[str, Any],
+    receive: Receive,
+    send: Send,
+    record_id: str,
+    fingerprint: bytes,
+    state: IdempotencyState,
+    answer_existing: Answer,
+    problem: Problem,
+) -> None:
+    """Serve one request in transactional mode (see the module docstring).
+
+    Raises:
+        StoreUnavailable: the transaction could not be opened (the caller answers 503).
+        BaseException: whatever the handler raised, after the rollback.
+    """
+    async with store.transaction(record_id, fingerprint=fingerprint, fp_version=FP_VERSION) as tx:
+        if not tx.acquired:
+            await problem(
+                409,
+                "idempotency-request-in-progress",
+                "A request with this Idempotency-Key is in progress",
+                [(b"retry-after", b"1")],
+            )
+            return
+        if tx.existing is not None:
+            await tx.rollback()
+            await answer_existing(tx.existing, tx.now)
+            return
+        state.connection = tx.connection
+        messages: list[Message] = []
+        status: int | None = None
+        headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+        size = 0
+        complete = False
+
+        async def buffer(message: Message) -> None:
+            nonlocal status, headers, size, complete
+            messages.append(message)
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers") or ())
+            elif message["type"] == "http.response.body":
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    complete = True
+
+        token = _current.set(state)
+        try:
+            await app(scope, receive, buffer)
+        finally:
+            _current.reset(token)
+        decision = classify_outcome(
+            status if complete else None,
+            started=state.started if route.marker else True,
+            exception=not complete,
+            release_requested=state.release_requested,
+            release_statuses=route.release_statuses,
+            store_5xx=False,  # rolled back: a 5xx is safely retryable here (Crunchy)
+            release_on_exception=True,
+        )
+        if decision == "store":
+            assert status is not None
+            omitted = size > route.max_stored_body
+            response = StoredResponse(
+                Outcome.RESPONSE,
+                status,
+                route.header_filter.filter(headers),
+                b"" if omitted else b"".join(chunks),
+                omitted,
+            )
+            try:
+                await tx.complete(response, retention=route.retention)
+            except StoreUnavailable as exc:
+                logger.warning("idempotency: transactional commit failed; nothing was applied: %r", exc)
+                await problem(
+                    503, "idempotency-store-unavailable", "Idempotency store unavailable", [(b"retry-after", b"1")]
+                )
+                return
+        else:
+            await tx.rollback()
+    for message in messages:
+        await send(message)
