@@ -208,11 +208,12 @@ class RedisStore:
             logger.log(
                 logging.ERROR if self.strict_server_checks else logging.WARNING, "RedisStore %s: %s", self, problem
             )
-        self._checked = True
         if problems and self.strict_server_checks:
             self._check_error = RedisServerCheckError(problems)
+            self._checked = False  # every operation goes through _first_use, which raises the remembered error
             raise self._check_error
         self._check_error = None
+        self._checked = True
         return problems
 
     # -- transitions ----------------------------------------------------------------------------------------------
