@@ -66,6 +66,17 @@ def test_the_scenario_is_dispatched(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen[0].requests == 5
 
 
+def test_ctrl_c_in_a_scenario_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(SCENARIOS, "outage", interrupted)
+    assert main(["demo"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "stalwart demo: interrupted\n"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

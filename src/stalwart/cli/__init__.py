@@ -7,9 +7,13 @@ The entry point is :func:`main` (``stalwart = "stalwart.cli.__main__:main"``; ``
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
+
+EXIT_INTERRUPTED = 130
+"""The exit code after Ctrl-C (SIGINT): 128 + 2, the shells' convention."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Exit codes: 0 on success, 2 for invalid arguments, 130 when interrupted by Ctrl-C.
     """
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from .demo import run  # noqa: PLC0415
+    try:
+        if args.command == "demo":
+            from .demo import run  # noqa: PLC0415
 
-        return run(args)
-    raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover - argparse refuses others
+            return run(args)
+        raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover - argparse refuses others
+    except KeyboardInterrupt:
+        # The command has already stopped its servers, threads and clients on the way out.
+        print(f"stalwart {args.command}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED

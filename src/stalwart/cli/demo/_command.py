@@ -4,8 +4,8 @@ Each scenario is a function ``(args) -> exit code`` registered in :data:`SCENARI
 ``--scenario`` takes. The default, ``outage``, is :mod:`._outage`; later scenarios (``cascade``, ``payments``)
 register here too and may add their own options in :func:`add_arguments`.
 
-Exit codes: 0 after a complete run, 2 for bad options (argparse), 130 when interrupted with Ctrl-C (SIGINT); the
-interrupted run stops its servers and clients before the process exits.
+A scenario lets ``KeyboardInterrupt`` (Ctrl-C) propagate once it has stopped what it started; :func:`stalwart.cli.main`
+turns it into exit code 130.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from ._outage import DemoSettings, run_outage
 from ._report import DemoProgress, render_report
 
 __all__ = ["SCENARIOS", "add_arguments", "run"]
-
-EXIT_INTERRUPTED = 130
-"""The conventional exit code of a process ended by SIGINT (128 + 2)."""
 
 
 def _positive_int(text: str) -> int:
@@ -78,12 +75,8 @@ def _outage(args: argparse.Namespace) -> int:
             highlight=False,
         )
 
-    try:
-        with _quiet_stalwart_logger(), DemoProgress(err, settings.requests) as progress:
-            result = run_outage(settings, on_start=started, on_done=progress.done)
-    except KeyboardInterrupt:
-        err.print("stalwart demo: interrupted; servers and clients stopped", soft_wrap=True, highlight=False)
-        return EXIT_INTERRUPTED
+    with _quiet_stalwart_logger(), DemoProgress(err, settings.requests) as progress:
+        result = run_outage(settings, on_start=started, on_done=progress.done)  # stops everything on Ctrl-C
     if args.json:
         sys.stdout.write(json.dumps(result.document()) + "\n")
         sys.stdout.flush()
