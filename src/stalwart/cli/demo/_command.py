@@ -108,7 +108,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most requests in flight per side; later ones wait in a queue (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=defaults.seed, help="seed of the upstream's random faults (default: %(default)s)"
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seed of the upstream's faults and of the retry jitter (default: %(default)s)",
     )
     parser.add_argument(
         "--duration",

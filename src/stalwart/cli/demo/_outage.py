@@ -33,6 +33,10 @@ __all__ = ["DemoSettings", "TransitionRecorder", "run_outage"]
 DEFAULT_SEED = 2015
 """The fixed default seed (any integer works; the same seed gives the same fates)."""
 
+SLOW = 1.0
+"""Seconds beyond which the report counts a request as slow (a user would likely have given up)."""
+
+
 _START_DELAY = 0.2
 """Seconds between binding the sockets and the first request being due (time for the threads to start serving;
 a connection made earlier waits in the socket's backlog)."""
@@ -99,10 +103,6 @@ def _settings_lines(config: ResilienceConfig) -> tuple[tuple[str, str], ...]:
         ("bulkhead", f"{config.max_concurrent} in flight, queue {config.max_queue}"),
         ("fallback", "a default answer"),
     )
-
-
-SLOW = 1.0
-"""Seconds beyond which the report counts a request as slow (a user would likely have given up)."""
 
 
 def _slower_than(outcomes: list[Outcome], seconds: float) -> int:
