@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-import httpx
 from stalwart._registry import Registry
 from stalwart.cli.demo._clients import (
     FALLBACK_HEADER,

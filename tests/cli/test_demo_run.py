@@ -9,9 +9,8 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 import httpx
+import pytest
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ import asyncio
 import socket
 import threading
 
+import httpx
 import pytest
 
-import httpx
 from stalwart.cli.demo._schedule import FaultSchedule
 from stalwart.cli.demo._server import bind_loopback, serving, url_of
 from stalwart.cli.demo._threads import LoopThread, run_side_by_side

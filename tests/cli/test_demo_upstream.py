@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-import httpx
 from stalwart.cli.demo._schedule import FaultSchedule
 from stalwart.cli.demo._upstream import FaultUpstream
 from stalwart.testing import FakeClock

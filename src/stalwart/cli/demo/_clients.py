@@ -15,6 +15,7 @@ import random
 from collections import Counter
 
 import httpx
+
 from stalwart._backoff import Backoff
 from stalwart._clock import SYSTEM_CLOCK, Clock
 from stalwart._registry import Registry

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+
 from stalwart._clock import SYSTEM_CLOCK, Clock
 from stalwart._events import CircuitStateChanged, Event, add_hook, remove_hook
 from stalwart._registry import Registry
