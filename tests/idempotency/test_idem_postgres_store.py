@@ -209,6 +209,17 @@ async def test_without_create_schema_a_missing_table_is_store_unavailable(reques
         await s.aclose()
 
 
+async def test_schema_sql_lets_operators_create_the_table(request: pytest.FixtureRequest) -> None:
+    url, schema = postgres_schema(request)
+    s = PostgresStore.from_url(url, schema=schema, table="managed", create_schema=False)
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(s.schema_sql().encode())
+        assert (await claim(s, rid(), token())).claimed
+    finally:
+        await s.aclose()
+
+
 async def test_an_undecodable_record_raises_record_decode_error(store: PostgresStore, database_url: str) -> None:
     r = rid()
     await claim(store, r, token())

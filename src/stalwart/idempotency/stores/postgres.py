@@ -151,6 +151,13 @@ class PostgresStore:
             close_pool=True,
         )
 
+    def schema_sql(self) -> str:
+        """The DDL the store runs on first use (schema, sequence, table, indexes), for migrations run elsewhere.
+
+        Use it with ``create_schema=False`` when the application's role may not create objects.
+        """
+        return self._sql.ddl.decode().strip()
+
     # -- plumbing -------------------------------------------------------------------------------------------------
 
     @asynccontextmanager
