@@ -28,12 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import tenacity
 from _common import stalwart_name
 from _harness import Case, Unavailable
 from httpx_retries import RetryTransport
-
-import httpx
 
 GROUP = "http"
 
