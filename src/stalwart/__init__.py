@@ -40,6 +40,7 @@ from ._exceptions import (
     StoreUnavailable,
 )
 from ._fallback import Fallback
+from ._hedge import Hedge
 from ._pipeline import Pipeline
 from ._policy import Policy
 from ._registry import Registry, registry
@@ -66,6 +67,7 @@ __all__ = [
     "DeadlineExpired",
     "Event",
     "Fallback",
+    "Hedge",
     "Hook",
     "IdempotencyConflict",
     "IdempotencyError",

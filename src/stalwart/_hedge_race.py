@@ -1,0 +1,315 @@
+"""The per-call state of a hedged call (:class:`~stalwart.Hedge`): its attempts, its timer, its last outcome.
+
+All the decisions run in the caller's task: the timer and the attempts' completions only wake it up. See
+:mod:`stalwart._hedge` for the rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ._deadline import current_deadline
+from ._events import RetryBudgetExhausted, RetryGaveUp, emit, hooks_installed
+from ._exceptions import Rejected
+from ._retry_policy import GiveUpReason, give_up_note
+from ._retry_testing import current_mode
+from ._types import NEVER_HANDLED
+
+if TYPE_CHECKING:
+    from ._hedge import Hedge
+
+__all__ = ["Race"]
+
+logger = logging.getLogger("stalwart")
+
+
+class _Nothing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<nothing>"
+
+
+_NOTHING: Any = _Nothing()  # "no result held" (None is a valid result)
+
+
+class _Attempt:
+    __slots__ = ("number", "started", "task")
+
+    def __init__(self, task: asyncio.Future[Any], number: int, started: float) -> None:
+        self.task = task
+        self.number = number
+        self.started = started
+
+
+class Race:
+    """One hedged call: ``await Race(hedge, fn, args, kwargs).run()``."""
+
+    __slots__ = (
+        "args",
+        "attempts",
+        "delay",
+        "due",
+        "fn",
+        "hedge",
+        "kwargs",
+        "last_exc",
+        "last_result",
+        "launched",
+        "limit",
+        "loop",
+        "recorded",
+        "start",
+        "stop",
+        "timer",
+        "timer_tasks",
+        "waiter",
+    )
+
+    def __init__(self, hedge: Hedge, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> None:
+        self.hedge = hedge
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.loop = asyncio.get_running_loop()
+        self.attempts: list[_Attempt] = []  # attempts not judged yet, oldest first
+        self.launched = 0
+        self.limit = 1 + hedge._max_hedged
+        self.recorded = False  # whether an attempt of this call has recorded its outcome in the budget
+        self.stop: GiveUpReason | None = None  # why no further attempt may start
+        self.last_exc: BaseException | None = None  # the last handled outcome: an exception...
+        self.last_result: Any = _NOTHING  # ... or a rejected result
+        self.timer: asyncio.TimerHandle | asyncio.Future[Any] | None = None
+        self.timer_tasks: list[asyncio.Future[Any]] = []  # timers on an injected clock, awaited at the end
+        self.waiter: asyncio.Future[None] | None = None
+        self.due = False  # the timer fired: a hedge is due
+        self.start = hedge._clock.monotonic()
+        self.delay = hedge.delay
+
+    # ------------------------------------------------------------------ wake-ups (loop callbacks: no decisions)
+    def _wake(self, _: object = None) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.due = True
+        self._wake()
+
+    def _timer_done(self, timer: asyncio.Future[Any]) -> None:
+        if timer.cancelled():
+            return
+        timer.exception()  # retrieve it, so that asyncio never logs it
+        if timer is self.timer:
+            self._fire()
+
+    def _arm(self) -> None:
+        """Schedule the next hedge ``delay`` seconds from now, unless no more may start."""
+        self._disarm()
+        if self.launched >= self.limit or self.stop is not None:
+            return
+        ambient = current_deadline()
+        if ambient is not None and ambient.remaining() <= self.delay:
+            return  # it would start at or after the deadline
+        hedge = self.hedge
+        if hedge._loop_timer:
+            self.timer = self.loop.call_later(self.delay, self._fire)
+        else:
+            timer = self.timer = asyncio.ensure_future(hedge._clock.asleep(self.delay), loop=self.loop)
+            timer.add_done_callback(self._timer_done)
+            self.timer_tasks.append(timer)
+
+    def _disarm(self) -> None:
+        self.due = False
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
+
+    # ------------------------------------------------------------------ starting attempts
+    def _launch(self) -> None:
+        self.launched += 1
+        task = asyncio.ensure_future(self.fn(*self.args, **self.kwargs), loop=self.loop)
+        task.add_done_callback(self._wake)
+        self.attempts.append(_Attempt(task, self.launched, self.hedge._clock.monotonic()))
+        self._arm()
+
+    def _may_start(self) -> bool:
+        """Whether one more attempt may start now; sets ``stop`` when not."""
+        if self.stop is not None:
+            return False
+        if self.launched >= self.limit:
+            self.stop = "max_attempts"
+            return False
+        mode = current_mode()
+        if mode is not None and mode.attempts is not None and self.launched >= mode.attempts:
+            self.stop = "max_attempts"
+            return False
+        ambient = current_deadline()
+        if ambient is not None and ambient.expired:
+            self.stop = "deadline"
+            return False
+        budget = self.hedge._budget
+        if budget is not None and not budget.try_acquire_retry():
+            self.stop = "budget"
+            if hooks_installed():
+                emit(RetryBudgetExhausted(budget.name, self.launched))
+            return False
+        return True
+
+    # ------------------------------------------------------------------ the race
+    async def run(self) -> Any:
+        """The winning result; or raise the final exception (after every attempt has ended)."""
+        try:
+            winner = await self._race()
+        except BaseException as exc:
+            if isinstance(exc, NEVER_HANDLED) and not isinstance(exc, asyncio.CancelledError):
+                self._abandon()  # the loop or the coroutine is going away: nothing can be awaited
+                raise
+            await self._settle(exc)
+            raise
+        await self._settle(None, winner)
+        return winner
+
+    async def _race(self) -> Any:
+        self._launch()
+        while True:
+            if not self.due and not any(attempt.task.done() for attempt in self.attempts):
+                self.waiter = self.loop.create_future()
+                await self.waiter
+                self.waiter = None
+            for attempt in list(self.attempts):  # outcomes first: a rejection stops a hedge that is due
+                if attempt.task.done():
+                    self.attempts.remove(attempt)
+                    final, value = await self._judge(attempt)
+                    if final:
+                        return value
+            if not self.attempts:  # a handled outcome started nothing new: ``stop`` says why
+                return self._give_up()
+            if self.due:
+                self.due = False
+                if self._may_start():
+                    self._launch()
+
+    async def _judge(self, attempt: _Attempt) -> tuple[bool, Any]:
+        """Classify a finished attempt: ``(True, result)`` for the winner, ``(False, None)`` for a handled outcome.
+
+        Raises:
+            BaseException: the attempt's exception when it is the answer (``on`` does not cover it).
+        """
+        hedge = self.hedge
+        task = attempt.task
+        if task.cancelled():  # not by us: the attempt cancelled itself; never swallowed
+            task.result()  # raises CancelledError
+        exc = task.exception()
+        budget = hedge._budget
+        first = not self.recorded
+        if exc is None:
+            result = task.result()
+            on_result = hedge._on_result
+            if on_result is None or not on_result(result):
+                if budget is not None:
+                    budget.record_success(first)
+                if attempt.number == 1 and hedge._learned is not None:
+                    hedge._learned.record(hedge._clock.monotonic() - attempt.started)
+                return True, result
+            if budget is not None:
+                budget.record_failure(first)
+            self.recorded = True
+            await self._discard_last()
+            self.last_result = result
+        elif hedge._handles(exc):
+            if budget is not None:
+                budget.record_failure(first)
+            self.recorded = True
+            await self._discard_last()
+            self.last_exc = exc
+        elif isinstance(exc, Rejected):  # refused locally: start nothing more, let the others answer
+            self.stop = "not_retryable"
+            self._disarm()
+            await self._discard_last()
+            self.last_exc = exc
+            return False, None
+        else:
+            raise exc  # the answer: it ends the call
+        if self._may_start():  # a handled outcome: the next attempt starts at once
+            self._launch()
+        return False, None
+
+    def _give_up(self) -> Any:
+        """Every attempt ended without an answer and none may start: the last outcome is the call's."""
+        reason = self.stop if self.stop is not None else "max_attempts"
+        exc = self.last_exc
+        elapsed = self.hedge._clock.monotonic() - self.start
+        if hooks_installed():
+            emit(RetryGaveUp(self.hedge._name, self.launched, elapsed, reason, exc))
+        if exc is None:
+            result, self.last_result = self.last_result, _NOTHING
+            return result
+        if self.launched > 1:
+            exc.add_note(give_up_note(self.hedge._name, self.launched, elapsed, reason))
+        raise exc
+
+    # ------------------------------------------------------------------ clean-up
+    def _abandon(self) -> None:
+        self._disarm()
+        for attempt in self.attempts:
+            attempt.task.cancel()
+
+    async def _settle(self, exc: BaseException | None, winner: Any = _NOTHING) -> None:
+        """Cancel the attempts still running and wait for them all; discard what must be thrown away.
+
+        A cancellation of the caller while waiting is remembered and raised once every attempt has ended (the
+        winner is then discarded too).
+        """
+        self._disarm()
+        hedge = self.hedge
+        learned = hedge._learned
+        now = hedge._clock.monotonic()
+        attempts, self.attempts = self.attempts, []
+        for attempt in attempts:
+            if attempt.number == 1 and learned is not None and exc is None:
+                learned.record(now - attempt.started)  # censored: the primary took at least this long
+            attempt.task.cancel()
+        tasks = [attempt.task for attempt in attempts]
+        tasks.extend(self.timer_tasks)
+        cancelled: BaseException | None = None
+        while True:
+            pending = [task for task in tasks if not task.done()]
+            if not pending:
+                break
+            try:
+                await asyncio.wait(pending)
+            except asyncio.CancelledError as e:
+                cancelled = e
+                for task in pending:
+                    task.cancel()
+        for attempt in attempts:
+            task = attempt.task
+            if not task.cancelled() and task.exception() is None:
+                await self._discard(task.result())
+        await self._discard_last()
+        if cancelled is not None:
+            if winner is not _NOTHING:
+                await self._discard(winner)
+            raise cancelled
+
+    async def _discard_last(self) -> None:
+        result, self.last_result = self.last_result, _NOTHING
+        if result is not _NOTHING:
+            await self._discard(result)
+
+    async def _discard(self, result: Any) -> None:
+        on_discard = self.hedge._on_discard
+        if on_discard is None:
+            return
+        try:
+            closing = on_discard(result)
+            if inspect.isawaitable(closing):
+                await closing
+        except Exception:
+            logger.exception("stalwart: hedge %r: on_discard failed", self.hedge._name)
