@@ -12,7 +12,7 @@ from ._breaker import CircuitBreaker, CircuitState, CircuitStatistics
 from ._budget import RatioRetryBudget, RetryBudget, RetryBudgetStatistics
 from ._bulkhead import Bulkhead, BulkheadStatistics
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
-from ._deadline import Deadline, current_deadline, deadline, remaining_time
+from ._deadline import Deadline, current_deadline, deadline, remaining_time, without_deadline
 from ._events import (
     CallRejected,
     CircuitStateChanged,
@@ -100,4 +100,5 @@ __all__ = [
     "remaining_time",
     "remove_hook",
     "with_timeout",
+    "without_deadline",
 ]

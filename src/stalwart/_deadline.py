@@ -36,7 +36,7 @@ from ._config import to_seconds
 from ._events import DeadlineExpired, emit, hooks_installed
 from ._exceptions import DeadlineExceeded
 
-__all__ = ["Deadline", "current_deadline", "deadline", "remaining_time"]
+__all__ = ["Deadline", "current_deadline", "deadline", "remaining_time", "without_deadline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +111,42 @@ def remaining_time() -> float | None:
     """Seconds left until the ambient deadline (``0.0`` when passed), or ``None`` when there is none."""
     current = _current.get()
     return None if current is None else current.remaining()
+
+
+class without_deadline:  # noqa: N801 - a context manager used like a function, as contextlib's are
+    """Clear the ambient deadline for the body: ``with without_deadline(): asyncio.create_task(job())``.
+
+    A task copies the context it is created in, so a task started inside a request handler inherits the request's
+    deadline: right for work the handler waits for (``asyncio.gather``, a ``TaskGroup`` fanning out to several
+    services), wrong for work meant to outlive the request (sending an e-mail, warming a cache). Create such tasks
+    inside ``without_deadline()``: they start with no ambient deadline, and their own ``Timeout`` / ``deadline``
+    scopes apply as usual.
+
+    It clears what policies *read* (``current_deadline()`` is ``None`` in the body), not the enforcement of an
+    enclosing ``async`` scope: the current task is still cancelled when that scope's deadline passes, so use it to
+    start work, not to run long work in the current task. Sync only (``with``), usable in sync and async code;
+    leaving it restores the enclosing deadline.
+    """
+
+    __slots__ = ("_enforcer_token", "_token")
+
+    def __init__(self) -> None:
+        self._token: Token[Deadline | None] | None = None
+        self._enforcer_token: Token[AsyncScope | None] | None = None
+
+    def __enter__(self) -> None:
+        if self._token is not None:
+            raise RuntimeError("without_deadline() cannot be entered twice at once")
+        self._token = _current.set(None)
+        self._enforcer_token = _enforcer.set(None)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._token is not None and self._enforcer_token is not None:
+            _enforcer.reset(self._enforcer_token)
+            _current.reset(self._token)
+            self._token = self._enforcer_token = None
 
 
 def _left(ambient: Deadline, clock: Clock, now: float) -> float:
