@@ -45,6 +45,7 @@ from ._pipeline import Pipeline
 from ._policy import Policy
 from ._registry import Registry, registry
 from ._retry import Retry
+from ._stop import StopCondition, StopState, stop
 from ._timeout import Timeout, with_timeout
 
 __version__ = "0.1.0"
@@ -89,6 +90,8 @@ __all__ = [
     "RetryScheduled",
     "SYSTEM_CLOCK",
     "StalwartError",
+    "StopCondition",
+    "StopState",
     "StoreUnavailable",
     "SystemClock",
     "Timeout",
@@ -99,6 +102,7 @@ __all__ = [
     "registry",
     "remaining_time",
     "remove_hook",
+    "stop",
     "with_timeout",
     "without_deadline",
 ]

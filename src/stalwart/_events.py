@@ -79,7 +79,7 @@ class RetryGaveUp:
         attempts: attempts made.
         elapsed: seconds since the first attempt started.
         reason: why it stopped: ``"max_attempts"``, ``"max_elapsed"``, ``"deadline"``, ``"retry_after_too_long"``,
-            ``"budget"`` or ``"not_retryable"``.
+            ``"budget"``, ``"not_retryable"`` or ``"stop"`` (a ``stop=`` condition). A ``Hedge`` emits it too.
         outcome: the last exception, or ``None`` for a result.
     """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random as _random
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
@@ -31,6 +32,7 @@ from ._retry_policy import (
 )
 from ._retry_testing import current_mode
 from ._retry_wrap import wrap_async, wrap_sync
+from ._stop import StopCondition
 from ._types import NEVER_HANDLED, ExceptionSpec, compile_exception_spec
 
 __all__ = ["Retry"]
@@ -39,6 +41,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 logger = logging.getLogger("stalwart")
+
+DEFAULT_MAX_ATTEMPTS = 3
+UNLIMITED_ATTEMPTS = sys.maxsize  # ``stop`` given without ``max_attempts``: the stop condition decides
 
 
 class Retry(Policy):
@@ -53,7 +58,8 @@ class Retry(Policy):
             seed's retry caught every exception, which retries bugs. ``CancelledError``, ``KeyboardInterrupt``,
             ``SystemExit``, ``GeneratorExit`` and :class:`~stalwart.Rejected` (an open circuit, a full bulkhead)
             are never retried, whatever ``on`` says: a ``CircuitOpenError`` ends the retries at once.
-        max_attempts: attempts in total, including the first (``>= 1``); default ``3``.
+        max_attempts: attempts in total, including the first (``>= 1``); default ``3``, or no limit of its own when
+            ``stop`` is given (then the stop condition decides; an explicit ``max_attempts`` still applies too).
         backoff: the delay schedule; default ``Backoff.exponential()`` (1, 2, 4, ... s capped at 60 s, full
             jitter; the AWS "Exponential Backoff and Jitter" article).
         max_elapsed: seconds (or ``timedelta``) since the first attempt started after which no attempt starts;
@@ -69,6 +75,9 @@ class Retry(Policy):
             values are ignored; an extractor that raises is logged and ignored.
         min_attempt_time: seconds an attempt needs to be worth starting: a retry is abandoned when less than
             ``delay + min_attempt_time`` is left on the ambient deadline; default ``0.0``.
+        stop: for power users, a stop condition built from :class:`stalwart.stop`
+            (``stop.after_attempt(5) | stop.after_elapsed(10.0)``, ``&``, ``stop.when(predicate)``), checked after
+            each retryable failure in addition to the limits above; default ``None``.
         name: the name in events and exception notes; default ``"retry"``.
         clock: the monotonic clock used for elapsed time and sleeping (tests pass ``stalwart.testing.FakeClock``).
         random: uniform floats in [0, 1) for jitter; default ``random.random``.
@@ -92,7 +101,7 @@ class Retry(Policy):
         self,
         *,
         on: ExceptionSpec,
-        max_attempts: int = 3,
+        max_attempts: int | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         max_elapsed: float | timedelta | None = None,
         on_result: Callable[[Any], bool] | None = None,
@@ -100,17 +109,21 @@ class Retry(Policy):
         max_retry_after: float | timedelta = 60.0,
         retry_after: Callable[[Any], float | None] | None = None,
         min_attempt_time: float | timedelta = 0.0,
+        stop: StopCondition | None = None,
         name: str = "retry",
         clock: Clock = SYSTEM_CLOCK,
         random: Callable[[], float] = _random.random,
     ) -> None:
         self._should_retry = compile_exception_spec(on, parameter="on")
+        if max_attempts is None:
+            max_attempts = DEFAULT_MAX_ATTEMPTS if stop is None else UNLIMITED_ATTEMPTS
         self._rules = RetryRules(
             max_attempts=max_attempts,
             backoff=backoff,
             max_elapsed=to_seconds_or_none(max_elapsed, "max_elapsed", allow_zero=False),
             max_retry_after=to_seconds(max_retry_after, "max_retry_after", allow_inf=True),
             min_attempt_time=to_seconds(min_attempt_time, "min_attempt_time"),
+            stop=stop,
         )
         if on_result is not None and not callable(on_result):
             raise TypeError(f"on_result must be a callable (result) -> bool or None, got {on_result!r}")
@@ -144,7 +157,7 @@ class Retry(Policy):
 
     @property
     def max_attempts(self) -> int:
-        """Attempts in total, including the first."""
+        """Attempts in total, including the first (``sys.maxsize`` when only ``stop`` limits them)."""
         return self._rules.max_attempts
 
     @property
@@ -161,7 +174,9 @@ class Retry(Policy):
         r = self._rules
         return (
             f"Retry(name={self._name!r}, max_attempts={r.max_attempts}, backoff={r.backoff!r}, "
-            f"max_elapsed={r.max_elapsed!r}, max_retry_after={r.max_retry_after!r}, budget={self._budget!r})"
+            f"max_elapsed={r.max_elapsed!r}, max_retry_after={r.max_retry_after!r}, budget={self._budget!r}"
+            + ("" if r.stop is None else f", stop={r.stop!r}")
+            + ")"
         )
 
     def attempts(self) -> Attempts:

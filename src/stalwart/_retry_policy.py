@@ -16,8 +16,10 @@ The checks, in order (the first that applies wins):
    delay for retry index ``n = attempt - 1``. After pushback the schedule continues where it was: ``n`` is the
    retry index whatever the source of the earlier delays, and the server's delay does not replace the ``previous``
    delay that decorrelated jitter grows from (``backoff_delay`` carries the last *computed* delay forward).
-4. ``max_elapsed`` is set and ``elapsed + delay >= max_elapsed`` → give up, ``"max_elapsed"``.
-5. A deadline is set and ``delay + min_attempt_time >= deadline_remaining`` → give up, ``"deadline"``: never sleep
+4. A ``stop`` condition (:mod:`stalwart._stop`, for power users) says stop → give up with the reason it names
+   (``"max_attempts"``, ``"max_elapsed"`` or ``"stop"``).
+5. ``max_elapsed`` is set and ``elapsed + delay >= max_elapsed`` → give up, ``"max_elapsed"``.
+6. A deadline is set and ``delay + min_attempt_time >= deadline_remaining`` → give up, ``"deadline"``: never sleep
    into a timeout; the caller gets the last error now instead of a ``DeadlineExceeded`` later. When the deadline has
    passed, nothing is retried.
 
@@ -35,6 +37,7 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from ._backoff import Backoff
 from ._config import check_int, to_seconds, to_seconds_or_none
+from ._stop import StopCondition
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -51,7 +54,7 @@ DelayReason: TypeAlias = Literal["backoff", "retry_after"]
 """Why a retry waits the delay it does: the computed schedule, or server pushback."""
 
 GiveUpReason: TypeAlias = Literal[
-    "not_retryable", "max_attempts", "max_elapsed", "deadline", "retry_after_too_long", "budget"
+    "not_retryable", "max_attempts", "max_elapsed", "deadline", "retry_after_too_long", "budget", "stop"
 ]
 """Why a retrying call stopped (``"budget"`` is decided by the driver, after the rules said retry)."""
 
@@ -108,6 +111,8 @@ class RetryRules:
             request gives up at once; default ``60.0``.
         min_attempt_time: seconds an attempt needs at least to be worth starting: a retry is abandoned when less than
             ``delay + min_attempt_time`` is left on the deadline; default ``0.0``.
+        stop: a stop condition (``stop.after_attempt(5) | stop.after_elapsed(10.0)``) checked in addition to the
+            limits above, or ``None`` (default).
 
     Raises:
         TypeError, ValueError: an invalid parameter (the message names it).
@@ -118,6 +123,7 @@ class RetryRules:
     max_elapsed: float | None = None
     max_retry_after: float = 60.0
     min_attempt_time: float = 0.0
+    stop: StopCondition | None = None
 
     def __post_init__(self) -> None:
         check_int(self.max_attempts, "max_attempts", minimum=1)
@@ -129,6 +135,8 @@ class RetryRules:
         object.__setattr__(self, "max_retry_after", to_seconds(max_retry_after, "max_retry_after", allow_inf=True))
         min_attempt_time: float | timedelta = self.min_attempt_time
         object.__setattr__(self, "min_attempt_time", to_seconds(min_attempt_time, "min_attempt_time"))
+        if self.stop is not None and not isinstance(self.stop, StopCondition):
+            raise TypeError(f"stop must be a stop condition (stop.after_attempt(5), ...) or None, got {self.stop!r}")
 
     def decide(
         self,
@@ -169,6 +177,11 @@ class RetryRules:
             reason = "retry_after"
         else:
             delay = backoff_delay = self.backoff.delay(attempt - 1, previous_delay, rng)
+        stop = self.stop
+        if stop is not None:
+            stop_reason = stop.check(attempt, elapsed, delay, deadline_remaining)
+            if stop_reason is not None:
+                return RetryDecision(False, 0.0, stop_reason, backoff_delay)
         max_elapsed = self.max_elapsed
         if max_elapsed is not None and elapsed + delay >= max_elapsed:
             return RetryDecision(False, 0.0, "max_elapsed", backoff_delay)
@@ -184,6 +197,7 @@ _REASON_TEXT: dict[str, str] = {
     "deadline": "the next attempt would start at or after the deadline",
     "retry_after_too_long": "the server asked to wait longer than max_retry_after",
     "budget": "the retry budget is exhausted",
+    "stop": "a stop condition was met",
 }
 
 
