@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-import httpx
 from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, IdempotencyStore, Identity, MemoryStore
 
 SECRET = b"k" * 32

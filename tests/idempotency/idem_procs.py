@@ -99,6 +99,7 @@ def payments_app(store: Any, effects: str, *, config: Any, hold: Any = None, del
 def burst(kind: str, target: str, name: str, effects: str, requests: int, seed: int, barrier: Any, out: Any) -> None:
     """One OS process: wait at the barrier, then send ``requests`` identical payments concurrently."""
     import httpx  # noqa: PLC0415
+
     from stalwart.idempotency import IdempotencyConfig  # noqa: PLC0415
 
     rng = random.Random(seed)
@@ -127,6 +128,7 @@ def burst(kind: str, target: str, name: str, effects: str, requests: int, seed: 
 def crash_victim(kind: str, target: str, name: str, effects: str, reclaim: bool, stage: str, ready: Any) -> None:
     """Run one payment and stop at ``stage`` ("claimed" or "charged"), telling the parent, until it is killed."""
     import httpx  # noqa: PLC0415
+
     from stalwart.idempotency import IdempotencyConfig  # noqa: PLC0415
 
     def hold(reached: str) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, FastAPI
 from idem_apps import SECRET, header_resolver
 from pydantic import BaseModel
 
-import httpx
 from stalwart.idempotency import (
     IdempotencyMiddleware,
     IdempotencyState,

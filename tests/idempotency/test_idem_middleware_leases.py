@@ -119,6 +119,32 @@ async def test_a_claim_applied_but_never_answered_is_given_back_after_the_503() 
     assert len(store) == 0  # released, so the retry can execute
 
 
+async def test_a_request_cancelled_during_its_claim_gives_the_claim_back() -> None:
+    applied = asyncio.Event()
+
+    class SlowAnswer(MemoryStore):
+        async def claim(self, *args: Any, **kwargs: Any) -> Any:
+            result = await super().claim(*args, **kwargs)
+            applied.set()
+            await asyncio.Event().wait()
+            return result
+
+    store = SlowAnswer()
+    mw = wrap(make_app(Probe()), store)
+    async with client(mw) as c:
+        task = asyncio.create_task(c.post("/payments", json=PAYLOAD, headers=headers()))
+        await applied.wait()
+        assert len(store) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    for _ in range(10):
+        if not mw._background:
+            break
+        await asyncio.gather(*mw._background)
+    assert len(store) == 0  # never executed, so the key must not lapse into "outcome unknown"
+
+
 async def test_undecodable_records_are_503() -> None:
     class Broken(MemoryStore):
         async def claim(self, *args: Any, **kwargs: Any) -> Any:

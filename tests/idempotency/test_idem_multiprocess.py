@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import idem_procs
 import pytest
 from idem_durable import drop_redis_keys, drop_schema
 
-import httpx
 from stalwart.idempotency import IdempotencyConfig, Outcome, State, StoredResponse, scope_id
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-import math
 import random as random_module
 import secrets
 from collections import OrderedDict
@@ -21,17 +20,17 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from stalwart._clock import SYSTEM_CLOCK, Clock
-from stalwart._config import to_seconds_or_none
-from stalwart._events import IdempotentReplay, emit, hooks_installed
+from stalwart._config import check_int, to_seconds_or_none
 from stalwart._exceptions import CircuitOpenError, StoreUnavailable
 
+from ._answers import Answers, ReplayCache
 from ._execution import Execution, heartbeat_loop
 from ._fingerprint import FP_VERSION, compute_fingerprint
 from ._identity import Identity, Resolver
 from ._keys import InvalidKey, check_secret, parse_key_header, scope_id
 from ._options import IdempotencyConfig
 from ._record import ClaimResult, Record, RecordDecodeError, State
-from ._replay import ProblemFactory, Response, replay_response, send_response
+from ._replay import ProblemFactory, send_response
 from ._routing import NO_ROUTE, TOO_LARGE, Route, compile_template, find_endpoint, read_body, replaying_receive
 from ._state import ROUTE_CONFIG_ATTRIBUTE, IdempotencyState, _current
 from ._store import IdempotencyStore
@@ -123,8 +122,6 @@ class IdempotencyMiddleware:
         self._endpoint_routes: dict[int, Route | None] = {}
         self._problems = ProblemFactory(problem_base)
         self._docs_link = None if docs_url is None else f'<{docs_url}>; rel="describedby"'.encode()
-        self._l1: OrderedDict[str, tuple[Record, float]] | None = OrderedDict() if l1_cache > 0 else None
-        self._l1_size = l1_cache
         self._breaker = breaker
         self._purge_interval = to_seconds_or_none(purge_interval, "purge_interval", allow_zero=False)
         self._clock = clock
@@ -132,6 +129,8 @@ class IdempotencyMiddleware:
         self._next_purge = clock.monotonic() + (self._purge_interval or 0.0)
         self._background: set[asyncio.Task[Any]] = set()
         self._stats = dict.fromkeys(METRICS, 0)
+        cache = ReplayCache(check_int(l1_cache, "l1_cache", minimum=0), clock) if l1_cache else None
+        self._answers = Answers(self._problems, self._count, cache)
         configs = [self.config, *(r.cfg for _, _, r in self._routes if r is not None)]
         if any(c.transactional for c in configs) and not callable(getattr(store, "transaction", None)):
             raise ValueError(f"transactional=True needs a store with transaction() (PostgresStore), not {store!r}")
@@ -208,7 +207,7 @@ class IdempotencyMiddleware:
     async def _problem(
         self, send: Send, status: int, name: str, title: str, extra: list[tuple[bytes, bytes]] | None = None
     ) -> None:
-        await send_response(send, self._problems.build(status, name, title), extra or ())
+        await self._answers.problem(send, status, name, title, extra or ())
 
     async def _handle(self, route: Route, scope: Scope, receive: Receive, send: Send, values: list[bytes]) -> None:
         cfg = route.cfg
@@ -263,23 +262,30 @@ class IdempotencyMiddleware:
         record_id = scope_id(
             secret, tenant=identity.tenant, principal=identity.principal or "", namespace=namespace, key=parsed.key
         )
-        if self._l1 is not None:
-            cached = self._l1_get(record_id)
+        if self._answers.cache is not None:
+            cached = self._answers.cache.get(record_id)
             if cached is not None:
-                await self._answer_existing(route, scope, send, cached, fingerprint=fingerprint, store_now=None)
+                await self._answers.existing(route, scope, send, cached, fingerprint=fingerprint, store_now=None)
                 return
         if route.transactional:
-            await self._transactional(
-                route,
-                scope,
-                receive,
-                send,
-                body=body,
-                key=parsed.key,
-                secret=secret,
-                record_id=record_id,
-                fingerprint=fingerprint,
-            )
+            state = IdempotencyState(key=parsed.key, record_id=record_id, fence=0, attempt=1, secret=secret)
+            scope.setdefault("state", {})["idempotency"] = state
+            app_receive = replaying_receive(body, receive, shield=cfg.shield_disconnect)
+            try:
+                await run_transactional(
+                    self.store,
+                    route,
+                    app=self.app,
+                    scope=scope,
+                    receive=app_receive,
+                    send=send,
+                    record_id=record_id,
+                    fingerprint=fingerprint,
+                    state=state,
+                    answers=self._answers,
+                )
+            except StoreUnavailable:
+                await self._unavailable(route, scope, receive, send, body)
             return
         owner = secrets.token_hex(16)
         wait_until = self._clock.monotonic() + route.wait_timeout
@@ -310,53 +316,10 @@ class IdempotencyMiddleware:
             waiting = record.state is State.IN_PROGRESS and record.fingerprint == fingerprint
             remaining = wait_until - self._clock.monotonic()
             if not waiting or remaining <= 0:
-                await self._answer_existing(route, scope, send, record, fingerprint=fingerprint, store_now=result.now)
+                await self._answers.existing(route, scope, send, record, fingerprint=fingerprint, store_now=result.now)
                 return
             await self._clock.asleep(min(remaining, delay * (0.5 + self._random())))
             delay = min(delay * 2, 1.0)
-
-    async def _transactional(
-        self,
-        route: Route,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        *,
-        body: bytes,
-        key: str,
-        secret: bytes,
-        record_id: str,
-        fingerprint: bytes,
-    ) -> None:
-        state = IdempotencyState(key=key, record_id=record_id, fence=0, attempt=1, secret=secret)
-        scope.setdefault("state", {})["idempotency"] = state
-
-        async def answer(record: Record, store_now: float) -> None:
-            await self._answer_existing(route, scope, send, record, fingerprint=fingerprint, store_now=store_now)
-
-        async def problem(status: int, name: str, title: str, extra: list[tuple[bytes, bytes]]) -> None:
-            if status == 409:
-                self._count("conflicts_409")
-            elif status == 503:
-                self._count("store_unavailable_503")
-            await self._problem(send, status, name, title, extra)
-
-        try:
-            await run_transactional(
-                self.store,
-                route,
-                app=self.app,
-                scope=scope,
-                receive=replaying_receive(body, receive, shield=route.cfg.shield_disconnect),
-                send=send,
-                record_id=record_id,
-                fingerprint=fingerprint,
-                state=state,
-                answer_existing=answer,
-                problem=problem,
-            )
-        except StoreUnavailable:
-            await self._unavailable(route, scope, receive, send, body)
 
     async def _identify(self, scope: Scope) -> Identity | None:
         try:
@@ -403,9 +366,11 @@ class IdempotencyMiddleware:
                 if permit is not None:
                     breaker.record_success(permit)
                 return result
-        except BaseException:
+        except BaseException as exc:
             if permit is not None:
                 breaker.release(permit)
+            if isinstance(exc, asyncio.CancelledError):  # cancelled mid-claim: the claim may have been applied
+                self._spawn(self._cleanup_ambiguous_claim(route, record_id, owner))
             raise
         if permit is not None:
             breaker.record_failure(permit)
@@ -429,52 +394,7 @@ class IdempotencyMiddleware:
             )
             await self.app(scope, replaying_receive(body, receive, shield=False), send)
             return
-        self._count("store_unavailable_503")
-        retry_after = str(1 + int(self._random() * 2)).encode()
-        await self._problem(
-            send, 503, "idempotency-store-unavailable", "Idempotency store unavailable", [(b"retry-after", retry_after)]
-        )
-
-    async def _answer_existing(
-        self, route: Route, scope: Scope, send: Send, record: Record, *, fingerprint: bytes, store_now: float | None
-    ) -> None:
-        """Answer from an existing record: 422, replay, outcome-unknown or 409 (``store_now``: None from L1)."""
-        if record.fingerprint != fingerprint or record.fp_version != FP_VERSION:
-            self._count("mismatches_422")
-            await self._problem(send, 422, "idempotency-key-reused", "Idempotency-Key reused with a different request")
-            return
-        if record.state is State.COMPLETED:
-            if store_now is not None:
-                self._l1_put(record, store_now)
-            self._count("replays")
-            response: Response = replay_response(record, route.replay_header)
-            if hooks_installed():
-                emit(IdempotentReplay(response[0], scope["path"]))
-            await send_response(send, response)
-            return
-        if record.state is State.ABANDONED:
-            self._count("abandoned")
-            status, headers, body = self._problems.build(
-                route.cfg.abandoned_status,
-                "idempotency-outcome-unknown",
-                "Outcome unknown",
-                "The original request stopped without recording its outcome; it will not run again. "
-                "Reconcile out of band.",
-            )
-            if hooks_installed():
-                emit(IdempotentReplay(status, scope["path"]))
-            await send_response(send, (status, headers, body), [(route.replay_header, b"true")])
-            return
-        self._count("conflicts_409")
-        lease_left = record.lease_remaining(store_now) if store_now is not None else route.retry_after_cap
-        retry_after = max(1, math.ceil(min(lease_left, route.retry_after_cap)))
-        await self._problem(
-            send,
-            409,
-            "idempotency-request-in-progress",
-            "A request with this Idempotency-Key is in progress",
-            [(b"retry-after", str(retry_after).encode())],
-        )
+        await self._answers.unavailable(send, 1 + int(self._random() * 2))
 
     # -- execution ------------------------------------------------------------------------------------------------
 
@@ -549,23 +469,3 @@ class IdempotencyMiddleware:
             return
         self._next_purge = self._clock.monotonic() + self._purge_interval
         self._spawn(self.store.purge())
-
-    def _l1_get(self, record_id: str) -> Record | None:
-        assert self._l1 is not None
-        entry = self._l1.get(record_id)
-        if entry is None:
-            return None
-        record, valid_until = entry
-        if self._clock.monotonic() >= valid_until:
-            del self._l1[record_id]
-            return None
-        self._l1.move_to_end(record_id)
-        return record
-
-    def _l1_put(self, record: Record, store_now: float) -> None:
-        if self._l1 is None:
-            return
-        # Valid for the record's remaining retention, measured on our clock from the store's "now".
-        self._l1[record.record_id] = (record, self._clock.monotonic() + (record.expires_at - store_now))
-        if len(self._l1) > self._l1_size:
-            self._l1.popitem(last=False)

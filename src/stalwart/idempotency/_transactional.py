@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from stalwart._exceptions import StoreUnavailable
 
 from ._fingerprint import FP_VERSION
-from ._record import Outcome, Record, StoredResponse, classify_outcome
+from ._record import Outcome, StoredResponse, classify_outcome
 from ._state import IdempotencyState, _current
 
 if TYPE_CHECKING:
+    from ._answers import Answers
     from ._routing import Route
 
 __all__ = ["run_transactional"]
@@ -31,8 +32,6 @@ logger = logging.getLogger("stalwart")
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Answer = Callable[[Record, float], Awaitable[None]]
-Problem = Callable[[int, str, str, list[tuple[bytes, bytes]]], Awaitable[None]]
 
 
 async def run_transactional(
@@ -46,8 +45,7 @@ async def run_transactional(
     record_id: str,
     fingerprint: bytes,
     state: IdempotencyState,
-    answer_existing: Answer,
-    problem: Problem,
+    answers: Answers,
 ) -> None:
     """Serve one request in transactional mode (see the module docstring).
 
@@ -57,16 +55,11 @@ async def run_transactional(
     """
     async with store.transaction(record_id, fingerprint=fingerprint, fp_version=FP_VERSION) as tx:
         if not tx.acquired:
-            await problem(
-                409,
-                "idempotency-request-in-progress",
-                "A request with this Idempotency-Key is in progress",
-                [(b"retry-after", b"1")],
-            )
+            await answers.in_progress(send, 1)
             return
         if tx.existing is not None:
             await tx.rollback()
-            await answer_existing(tx.existing, tx.now)
+            await answers.existing(route, scope, send, tx.existing, fingerprint=fingerprint, store_now=tx.now)
             return
         state.connection = tx.connection
         messages: list[Message] = []
@@ -117,9 +110,7 @@ async def run_transactional(
                 await tx.complete(response, retention=route.retention)
             except StoreUnavailable as exc:
                 logger.warning("idempotency: transactional commit failed; nothing was applied: %r", exc)
-                await problem(
-                    503, "idempotency-store-unavailable", "Idempotency store unavailable", [(b"retry-after", b"1")]
-                )
+                await answers.unavailable(send, 1)
                 return
         else:
             await tx.rollback()
