@@ -400,9 +400,9 @@ def test_transitions_are_logged_and_emitted(
     assert [e for e in events if isinstance(e, sw.CallRejected)] == [sw.CallRejected("dep", "circuit_open")]
     levels = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "stalwart"]
     assert levels == [
-        (logging.ERROR, "circuit breaker 'dep': closed -> open"),
-        (logging.WARNING, "circuit breaker 'dep': open -> half_open"),
-        (logging.INFO, "circuit breaker 'dep': half_open -> closed"),
+        (logging.ERROR, "circuit breaker 'dep': closed -> open (consecutive_failures)"),
+        (logging.WARNING, "circuit breaker 'dep': open -> half_open (reset_timeout)"),
+        (logging.INFO, "circuit breaker 'dep': half_open -> closed (probes_succeeded)"),
     ]
 
 
@@ -426,8 +426,10 @@ def test_statistics(clock: FakeClock) -> None:
         calls=3,
         failure_count=2,
         success_count=1,
+        slow_call_count=0,
         consecutive_failures=2,
         failure_rate=None,
+        slow_call_rate=None,
         retry_after=None,
         half_open_probes=0,
         openings=0,

@@ -47,6 +47,7 @@ from ._registry import Registry, registry
 from ._retry import Retry
 from ._stop import StopCondition, StopState, stop
 from ._timeout import Timeout, with_timeout
+from ._windows import CountWindow, TimeWindow
 
 __version__ = "0.1.0"
 
@@ -63,6 +64,7 @@ __all__ = [
     "CircuitStateChanged",
     "CircuitStatistics",
     "Clock",
+    "CountWindow",
     "Deadline",
     "DeadlineExceeded",
     "DeadlineExpired",
@@ -94,6 +96,7 @@ __all__ = [
     "StopState",
     "StoreUnavailable",
     "SystemClock",
+    "TimeWindow",
     "Timeout",
     "__version__",
     "add_hook",

@@ -29,6 +29,7 @@ from ._events import CallRejected, CircuitStateChanged, emit, hooks_installed
 from ._exceptions import CircuitOpenError, Rejected
 from ._policy import Policy, check_decoratable
 from ._types import NEVER_HANDLED, ExceptionPredicate, ExceptionSpec, compile_exception_spec
+from ._windows import TimeWindow, Window
 
 __all__ = ["CircuitBreaker", "CircuitBreakerConfig", "CircuitState", "CircuitStatistics", "Permit"]
 
@@ -50,6 +51,10 @@ _LOG_LEVELS = {
 }
 
 
+def _no_window(now: float) -> bool:  # pragma: no cover - window_epoch is -1 without a window
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class CircuitBreakerConfig:
     """Every setting of a :class:`CircuitBreaker` but its name, normalised (durations as float seconds).
@@ -62,7 +67,7 @@ class CircuitBreakerConfig:
     success_threshold: int
     reset_timeout: float | OpenDurationSchedule
     half_open_max_calls: int
-    window: object | None
+    window: Window | None
     failure_rate_threshold: float
     minimum_calls: int
     slow_call_duration: float | None
@@ -84,11 +89,15 @@ class CircuitStatistics:
     Attributes:
         name: the breaker's name.
         state: the current :class:`CircuitState`.
-        calls: outcomes recorded since the last transition (consecutive model) or in the window (rate models).
+        calls: outcomes recorded since the last transition (consecutive model; HALF_OPEN probes of any model) or
+            in the window (rate models; calls in progress for ``slow_call_duration`` or more included).
         failure_count: failures among ``calls``.
         success_count: successes among ``calls``.
+        slow_call_count: slow calls among ``calls`` (rate models with ``slow_call_duration``), else 0.
         consecutive_failures: the current run of failures (consecutive model, CLOSED/METRICS_ONLY), else 0.
-        failure_rate: percent of ``calls`` that failed, or ``None`` (consecutive model, or too few calls).
+        failure_rate: percent of ``calls`` that failed, or ``None`` (consecutive model, or fewer calls than the
+            window needs to judge).
+        slow_call_rate: percent of ``calls`` that were slow, or ``None`` (slow calls not tracked, too few calls).
         retry_after: seconds until a probe is admitted while OPEN, else ``None``.
         half_open_probes: permits held by probes in the current HALF_OPEN period.
         openings: consecutive openings since the last clean close (drives the open-period backoff).
@@ -99,8 +108,10 @@ class CircuitStatistics:
     calls: int
     failure_count: int
     success_count: int
+    slow_call_count: int
     consecutive_failures: int
     failure_rate: float | None
+    slow_call_rate: float | None
     retry_after: float | None
     half_open_probes: int
     openings: int
@@ -120,11 +131,16 @@ class CircuitBreaker(Policy):
         reset_timeout: seconds (``float`` or ``timedelta``) the breaker stays OPEN before admitting probes (default
             30.0), or a ``Backoff`` for a growing open period on repeated openings (reset by a clean close).
         half_open_max_calls: probes admitted per HALF_OPEN period in total, however many callers race (default 3).
-        window: ``None`` (default) for the consecutive-failure model.
-        failure_rate_threshold: percent in (0, 100] for the rate models (default 50.0).
-        minimum_calls: calls a rate model needs before it judges (default 100).
-        slow_call_duration: seconds from which a call counts as slow (rate models), or ``None`` (default).
-        slow_call_rate_threshold: percent of slow calls that opens the breaker (rate models; default 100.0).
+        window: ``None`` (default) for the consecutive-failure model, or ``CountWindow(size)`` /
+            ``TimeWindow(seconds)`` for the rate models, which open the breaker when the failure rate or the
+            slow-call rate over the window is at least its threshold.
+        failure_rate_threshold: percent in (0, 100] (default 50.0; rate models). In HALF_OPEN the probes of a
+            rate model are judged as a window of ``half_open_max_calls`` calls against the same thresholds.
+        minimum_calls: calls a rate model needs in its window before it judges (default 100; a ``CountWindow``
+            smaller than that judges once full).
+        slow_call_duration: seconds (``float`` or ``timedelta``) from which a call counts as slow, or ``None``
+            (default; rate models only). A call still running after that long counts as slow before it ends.
+        slow_call_rate_threshold: percent in (0, 100] of slow calls that opens the breaker (default 100.0).
         max_half_open_wait: seconds a HALF_OPEN period may last once all its probes are taken before the breaker
             re-opens (bounds a hung probe), or ``None`` (default).
         on: exceptions that count as failures: a type, a tuple of types or a predicate (default ``Exception``).
@@ -152,6 +168,7 @@ class CircuitBreaker(Policy):
         "_on_result",
         "_plain",
         "_timed",
+        "_window_now",
         "config",
         "critical",
         "name",
@@ -165,7 +182,7 @@ class CircuitBreaker(Policy):
         success_threshold: int = 3,
         reset_timeout: float | timedelta | OpenDurationSchedule = 30.0,
         half_open_max_calls: int = 3,
-        window: object | None = None,
+        window: Window | None = None,
         failure_rate_threshold: float = 50.0,
         minimum_calls: int = 100,
         slow_call_duration: float | timedelta | None = None,
@@ -181,8 +198,6 @@ class CircuitBreaker(Policy):
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
-        if window is not None or slow_call_duration is not None:
-            raise NotImplementedError("the rate models (window=..., slow_call_duration=...) are not available yet")
         if store is not None:
             raise NotImplementedError("shared breaker state (store=...) is not available yet")
         if on_result is not None and not callable(on_result):
@@ -193,6 +208,11 @@ class CircuitBreaker(Policy):
             reset_timeout=reset_timeout,  # type: ignore[arg-type]  # timedelta is normalised by BreakerSettings
             half_open_max_calls=half_open_max_calls,
             max_half_open_wait=max_half_open_wait,  # type: ignore[arg-type]
+            window=window,
+            failure_rate_threshold=failure_rate_threshold,
+            minimum_calls=minimum_calls,
+            slow_call_duration=slow_call_duration,  # type: ignore[arg-type]
+            slow_call_rate_threshold=slow_call_rate_threshold,
         )
         self.name = name
         self.critical = bool(critical)
@@ -201,7 +221,8 @@ class CircuitBreaker(Policy):
             None if exclude == () else compile_exception_spec(exclude, parameter="exclude", exclude_rejected=False)
         )
         self._on_result = on_result
-        self._timed = False
+        self._timed = settings.slow_call_duration is not None
+        self._window_now = isinstance(window, TimeWindow)
         self._plain = on_result is None
         self._monotonic = clock.monotonic
         self._lock = threading.Lock()
@@ -212,10 +233,10 @@ class CircuitBreaker(Policy):
             reset_timeout=settings.reset_timeout,
             half_open_max_calls=settings.half_open_max_calls,
             window=window,
-            failure_rate_threshold=failure_rate_threshold,
+            failure_rate_threshold=settings.failure_rate_threshold,
             minimum_calls=minimum_calls,
-            slow_call_duration=None,
-            slow_call_rate_threshold=slow_call_rate_threshold,
+            slow_call_duration=settings.slow_call_duration,
+            slow_call_rate_threshold=settings.slow_call_rate_threshold,
             max_half_open_wait=settings.max_half_open_wait,
             on=on,
             exclude=exclude,
@@ -237,10 +258,33 @@ class CircuitBreaker(Policy):
     # --- events --------------------------------------------------------------------------------------------------
 
     def _publish(self, changes: list[Transition]) -> None:
-        for before, after, at in changes:
-            logger.log(_LOG_LEVELS[after], "circuit breaker %r: %s -> %s", self.name, before.value, after.value)
+        for before, after, at, reason in changes:
+            logger.log(_LOG_LEVELS[after], "circuit breaker %r: %s -> %s (%s)", self.name, before, after, reason)
             if hooks_installed():
                 emit(CircuitStateChanged(self.name, before.value, after.value, at))
+
+    def _window_success(self, permit: Permit) -> None:
+        """A success of a rate model in CLOSED/METRICS_ONLY (``permit == window_epoch`` when read)."""
+        core = self._core
+        window = core.window
+        lock = self._lock
+        lock.acquire()  # not `with`: this is the hot path of the rate models, and `with` costs twice as much
+        try:
+            if permit == core.window_epoch and window is not None:
+                if window.add_success(self._monotonic() if self._window_now else 0.0):
+                    core.judge(self._monotonic())
+            else:  # the breaker changed state meanwhile
+                core.success(permit, self._monotonic())
+        finally:
+            lock.release()
+        if core.changes:
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._lock:
+            changes = self._core.take_changes()
+        if changes is not None:
+            self._publish(changes)
 
     # --- low-level permit API ------------------------------------------------------------------------------------
 
@@ -284,7 +328,10 @@ class CircuitBreaker(Policy):
             return
         now = self._monotonic()
         with self._lock:
-            core.success(permit, now, duration)
+            if permit == core.window_epoch and not self._timed:
+                core.window_success(permit, now)
+            else:
+                core.success(permit, now, duration)
             changes = core.take_changes()
         if changes is not None:
             self._publish(changes)
@@ -359,6 +406,8 @@ class CircuitBreaker(Policy):
             raise
         if permit == core.quiet_epoch and self._plain:
             core.calls += 1
+        elif permit == core.window_epoch and self._plain:
+            self._window_success(permit)
         else:
             self._record_result(permit, result, start)
         return result
@@ -381,6 +430,8 @@ class CircuitBreaker(Policy):
             raise
         if permit == core.quiet_epoch and self._plain:
             core.calls += 1
+        elif permit == core.window_epoch and self._plain:
+            self._window_success(permit)
         else:
             self._record_result(permit, result, start)
         return result
@@ -404,6 +455,11 @@ class CircuitBreaker(Policy):
         monotonic = self._monotonic
         timed = self._timed
         plain = self._plain
+        lock_acquire = self._lock.acquire
+        lock_release = self._lock.release
+        drain = self._drain
+        window_now = self._window_now
+        add_success = core.window.add_success if core.window is not None else _no_window
 
         if check_decoratable(fn, self):
 
@@ -420,6 +476,18 @@ class CircuitBreaker(Policy):
                     raise
                 if permit == core.quiet_epoch and plain:
                     core.calls += 1
+                elif permit == core.window_epoch and plain:
+                    lock_acquire()
+                    try:
+                        if permit == core.window_epoch:
+                            if add_success(monotonic() if window_now else 0.0):
+                                core.judge(monotonic())
+                        else:  # the breaker changed state meanwhile
+                            core.success(permit, monotonic())
+                    finally:
+                        lock_release()
+                    if core.changes:
+                        drain()
                 else:
                     record_result(permit, result, start)
                 return result
@@ -439,6 +507,18 @@ class CircuitBreaker(Policy):
                 raise
             if permit == core.quiet_epoch and plain:
                 core.calls += 1
+            elif permit == core.window_epoch and plain:
+                lock_acquire()
+                try:
+                    if permit == core.window_epoch:
+                        if add_success(monotonic() if window_now else 0.0):
+                            core.judge(monotonic())
+                    else:  # the breaker changed state meanwhile
+                        core.success(permit, monotonic())
+                finally:
+                    lock_release()
+                if core.changes:
+                    drain()
             else:
                 record_result(permit, result, start)
             return result
@@ -448,26 +528,37 @@ class CircuitBreaker(Policy):
     # --- statistics and manual control ---------------------------------------------------------------------------
 
     def statistics(self) -> CircuitStatistics:
-        """A consistent snapshot of the breaker's state and counts."""
+        """A consistent snapshot of the breaker's state and counts.
+
+        Like a call, reading the statistics applies the rules at the current time: a time window drops the outcomes
+        that have left it, which may open the breaker.
+        """
         core = self._core
         now = self._monotonic()
         with self._lock:
+            calls, failed, slow = core.counts(now)  # first: it may change the state
+            failure_rate, slow_call_rate = core.rates(now)
             state = core.state
-            calls = core.calls
-            failed = core.failed
+            running = core.inflight.overdue if core.inflight is not None else 0
             consecutive = core.failures if state is CircuitState.CLOSED or state is CircuitState.METRICS_ONLY else 0
-            return CircuitStatistics(
+            stats = CircuitStatistics(
                 name=self.name,
                 state=state,
                 calls=calls,
                 failure_count=failed,
-                success_count=calls - failed,
+                success_count=calls - failed - running,
+                slow_call_count=slow,
                 consecutive_failures=consecutive,
-                failure_rate=None,
+                failure_rate=failure_rate,
+                slow_call_rate=slow_call_rate,
                 retry_after=core.retry_after(now),
                 half_open_probes=core.probes if state is CircuitState.HALF_OPEN else 0,
                 openings=core.openings,
             )
+            changes = core.take_changes()
+        if changes is not None:
+            self._publish(changes)
+        return stats
 
     def transition_to(self, state: CircuitState | str) -> None:
         """Move to ``state`` now (manual control); outcomes of calls already running are then ignored.

@@ -2,23 +2,32 @@
 
 :class:`BreakerMachine` holds a breaker's state and counts and decides every transition. Its methods take ``now``
 (seconds on the caller's monotonic clock) as an argument; the driver in ``_breaker.py`` reads the clock, holds the
-lock around each method call, and publishes the transitions the machine queues in :attr:`BreakerMachine.changes`.
+lock around each method call, and publishes the transitions the machine queues (:meth:`BreakerMachine.take_changes`).
 
-The consecutive-failure model is the seed's (SEED-NOTES §15.4), with its defects fixed:
+Failure models:
 
-* CLOSED → OPEN after ``failure_threshold`` consecutive failures; a success resets the count.
-* OPEN → HALF_OPEN once the open period has passed, decided lazily when a caller asks for a permit. The caller that
-  makes the transition is the first probe and is counted as one.
-* HALF_OPEN admits ``half_open_max_calls`` probes per HALF_OPEN period in total. A probe that ends without an
-  outcome (cancelled, excluded exception) returns its permit, so the period can never be stuck. A failing probe
-  re-opens the breaker; ``success_threshold`` successful probes close it.
-* Every transition starts a new *epoch*. A permit is the epoch it was granted in, and an outcome reported with a
-  permit of an earlier epoch is ignored: a call that started before the breaker last changed state never moves it.
+* consecutive failures (``window=None``, the seed's, SEED-NOTES §15.4): CLOSED → OPEN after ``failure_threshold``
+  consecutive failures; a success resets the count;
+* rates over a sliding window (``CountWindow``/``TimeWindow``, resilience4j's): CLOSED → OPEN once
+  ``minimum_calls`` are in the window and the failure rate or the slow-call rate is at least its threshold
+  (percent). A call running for ``slow_call_duration`` or more counts as slow before it ends.
 
-Permits are plain ``int`` values (no allocation per call). The fields :attr:`BreakerMachine.fast_epoch`,
-:attr:`BreakerMachine.quiet_epoch` and :attr:`BreakerMachine.reject_until` let the driver serve the common cases
-with a single attribute read and no lock; each is updated so that a reader racing a transition sees either the old
-state or the new one, never a mixture.
+Common rules, with the seed's defects fixed:
+
+* OPEN → HALF_OPEN once the open period has passed, decided lazily when a caller asks for a permit; that caller is
+  the first probe and is counted as one. The open period is ``reset_timeout``, or grows on repeated openings when
+  ``reset_timeout`` is a backoff schedule (restarting after a clean close).
+* HALF_OPEN admits ``half_open_max_calls`` probes per period in total. A probe that ends without an outcome
+  (cancelled, excluded) returns its permit, so the period can never be stuck; ``max_half_open_wait`` bounds a probe
+  that hangs. Consecutive model: a failing probe re-opens, ``success_threshold`` successes close. Rate models: the
+  probes are judged as a fresh window of ``half_open_max_calls`` calls, deciding as soon as the verdict is certain.
+* Every transition starts a new *epoch*. A permit is the epoch it was granted in (or, while slow calls are tracked,
+  a ticket valid until the next transition); an outcome with a permit of an earlier epoch is ignored, so a call
+  that started before the breaker last changed state never moves it.
+
+Permits are plain ``int`` values (no allocation per call). The fields ``fast_epoch``, ``quiet_epoch`` and
+``reject_until`` let the driver serve the common cases with one attribute read and no lock; each is updated so a
+reader racing a transition sees the old state or the new one, never a mixture.
 """
 
 from __future__ import annotations
@@ -29,16 +38,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, TypeAlias, runtime_checkable
 
-from ._config import check_int, to_seconds, to_seconds_or_none
+from ._config import check_int, check_percent, to_seconds, to_seconds_or_none
+from ._windows import FAILED, OK, SLOW, CountWindow, InFlight, TimeWindow, Window, WindowAggregator, rate_exceeded
 
-__all__ = [
-    "BreakerMachine",
-    "BreakerSettings",
-    "CircuitState",
-    "OpenDurationSchedule",
-    "Permit",
-    "Transition",
-]
+__all__ = ["BreakerMachine", "BreakerSettings", "CircuitState", "OpenDurationSchedule", "Permit", "Transition"]
 
 Permit: TypeAlias = int
 """An opaque token granted by ``acquire()``; hand it back to exactly one of the record/release methods."""
@@ -51,7 +54,7 @@ class CircuitState(StrEnum):
         CLOSED: calls pass and their outcomes are recorded.
         OPEN: calls are rejected until the open period ends.
         HALF_OPEN: a limited number of probe calls decide between CLOSED and OPEN.
-        DISABLED: every call passes and nothing is recorded.
+        DISABLED: every call passes; outcomes are only counted for statistics, never judged.
         METRICS_ONLY: calls pass and outcomes are recorded and reported, but the breaker never trips.
         FORCED_OPEN: every call is rejected until the breaker is reset or moved to another state.
     """
@@ -71,8 +74,12 @@ _DISABLED = CircuitState.DISABLED
 _METRICS_ONLY = CircuitState.METRICS_ONLY
 _FORCED_OPEN = CircuitState.FORCED_OPEN
 
-Transition: TypeAlias = tuple[CircuitState, CircuitState, float]
-"""``(from_state, to_state, at)``: a transition queued for the driver to log and emit; ``at`` is ``now``."""
+Transition: TypeAlias = tuple[CircuitState, CircuitState, float, str]
+"""``(from_state, to_state, at, reason)``: a transition for the driver to log and emit; ``at`` is ``now``.
+
+Reasons: ``"consecutive_failures"``, ``"failure_rate"``, ``"slow_call_rate"``, ``"reset_timeout"`` (OPEN →
+HALF_OPEN), ``"probes_failed"``, ``"probes_succeeded"``, ``"max_half_open_wait"``, ``"manual"``.
+"""
 
 
 @runtime_checkable
@@ -90,22 +97,29 @@ class OpenDurationSchedule(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BreakerSettings:
-    """The validated settings of a :class:`BreakerMachine`.
+    """The validated settings of a :class:`BreakerMachine` (durations normalised to float seconds).
 
     Attributes:
-        failure_threshold: consecutive failures that open a CLOSED breaker (``int`` ≥ 1, default 5).
-        success_threshold: successful probes that close a HALF_OPEN breaker (``int`` ≥ 1, default 3; at most
-            ``half_open_max_calls``).
+        failure_threshold: consecutive failures that open a CLOSED breaker (``int`` ≥ 1, default 5; consecutive
+            model).
+        success_threshold: successful probes that close a HALF_OPEN breaker (``int`` ≥ 1, default 3, at most
+            ``half_open_max_calls``; consecutive model).
         reset_timeout: the open period in seconds (``float`` ≥ 0, default 30.0), or an
-            :class:`OpenDurationSchedule` (a ``Backoff``) giving a longer period on repeated openings; the count of
-            openings restarts after a clean close.
+            :class:`OpenDurationSchedule` (a ``Backoff``) giving a longer period on repeated openings.
         half_open_max_calls: probes admitted per HALF_OPEN period (``int`` ≥ 1, default 3).
         max_half_open_wait: seconds a HALF_OPEN period may last once all its probes are taken before the breaker
             goes back to OPEN (bounds a hung probe); ``None`` (default) waits for the probes.
+        window: ``None`` (consecutive model), or a ``CountWindow``/``TimeWindow`` (rate models).
+        failure_rate_threshold: percent in (0, 100]; a rate at or above it opens the breaker (default 50.0).
+        minimum_calls: calls the window needs before it judges (``int`` ≥ 1, default 100; a ``CountWindow``
+            smaller than that judges once it is full).
+        slow_call_duration: seconds from which a call counts as slow (rate models only), or ``None``.
+        slow_call_rate_threshold: percent in (0, 100] of slow calls that opens the breaker (default 100.0).
 
     Raises:
         TypeError: a parameter has the wrong type.
-        ValueError: a parameter is out of range, or ``success_threshold > half_open_max_calls``.
+        ValueError: a parameter is out of range, ``success_threshold > half_open_max_calls``, or
+            ``slow_call_duration`` without a ``window``.
     """
 
     failure_threshold: int = 5
@@ -113,11 +127,17 @@ class BreakerSettings:
     reset_timeout: float | OpenDurationSchedule = 30.0
     half_open_max_calls: int = 3
     max_half_open_wait: float | None = None
+    window: Window | None = None
+    failure_rate_threshold: float = 50.0
+    minimum_calls: int = 100
+    slow_call_duration: float | None = None
+    slow_call_rate_threshold: float = 100.0
 
     def __post_init__(self) -> None:
         check_int(self.failure_threshold, "failure_threshold", minimum=1)
         check_int(self.success_threshold, "success_threshold", minimum=1)
         check_int(self.half_open_max_calls, "half_open_max_calls", minimum=1)
+        check_int(self.minimum_calls, "minimum_calls", minimum=1)
         if self.success_threshold > self.half_open_max_calls:
             raise ValueError(
                 f"success_threshold ({self.success_threshold}) must not exceed half_open_max_calls "
@@ -127,6 +147,26 @@ class BreakerSettings:
             object.__setattr__(self, "reset_timeout", to_seconds(self.reset_timeout, "reset_timeout"))
         wait = to_seconds_or_none(self.max_half_open_wait, "max_half_open_wait", allow_zero=False)
         object.__setattr__(self, "max_half_open_wait", wait)
+        if self.window is not None and not isinstance(self.window, CountWindow | TimeWindow):
+            raise TypeError(f"window must be None, a CountWindow or a TimeWindow, got {self.window!r}")
+        object.__setattr__(
+            self, "failure_rate_threshold", check_percent(self.failure_rate_threshold, "failure_rate_threshold")
+        )
+        object.__setattr__(
+            self, "slow_call_rate_threshold", check_percent(self.slow_call_rate_threshold, "slow_call_rate_threshold")
+        )
+        slow = to_seconds_or_none(self.slow_call_duration, "slow_call_duration", allow_zero=False)
+        if slow is not None and self.window is None:
+            raise ValueError("slow_call_duration needs a window (CountWindow or TimeWindow): slow calls are a rate")
+        object.__setattr__(self, "slow_call_duration", slow)
+
+    @property
+    def judging_calls(self) -> int:
+        """The calls a window needs before it judges: ``minimum_calls``, capped by a ``CountWindow``'s size."""
+        window = self.window
+        if isinstance(window, CountWindow):
+            return min(self.minimum_calls, window.size)
+        return self.minimum_calls
 
 
 def _no_random() -> float:
@@ -142,20 +182,25 @@ class BreakerMachine:
         random: ``() -> float`` in [0, 1), passed to an :class:`OpenDurationSchedule` for jitter.
 
     Attributes read by the driver without a lock (each one attribute, so a racing read is never torn):
-        fast_epoch: the current epoch when a permit can be granted with no bookkeeping (CLOSED, DISABLED,
-            METRICS_ONLY), else -1.
-        quiet_epoch: the current epoch when a success changes nothing but ``calls`` (CLOSED with no failure
-            counted, DISABLED), else -1.
+        fast_epoch: the current epoch when a permit can be granted with no bookkeeping, else -1.
+        quiet_epoch: the current epoch when a success changes nothing but ``calls`` (consecutive model in CLOSED or
+            METRICS_ONLY with no failure counted; DISABLED), else -1.
         reject_until: while OPEN, the time the open period ends (calls before it are rejected); else ``-inf``.
+        window_epoch: the current epoch when a success can go straight to :meth:`window_success` (a rate model
+            in CLOSED or METRICS_ONLY, slow calls not tracked), else -1.
 
-    Other attributes (read under the driver's lock): ``state``, ``epoch``, ``calls`` (outcomes recorded since the
-    last transition), ``failed`` (failures among them), ``failures`` (consecutive failures in CLOSED; failed probes
-    in HALF_OPEN), ``successes`` (successful probes in HALF_OPEN), ``probes`` (permits granted and not returned in
-    this HALF_OPEN period), ``open_until``, ``half_open_since``, ``openings`` (consecutive openings since the last
-    clean close) and ``changes`` (transitions not yet published; drained with :meth:`take_changes`).
+    Other attributes (read under the driver's lock): ``state``, ``epoch``, ``window`` (the aggregator of a rate
+    model, else ``None``), ``calls`` (outcomes since the last transition; in HALF_OPEN, probe outcomes),
+    ``failed`` (failures among them), ``failures`` (consecutive failures in CLOSED), ``slow`` (slow probes),
+    ``probes`` (permits granted and not returned in this HALF_OPEN period), ``open_until``, ``half_open_since``,
+    ``openings`` (consecutive openings since the last clean close) and ``inflight`` (calls in progress, when slow
+    calls are tracked), and ``changes``, the queued transitions: the driver may test it without the lock and
+    drains it with :meth:`take_changes` under the lock.
     """
 
     __slots__ = (
+        "_judging_calls",
+        "_next_ticket",
         "_random",
         "calls",
         "changes",
@@ -164,6 +209,7 @@ class BreakerMachine:
         "failures",
         "fast_epoch",
         "half_open_since",
+        "inflight",
         "last_open_duration",
         "open_until",
         "openings",
@@ -171,23 +217,28 @@ class BreakerMachine:
         "quiet_epoch",
         "reject_until",
         "settings",
+        "slow",
         "state",
-        "successes",
+        "window",
+        "window_epoch",
     )
 
     def __init__(self, settings: BreakerSettings, *, now: float, random: Callable[[], float] = _no_random) -> None:
         self.settings = settings
         self._random = random
+        self.window: WindowAggregator | None = None if settings.window is None else settings.window.aggregator()
+        if self.window is not None:
+            self.window.judge_from = settings.judging_calls
+        self.inflight = None if settings.slow_call_duration is None else InFlight(settings.slow_call_duration)
+        self._judging_calls = settings.judging_calls
+        self._next_ticket = -2  # tickets are negative; -1 is the "no epoch" marker of fast_epoch/quiet_epoch
         self.state = _CLOSED
         self.epoch = 0
-        self.fast_epoch = 0
-        self.quiet_epoch = 0
+        self.fast_epoch = -1 if self.inflight is not None else 0
+        self.quiet_epoch = 0 if self.window is None else -1
+        self.window_epoch = 0 if self.window is not None and self.inflight is None else -1
         self.reject_until = -math.inf
-        self.calls = 0
-        self.failed = 0
-        self.failures = 0
-        self.successes = 0
-        self.probes = 0
+        self.calls = self.failed = self.failures = self.slow = self.probes = 0
         self.open_until = -math.inf
         self.half_open_since = now
         self.openings = 0
@@ -203,40 +254,45 @@ class BreakerMachine:
         duration = float(timeout.delay(self.openings, self.last_open_duration, self._random))
         return duration if duration >= 0.0 else 0.0  # also maps NaN to 0.0
 
-    def _move(self, to: CircuitState, now: float) -> None:
+    def _move(self, to: CircuitState, now: float, reason: str) -> None:
         """Enter ``to`` (a new epoch even when ``to`` is the current state) and queue the transition."""
         # Readers without the lock look at fast_epoch/quiet_epoch/reject_until only: clear them before the epoch
         # changes and set them after, so a racing reader sees the old epoch or the new state, never a mixture.
         self.fast_epoch = -1
         self.quiet_epoch = -1
+        self.window_epoch = -1
         self.reject_until = -math.inf
         before = self.state
         self.epoch += 1
         self.state = to
-        self.calls = 0
-        self.failed = 0
-        self.failures = 0
-        self.successes = 0
-        self.probes = 0
+        self.calls = self.failed = self.failures = self.slow = self.probes = 0
+        if self.inflight is not None:
+            self.inflight.clear()
+        window = self.window
+        if window is not None and to is not _OPEN and to is not _FORCED_OPEN:
+            window.reset()  # kept while OPEN so that statistics show what opened the breaker
         if to is _OPEN:
             duration = self._open_duration()
             self.openings += 1
             self.last_open_duration = duration
             self.open_until = now + duration
             self.reject_until = self.open_until
-        elif to is _HALF_OPEN:
-            self.half_open_since = now
-        elif to is _CLOSED:
-            self.openings = 0
-            self.last_open_duration = 0.0
-        if to is not _OPEN:
+        else:
             self.open_until = -math.inf
+            if to is _HALF_OPEN:
+                self.half_open_since = now
+            elif to is _CLOSED:
+                self.openings = 0
+                self.last_open_duration = 0.0
         if before is not to:
-            self.changes.append((before, to, now))
+            self.changes.append((before, to, now, reason))
         if to is _CLOSED or to is _DISABLED or to is _METRICS_ONLY:
-            self.fast_epoch = self.epoch
-        if to is _CLOSED or to is _DISABLED:
-            self.quiet_epoch = self.epoch
+            if self.inflight is None or to is _DISABLED:
+                self.fast_epoch = self.epoch
+            if window is None or to is _DISABLED:
+                self.quiet_epoch = self.epoch
+            elif self.inflight is None:
+                self.window_epoch = self.epoch
 
     def take_changes(self) -> list[Transition] | None:
         """The queued transitions (oldest first), removed from the queue; ``None`` when there are none."""
@@ -253,17 +309,28 @@ class BreakerMachine:
         open period; entering HALF_OPEN starts a probe period. Every call starts a new epoch, so outcomes of calls
         already running are ignored.
         """
-        self._move(CircuitState(state), now)
+        self._move(CircuitState(state), now, "manual")
 
     # --- permits -------------------------------------------------------------------------------------------------
 
     def acquire(self, now: float) -> Permit | None:
-        """Grant a permit (the current epoch) or refuse (``None``); may move OPEN → HALF_OPEN or HALF_OPEN → OPEN."""
+        """Grant a permit or refuse (``None``); may move OPEN → HALF_OPEN, HALF_OPEN → OPEN, or CLOSED → OPEN (when
+        calls in progress have become slow)."""
         state = self.state
+        if state is _CLOSED or state is _METRICS_ONLY:
+            inflight = self.inflight
+            if inflight is None:
+                return self.epoch
+            if inflight.promote(now) and state is _CLOSED and self._window_trips(now):
+                return None
+            ticket = self._next_ticket
+            self._next_ticket = ticket - 1
+            inflight.start(ticket, now)
+            return ticket
         if state is _OPEN:
             if now < self.open_until:
                 return None
-            self._move(_HALF_OPEN, now)
+            self._move(_HALF_OPEN, now, "reset_timeout")
             self.probes = 1
             return self.epoch
         if state is _HALF_OPEN:
@@ -273,11 +340,11 @@ class BreakerMachine:
                 return self.epoch
             wait = settings.max_half_open_wait
             if wait is not None and now - self.half_open_since >= wait:
-                self._move(_OPEN, now)
+                self._move(_OPEN, now, "max_half_open_wait")
             return None
         if state is _FORCED_OPEN:
             return None
-        return self.epoch
+        return self.epoch  # DISABLED
 
     def retry_after(self, now: float) -> float | None:
         """Seconds until a probe will be admitted, when known: the rest of the open period while OPEN, else
@@ -291,6 +358,9 @@ class BreakerMachine:
 
     def success(self, permit: Permit, now: float, duration: float = 0.0) -> None:
         """Record a successful call (``duration`` in seconds); ignored when ``permit`` is stale."""
+        if self.window is not None:
+            self._record(permit, now, duration, OK)
+            return
         if permit != self.epoch:
             return
         state = self.state
@@ -298,38 +368,161 @@ class BreakerMachine:
             self.calls += 1
             if self.failures:
                 self.failures = 0
-                if state is _CLOSED:
-                    self.quiet_epoch = self.epoch
+                self.quiet_epoch = self.epoch
         elif state is _HALF_OPEN:
-            self.calls += 1
-            self.successes += 1
-            if self.successes >= self.settings.success_threshold:
-                self._move(_CLOSED, now)
+            self.calls += 1  # every probe outcome so far was a success: a failed probe re-opens at once
+            if self.calls >= self.settings.success_threshold:
+                self._move(_CLOSED, now, "probes_succeeded")
         elif state is _DISABLED:
             self.calls += 1
 
     def failure(self, permit: Permit, now: float, duration: float = 0.0) -> None:
         """Record a failed call (``duration`` in seconds); ignored when ``permit`` is stale."""
+        if self.window is not None:
+            self._record(permit, now, duration, FAILED)
+            return
         if permit != self.epoch:
             return
         state = self.state
+        self.calls += 1
+        self.failed += 1
         if state is _CLOSED or state is _METRICS_ONLY:
-            self.calls += 1
-            self.failed += 1
             self.quiet_epoch = -1
             self.failures += 1
             if state is _CLOSED and self.failures >= self.settings.failure_threshold:
-                self._move(_OPEN, now)
+                self._move(_OPEN, now, "consecutive_failures")
         elif state is _HALF_OPEN:
-            self.calls += 1
-            self.failed += 1
-            self.failures += 1
-            self._move(_OPEN, now)
-        elif state is _DISABLED:
-            self.calls += 1
-            self.failed += 1
+            self._move(_OPEN, now, "probes_failed")
 
     def release(self, permit: Permit) -> None:
         """A call ended without an outcome (cancelled, excluded exception): return its permit."""
-        if permit == self.epoch and self.state is _HALF_OPEN and self.probes > 0:
+        if permit < -1:
+            if self.inflight is not None:
+                self.inflight.finish(permit)
+        elif permit == self.epoch and self.state is _HALF_OPEN and self.probes > 0:
             self.probes -= 1
+
+    # --- rate models ---------------------------------------------------------------------------------------------
+
+    def _record(self, permit: Permit, now: float, duration: float, outcome: int) -> None:
+        settings = self.settings
+        slow_after = settings.slow_call_duration
+        if permit < -1:  # a tracked call of this CLOSED/METRICS_ONLY period, unless stale
+            inflight = self.inflight
+            found = 0 if inflight is None else inflight.finish(permit)
+            if not found:
+                return
+            if found == 2 or (slow_after is not None and duration >= slow_after):
+                outcome |= SLOW
+        else:
+            if permit != self.epoch:
+                return
+            if slow_after is not None and duration >= slow_after:
+                outcome |= SLOW
+        state = self.state
+        if state is _CLOSED or state is _METRICS_ONLY:
+            window = self.window
+            assert window is not None
+            before = window.calls
+            evicted = window.record(now, outcome)
+            if (
+                state is _CLOSED
+                and (outcome or evicted or before < self._judging_calls <= window.calls or self.inflight is not None)
+                and (window.failures or window.slow or self.inflight is not None)
+            ):
+                self._window_trips(now)
+        elif state is _HALF_OPEN:
+            self.calls += 1
+            if outcome & FAILED:
+                self.failed += 1
+            if outcome & SLOW:
+                self.slow += 1
+            self._judge_probes(now)
+        elif state is _DISABLED:
+            self.calls += 1
+            if outcome & FAILED:
+                self.failed += 1
+            if outcome & SLOW:
+                self.slow += 1
+
+    def window_success(self, permit: Permit, now: float) -> None:
+        """Record a success of normal duration: the hot path of the rate models.
+
+        While ``permit == window_epoch`` this is ``if window.add_success(now): judge(now)``, which the driver may
+        inline (``now`` matters to ``add_success`` only for a time window).
+        """
+        if permit != self.window_epoch:
+            self.success(permit, now)
+        elif self.window is not None and self.window.add_success(now):
+            self.judge(now)
+
+    def judge(self, now: float) -> None:
+        """Rate models, CLOSED: open the breaker if the window's rates are at or above a threshold."""
+        if self.state is _CLOSED and self.window is not None:
+            self._window_trips(now)
+
+    def _window_trips(self, now: float) -> bool:
+        """CLOSED with a window: open if the window (with overdue calls counted as slow) exceeds a threshold."""
+        window = self.window
+        assert window is not None
+        window.advance(now)
+        overdue = 0 if self.inflight is None else self.inflight.overdue
+        calls = window.calls + overdue
+        if calls < self._judging_calls:
+            return False
+        settings = self.settings
+        if rate_exceeded(calls, window.failures, settings.failure_rate_threshold):
+            self._move(_OPEN, now, "failure_rate")
+            return True
+        if settings.slow_call_duration is not None and rate_exceeded(
+            calls, window.slow + overdue, settings.slow_call_rate_threshold
+        ):
+            self._move(_OPEN, now, "slow_call_rate")
+            return True
+        return False
+
+    def _judge_probes(self, now: float) -> None:
+        """Rate models, HALF_OPEN: the probes form a window of ``half_open_max_calls``; decide once it is certain."""
+        settings = self.settings
+        size = settings.half_open_max_calls
+        remaining = size - self.calls
+        threshold = settings.failure_rate_threshold
+        slow_threshold = settings.slow_call_rate_threshold
+        tracks_slow = settings.slow_call_duration is not None
+        if rate_exceeded(size, self.failed, threshold):
+            self._move(_OPEN, now, "failure_rate")
+        elif tracks_slow and rate_exceeded(size, self.slow, slow_threshold):
+            self._move(_OPEN, now, "slow_call_rate")
+        elif not rate_exceeded(size, self.failed + remaining, threshold) and not (
+            tracks_slow and rate_exceeded(size, self.slow + remaining, slow_threshold)
+        ):
+            self._move(_CLOSED, now, "probes_succeeded")
+
+    def counts(self, now: float) -> tuple[int, int, int]:
+        """``(calls, failures, slow)`` for statistics: the window's (with overdue calls) in a rate model outside
+        HALF_OPEN, else the outcomes since the last transition.
+
+        Advancing a time window to ``now`` may open the breaker (older successes left the window), exactly as the
+        next recorded outcome would; the driver publishes that transition.
+        """
+        window = self.window
+        if window is None or self.state is _HALF_OPEN or self.state is _DISABLED:
+            return self.calls, self.failed, self.slow
+        if window.advance(now):  # outcomes left the window: judge now, as the next outcome would
+            self.judge(now)
+            return self.counts(now)
+        overdue = 0 if self.inflight is None else self.inflight.overdue
+        return window.calls + overdue, window.failures, window.slow + overdue
+
+    def rates(self, now: float) -> tuple[float | None, float | None]:
+        """``(failure_rate, slow_call_rate)`` in percent, or ``None`` where not judged (consecutive model, too few
+        calls, slow calls not tracked)."""
+        window = self.window
+        if window is None or self.state is _DISABLED:
+            return None, None
+        calls, failures, slow = self.counts(now)
+        needed = 1 if self.state is _HALF_OPEN else self._judging_calls
+        if calls < needed or calls == 0:
+            return None, None
+        slow_rate = None if self.settings.slow_call_duration is None else 100.0 * slow / calls
+        return 100.0 * failures / calls, slow_rate

@@ -136,7 +136,11 @@ def test_epoch_changes_on_every_transition_and_changes_are_queued() -> None:
     m.success(probe, 2.5)
     epochs.append(m.epoch)
     assert len(set(epochs)) == 4
-    assert m.changes == [(CLOSED, OPEN, 0.0), (OPEN, HALF_OPEN, 2.0), (HALF_OPEN, CLOSED, 2.5)]
+    assert m.take_changes() == [
+        (CLOSED, OPEN, 0.0, "consecutive_failures"),
+        (OPEN, HALF_OPEN, 2.0, "reset_timeout"),
+        (HALF_OPEN, CLOSED, 2.5, "probes_succeeded"),
+    ]
 
 
 def test_lock_free_fields_follow_the_state() -> None:
@@ -161,7 +165,7 @@ def test_lock_free_fields_follow_the_state() -> None:
         (CircuitState.OPEN, False, False, False),
         (CircuitState.HALF_OPEN, True, False, False),
         (CircuitState.DISABLED, True, True, True),
-        (CircuitState.METRICS_ONLY, True, True, False),
+        (CircuitState.METRICS_ONLY, True, True, True),
         (CircuitState.FORCED_OPEN, False, False, False),
     ],
 )
@@ -324,7 +328,8 @@ def test_take_changes_never_hands_out_the_live_queue() -> None:
     assert m.take_changes() is None
     run(m, "f", now=1.0)
     taken = m.take_changes()
-    assert taken == [(CLOSED, OPEN, 1.0)]
+    assert taken == [(CLOSED, OPEN, 1.0, "consecutive_failures")]
     assert m.take_changes() is None
     m.transition_to(CLOSED, 2.0)
-    assert taken == [(CLOSED, OPEN, 1.0)]  # a later transition does not appear in an earlier batch
+    assert taken == [(CLOSED, OPEN, 1.0, "consecutive_failures")]
+    assert m.take_changes() == [(OPEN, CLOSED, 2.0, "manual")]  # a later transition does not appear in an earlier batch
