@@ -14,20 +14,28 @@ transport: ``permit = breaker.acquire()`` (raises ``CircuitOpenError``), then ex
 
 from __future__ import annotations
 
-import functools
 import logging
 import random as _random
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar, cast, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
-from ._breaker_state import BreakerMachine, BreakerSettings, CircuitState, OpenDurationSchedule, Permit, Transition
+from ._breaker_settings import (
+    BreakerSettings,
+    CircuitBreakerConfig,
+    CircuitState,
+    CircuitStatistics,
+    OpenDurationSchedule,
+    Permit,
+    Transition,
+)
+from ._breaker_state import BreakerMachine
+from ._breaker_wrap import decorate
 from ._clock import SYSTEM_CLOCK, Clock
 from ._events import CallRejected, CircuitStateChanged, emit, hooks_installed
 from ._exceptions import CircuitOpenError, Rejected
-from ._policy import Policy, check_decoratable
+from ._policy import Policy
 from ._types import NEVER_HANDLED, ExceptionPredicate, ExceptionSpec, compile_exception_spec
 from ._windows import TimeWindow, Window
 
@@ -49,72 +57,6 @@ _LOG_LEVELS = {
     CircuitState.METRICS_ONLY: logging.WARNING,
     CircuitState.CLOSED: logging.INFO,
 }
-
-
-def _no_window(now: float) -> bool:  # pragma: no cover - window_epoch is -1 without a window
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitBreakerConfig:
-    """Every setting of a :class:`CircuitBreaker` but its name, normalised (durations as float seconds).
-
-    The field names are the constructor's parameter names; the registry compares them to detect a conflicting
-    configuration. Predicates compare by identity.
-    """
-
-    failure_threshold: int
-    success_threshold: int
-    reset_timeout: float | OpenDurationSchedule
-    half_open_max_calls: int
-    window: Window | None
-    failure_rate_threshold: float
-    minimum_calls: int
-    slow_call_duration: float | None
-    slow_call_rate_threshold: float
-    max_half_open_wait: float | None
-    on: ExceptionSpec
-    exclude: ExceptionSpec
-    on_result: Callable[[Any], bool] | None
-    critical: bool
-    store: object | None
-    clock: Clock
-    random: Callable[[], float]
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitStatistics:
-    """A consistent snapshot of a breaker (``CircuitBreaker.statistics()``).
-
-    Attributes:
-        name: the breaker's name.
-        state: the current :class:`CircuitState`.
-        calls: outcomes recorded since the last transition (consecutive model; HALF_OPEN probes of any model) or
-            in the window (rate models; calls in progress for ``slow_call_duration`` or more included).
-        failure_count: failures among ``calls``.
-        success_count: successes among ``calls``.
-        slow_call_count: slow calls among ``calls`` (rate models with ``slow_call_duration``), else 0.
-        consecutive_failures: the current run of failures (consecutive model, CLOSED/METRICS_ONLY), else 0.
-        failure_rate: percent of ``calls`` that failed, or ``None`` (consecutive model, or fewer calls than the
-            window needs to judge).
-        slow_call_rate: percent of ``calls`` that were slow, or ``None`` (slow calls not tracked, too few calls).
-        retry_after: seconds until a probe is admitted while OPEN, else ``None``.
-        half_open_probes: permits held by probes in the current HALF_OPEN period.
-        openings: consecutive openings since the last clean close (drives the open-period backoff).
-    """
-
-    name: str
-    state: CircuitState
-    calls: int
-    failure_count: int
-    success_count: int
-    slow_call_count: int
-    consecutive_failures: int
-    failure_rate: float | None
-    slow_call_rate: float | None
-    retry_after: float | None
-    half_open_probes: int
-    openings: int
 
 
 class CircuitBreaker(Policy):
@@ -448,82 +390,7 @@ class CircuitBreaker(Policy):
         Raises:
             TypeError: ``fn`` is a generator or async-generator function.
         """
-        core = self._core
-        acquire_slow = self._acquire_slow
-        record_exception = self._record_exception
-        record_result = self._record_result
-        monotonic = self._monotonic
-        timed = self._timed
-        plain = self._plain
-        lock_acquire = self._lock.acquire
-        lock_release = self._lock.release
-        drain = self._drain
-        window_now = self._window_now
-        add_success = core.window.add_success if core.window is not None else _no_window
-
-        if check_decoratable(fn, self):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                permit = core.fast_epoch
-                if permit < 0:
-                    permit = acquire_slow()
-                start = monotonic() if timed else 0.0
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    record_exception(permit, exc, start)
-                    raise
-                if permit == core.quiet_epoch and plain:
-                    core.calls += 1
-                elif permit == core.window_epoch and plain:
-                    lock_acquire()
-                    try:
-                        if permit == core.window_epoch:
-                            if add_success(monotonic() if window_now else 0.0):
-                                core.judge(monotonic())
-                        else:  # the breaker changed state meanwhile
-                            core.success(permit, monotonic())
-                    finally:
-                        lock_release()
-                    if core.changes:
-                        drain()
-                else:
-                    record_result(permit, result, start)
-                return result
-
-            return async_wrapper
-
-        @functools.wraps(fn)
-        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            permit = core.fast_epoch
-            if permit < 0:
-                permit = acquire_slow()
-            start = monotonic() if timed else 0.0
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                record_exception(permit, exc, start)
-                raise
-            if permit == core.quiet_epoch and plain:
-                core.calls += 1
-            elif permit == core.window_epoch and plain:
-                lock_acquire()
-                try:
-                    if permit == core.window_epoch:
-                        if add_success(monotonic() if window_now else 0.0):
-                            core.judge(monotonic())
-                    else:  # the breaker changed state meanwhile
-                        core.success(permit, monotonic())
-                finally:
-                    lock_release()
-                if core.changes:
-                    drain()
-            else:
-                record_result(permit, result, start)
-            return result
-
-        return cast("Callable[P, Any]", sync_wrapper)
+        return decorate(self, fn)
 
     # --- statistics and manual control ---------------------------------------------------------------------------
 
