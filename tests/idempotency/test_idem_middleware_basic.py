@@ -52,6 +52,17 @@ async def test_other_methods_pass_through_even_with_a_bad_key(method: str) -> No
     assert probe.calls == 2
 
 
+async def test_cors_preflight_is_never_intercepted() -> None:
+    probe = Probe()
+    app = make_app(probe, extra_routes=[Route("/pre", lambda r: PlainTextResponse("ok"), methods=["OPTIONS"])])
+    mw = wrap(app, config=IdempotencyConfig(methods=frozenset({"POST", "OPTIONS"}), required=True))
+    async with client(mw) as c:
+        for _ in range(2):
+            r = await c.options("/pre", headers=headers(key='"bad'))
+            assert r.status_code == 200
+            assert "idempotent-replayed" not in r.headers
+
+
 async def test_non_http_scopes_pass_through() -> None:
     seen: list[str] = []
 

@@ -191,7 +191,8 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         route = self._route_for(scope)
-        if route is None or scope["method"] not in route.methods:
+        if route is None or scope["method"] not in route.methods or scope["method"] == "OPTIONS":
+            # OPTIONS (CORS preflight) is never intercepted, whatever ``methods`` says (spec §2.2).
             await self.app(scope, receive, send)
             return
         values = [v for k, v in scope["headers"] if k == b"idempotency-key"]
