@@ -277,7 +277,13 @@ def test_registry_compares_windows() -> None:
     with pytest.raises(ValueError, match="window"):
         reg.breaker("w", window=sw.TimeWindow(50))
     snapshot = reg.snapshot()["circuits"]["w"]
-    assert snapshot == {"state": "closed", "failure_rate": None, "calls": 0, "retry_after": None}
+    assert snapshot == {
+        "state": "closed",
+        "failure_rate": None,
+        "slow_call_rate": None,
+        "calls": 0,
+        "retry_after": None,
+    }
 
 
 @pytest.mark.parametrize(

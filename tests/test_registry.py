@@ -122,8 +122,8 @@ def test_snapshot_shape_and_status() -> None:
     assert reg.snapshot() == {
         "status": "ok",
         "circuits": {
-            "cache": {"state": "closed", "failure_rate": None, "calls": 0, "retry_after": None},
-            "db": {"state": "closed", "failure_rate": None, "calls": 0, "retry_after": None},
+            "cache": {"state": "closed", "failure_rate": None, "slow_call_rate": None, "calls": 0, "retry_after": None},
+            "db": {"state": "closed", "failure_rate": None, "slow_call_rate": None, "calls": 0, "retry_after": None},
         },
         "bulkheads": {"reads": {"active": 0, "queued": 0, "available": 5}},
     }
@@ -132,7 +132,13 @@ def test_snapshot_shape_and_status() -> None:
     clock.advance(10.0)
     snapshot = reg.snapshot()
     assert snapshot["status"] == "degraded"
-    assert snapshot["circuits"]["db"] == {"state": "open", "failure_rate": None, "calls": 0, "retry_after": 20.0}
+    assert snapshot["circuits"]["db"] == {
+        "state": "open",
+        "failure_rate": None,
+        "slow_call_rate": None,
+        "calls": 0,
+        "retry_after": 20.0,
+    }
     assert json.loads(json.dumps(snapshot)) == snapshot
     assert reg.circuits_snapshot() == {"status": "degraded", "circuits": snapshot["circuits"]}
     assert reg.bulkheads_snapshot() == snapshot["bulkheads"]

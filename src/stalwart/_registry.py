@@ -186,7 +186,8 @@ class Registry:
         """The ``/health/circuits`` JSON (DESIGN.md): ``{"status": "ok" | "degraded", "circuits": {name: {...}}}``.
 
         ``status`` is ``"degraded"`` while any breaker is OPEN, HALF_OPEN or FORCED_OPEN. Per breaker: ``state``
-        (the :class:`CircuitState` value), ``failure_rate`` (percent, or ``null``), ``calls`` (int),
+        (the :class:`CircuitState` value), ``failure_rate`` and ``slow_call_rate`` (percent, or ``null``
+        when not judged), ``calls`` (int: in the window, or since the last transition for the consecutive model)
         and ``retry_after`` (seconds until a probe is admitted, or ``null``).
         """
         circuits: dict[str, Any] = {}
@@ -197,6 +198,7 @@ class Registry:
             circuits[name] = {
                 "state": stats.state.value,
                 "failure_rate": stats.failure_rate,
+                "slow_call_rate": stats.slow_call_rate,
                 "calls": stats.calls,
                 "retry_after": stats.retry_after,
             }

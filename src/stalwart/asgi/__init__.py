@@ -2,10 +2,13 @@
 
 - :class:`DeadlineMiddleware`: the caller's deadline (``Request-Deadline-Ms``, ``grpc-timeout``, ...) becomes the
   handler's ambient deadline, minus a buffer; 504 when it passes before the response starts.
+- :class:`HealthApp`: ``GET /health/circuits`` and ``/health/bulkheads``, the registry's snapshot as JSON; 503 while
+  a breaker marked ``critical=True`` is open.
 """
 
 from __future__ import annotations
 
 from ._deadline_middleware import DeadlineMiddleware
+from ._health import HealthApp
 
-__all__ = ["DeadlineMiddleware"]
+__all__ = ["DeadlineMiddleware", "HealthApp"]
