@@ -242,6 +242,22 @@ async def test_strict_lease_expiry_replays_outcome_unknown_then_the_late_result(
     assert mw.statistics()["abandoned"] == 2
 
 
+async def test_after_the_retention_a_key_is_new_again() -> None:
+    clock = ManualClock()
+    store = MemoryStore(clock=clock)
+    probe = Probe()
+    mw = wrap(make_app(probe), store, config=IdempotencyConfig(retention=60.0))
+    async with client(mw) as c:
+        await c.post("/payments", json=PAYLOAD, headers=headers())
+        clock.advance(59)
+        assert (await c.post("/payments", json=PAYLOAD, headers=headers())).headers["idempotent-replayed"] == "true"
+        clock.advance(2)
+        again = await c.post("/payments", json={"other": "body"}, headers=headers())
+    assert again.status_code == 201
+    assert "idempotent-replayed" not in again.headers
+    assert probe.calls == 2
+
+
 async def test_abandoned_status_is_configurable() -> None:
     clock = ManualClock()
     store = MemoryStore(clock=clock)
