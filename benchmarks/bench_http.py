@@ -8,7 +8,7 @@ plain httpx over ``MockTransport`` (the baseline of this table); stalwart ``Asyn
 Throughput (async only): uvicorn serves :mod:`_server` in a subprocess on a free loopback port; 50 tasks share one
 client and issue ``GET /`` until the round's request count is reached. Clients: plain ``httpx.AsyncClient()`` and
 ``httpx.AsyncClient(transport=AsyncResilientTransport(config=...))`` with a bulkhead of at least the concurrency, as
-users build them; and the same two with a connection pool that keeps ``concurrency`` connections alive, which takes
+users build them; and the same two with a pool of exactly ``concurrency`` connections all kept alive, which takes
 the pool's timing-dependent connection churn out of the comparison. Every round runs every client once (order rotated
 by round), each with a fresh client (fresh pool). Reported: median requests/s over the rounds, and the TCP
 connections each client opened (counted server-side as distinct client ports).
@@ -287,15 +287,20 @@ async def _drive(client: Any, url: str, total: int, concurrency: int) -> tuple[f
 
 PLAIN_LOOPBACK = "plain httpx.AsyncClient()"
 STALWART_LOOPBACK = "stalwart AsyncResilientTransport (default inner transport)"
-PLAIN_POOL_LOOPBACK = "plain httpx, pool keep-alive 50"
-STALWART_POOL_LOOPBACK = "stalwart over AsyncHTTPTransport, pool keep-alive 50"
+PLAIN_POOL_LOOPBACK = "plain httpx, pool of 50"
+STALWART_POOL_LOOPBACK = "stalwart over AsyncHTTPTransport, pool of 50"
 
 
 def _clients(concurrency: int) -> dict[str, Callable[[], Any]]:
-    """The clients compared: as users build them by default, and both with a pool that keeps ``concurrency``
-    connections alive (httpx keeps 20 by default, so at concurrency 50 a burst of responses can close connections
-    that are needed again at once, and the count of connections opened then depends on timing)."""
-    limits = httpx.Limits(max_connections=max(100, concurrency), max_keepalive_connections=concurrency)
+    """The clients compared: as users build them by default, and both with a pool of exactly ``concurrency``
+    connections, all kept alive.
+
+    With httpx's default pool (100 connections, 20 kept alive) the number of connections opened at concurrency 50
+    depends on timing: a burst of responses closes the idle connections beyond 20, and a request that finds every
+    connection busy opens another one. With ``max_connections == max_keepalive_connections == concurrency`` nothing
+    is ever closed by the pool, so every connection beyond ``concurrency`` was closed by the code under test.
+    """
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     def plain() -> Any:
         return httpx.AsyncClient()
