@@ -6,7 +6,7 @@ httpx client, for asyncio and sync code. Everything public is re-exported here; 
 
 from __future__ import annotations
 
-from ._adaptive import AdaptiveTimeout
+from ._adaptive import AdaptiveTimeout, AdaptiveTimeoutKey
 from ._backoff import Backoff, Jitter
 from ._breaker import CircuitBreaker, CircuitState, CircuitStatistics
 from ._budget import RatioRetryBudget, RetryBudget, RetryBudgetStatistics
@@ -53,6 +53,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveTimeout",
+    "AdaptiveTimeoutKey",
     "Backoff",
     "Bulkhead",
     "BulkheadFullError",
