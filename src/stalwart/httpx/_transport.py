@@ -20,9 +20,10 @@ import asyncio
 import random as _random
 from asyncio import current_task, get_running_loop
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 import httpx
+
 from stalwart._breaker import CircuitState
 from stalwart._clock import SYSTEM_CLOCK, Clock
 from stalwart._deadline import ambient_enforced, current_deadline
@@ -34,8 +35,6 @@ from stalwart._types import NEVER_HANDLED
 from ._classify import is_breaker_failure_exception, is_retryable_exception, request_was_not_sent
 from ._config import ResilienceConfig
 from ._origin import (
-    ATTEMPT_VALUES,
-    ATTEMPTS_CACHED,
     AsyncFallback,
     SyncFallback,
     TransportCore,
@@ -152,14 +151,13 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         breaker = origin.breaker
         bulkhead = origin.bulkhead
         inner = self._transport
-        clock = self._clock
         monotonic = self._monotonic
         read = self._config.read_response
         timeout = self._timeout
         header = self._attempt_header
         ambient = current_deadline()
         replayable = True
-        if self._rules.max_attempts > 1 and not isinstance(request.stream, httpx.ByteStream):
+        if self._buffer and not isinstance(request.stream, httpx.ByteStream):
             replayable = isinstance(request.stream, httpx.AsyncByteStream)
             if replayable:
                 await request.aread()  # retries resend these very bytes
@@ -178,11 +176,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                 if limit is None or left < limit:
                     limit = left
                     binding = True
-            if header is not None:
-                request.headers[header] = ATTEMPT_VALUES[attempt] if attempt < ATTEMPTS_CACHED else str(attempt)
-            if binding:  # the attempt's own timeout is enforced by the watchdog; a tighter deadline clamps httpx's
-                clamp_timeouts(request, left)
-            # (issue 6: the Request-Deadline-Ms header is stamped here, from the same limit)
+                    clamp_timeouts(request, left)  # the attempt's own timeout is the watchdog's to enforce
             if breaker is not None:
                 permit = breaker.acquire()  # CircuitOpenError ends the retries
             if bulkhead is not None:
@@ -192,17 +186,22 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     if breaker is not None:
                         breaker.release(permit)
                     raise
+            # Headers for this attempt only (issue 6 adds Request-Deadline-Ms here, computed from `limit`).
+            stamp = None if header is None else header.stamp(request, attempt)
             dog = None
             if limit is not None and not (binding and ambient_enforced()):
                 # The attempt's own limit; a tighter ambient deadline already enforced by an enclosing async
-                # scope of this task is left to that scope (its expiry is its own error).
+                # scope of this task is left to that scope (its expiry is its own error). Inlined Watchdog.watch.
                 loop = get_running_loop()
-                task = cast("asyncio.Task[object]", current_task(loop))
                 dog = self._watchdog
                 if dog is None or dog.loop is not loop:
                     dog = self._watchdog = Watchdog(loop)
+                task: asyncio.Task[Any] = current_task(loop)  # type: ignore[assignment]
                 cancelling = task.cancelling()
-                dog.watch(task, limit)
+                due = loop.time() + limit
+                dog.due[task] = due
+                if due < dog.when:
+                    dog.arm(due)
             began = monotonic()
             if attempt == 1:
                 start = began
@@ -211,11 +210,13 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                 if read:
                     await response.aread()
             except BaseException as exc:
+                if header is not None:
+                    header.unstamp(request, stamp)
                 error: BaseException = exc
                 # Only the cancellation the watchdog caused becomes DeadlineExceeded (as with asyncio.timeout).
                 if (
                     dog is not None
-                    and dog.end(task)
+                    and dog.due.pop(task, None) is None  # gone from the watch: the watchdog cancelled the task
                     and task.uncancel() <= cancelling  # withdraws the watchdog's request in every case
                     and isinstance(exc, asyncio.CancelledError)
                 ):
@@ -251,7 +252,9 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     raise error from exc
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=error, elapsed=now - start)
             else:
-                if dog is not None and dog.end(task):
+                if header is not None:
+                    header.unstamp(request, stamp)
+                if dog is not None and dog.due.pop(task, None) is None:
                     task.uncancel()  # the watchdog fired but the inner transport swallowed the cancellation
                 if bulkhead is not None:
                     bulkhead.release()
@@ -275,7 +278,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                 await discard_async(response)  # closed (its connection back in the pool) before sleeping
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
             previous = decision.backoff_delay
-            await clock.asleep(decision.delay)
+            await self._clock.asleep(decision.delay)
 
     async def aclose(self) -> None:
         """Close the inner transport."""
@@ -345,14 +348,13 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
         breaker = origin.breaker
         bulkhead = origin.bulkhead
         inner = self._transport
-        clock = self._clock
         monotonic = self._monotonic
         read = self._config.read_response
         timeout = self._timeout
         header = self._attempt_header
         ambient = current_deadline()
         replayable = True
-        if self._rules.max_attempts > 1 and not isinstance(request.stream, httpx.ByteStream):
+        if self._buffer and not isinstance(request.stream, httpx.ByteStream):
             replayable = isinstance(request.stream, httpx.SyncByteStream)
             if replayable:
                 request.read()  # retries resend these very bytes
@@ -369,11 +371,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     raise _expired(attempt)
                 if limit is None or left < limit:
                     limit = left
-            if header is not None:
-                request.headers[header] = ATTEMPT_VALUES[attempt] if attempt < ATTEMPTS_CACHED else str(attempt)
             if limit is not None:  # sync code cannot be pre-empted: httpx's timeouts carry the attempt's limit
                 clamp_timeouts(request, limit)
-            # (issue 6: the Request-Deadline-Ms header is stamped here, from the same limit)
             if breaker is not None:
                 permit = breaker.acquire()  # CircuitOpenError ends the retries
             if bulkhead is not None:
@@ -383,6 +382,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     if breaker is not None:
                         breaker.release(permit)
                     raise
+            # Headers for this attempt only (issue 6 adds Request-Deadline-Ms here, computed from `limit`).
+            stamp = None if header is None else header.stamp(request, attempt)
             began = monotonic()
             if attempt == 1:
                 start = began
@@ -391,6 +392,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                 if read:
                     response.read()
             except BaseException as exc:
+                if header is not None:
+                    header.unstamp(request, stamp)
                 if bulkhead is not None:
                     bulkhead.release()
                 now = monotonic()
@@ -418,6 +421,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     raise
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=exc, elapsed=now - start)
             else:
+                if header is not None:
+                    header.unstamp(request, stamp)
                 if bulkhead is not None:
                     bulkhead.release()
                 status = response.status_code
@@ -440,7 +445,7 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                 discard_sync(response)  # closed (its connection back in the pool) before sleeping
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
             previous = decision.backoff_delay
-            clock.sleep(decision.delay)
+            self._clock.sleep(decision.delay)
 
     def close(self) -> None:
         """Close the inner transport."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 __all__ = ["Watchdog"]
 
@@ -26,47 +27,56 @@ _EARLY = 1e-3
 
 
 class Watchdog:
-    """Cancels the tasks of watched attempts when their time is up; bound to one event loop."""
+    """Cancels the tasks of watched attempts when their time is up; bound to one event loop.
 
-    __slots__ = ("_due", "_handle", "_when", "loop")
+    The driver inlines :meth:`watch` and :meth:`end` on its hot path through the attributes below.
+
+    Attributes:
+        loop: the event loop this watchdog's timer runs on.
+        due: task → loop time its attempt must end by, for every attempt under watch.
+        when: loop time the timer is armed for (``inf``: not armed).
+    """
+
+    __slots__ = ("_handle", "due", "loop", "when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._due: dict[asyncio.Task[object], float] = {}
+        self.due: dict[asyncio.Task[Any], float] = {}
         self._handle: asyncio.TimerHandle | None = None
-        self._when = math.inf
+        self.when = math.inf
 
-    def watch(self, task: asyncio.Task[object], seconds: float) -> None:
+    def watch(self, task: asyncio.Task[Any], seconds: float) -> None:
         """Watch the attempt ``task`` is starting, due ``seconds`` from now; end the watch with :meth:`end`."""
         at = self.loop.time() + seconds
-        self._due[task] = at
-        if at < self._when:
-            self._arm(at)
+        self.due[task] = at
+        if at < self.when:
+            self.arm(at)
 
-    def end(self, task: asyncio.Task[object]) -> bool:
+    def end(self, task: asyncio.Task[Any]) -> bool:
         """End the watch of ``task``'s attempt (it finished, however); True when the watchdog cancelled it.
 
         An ended watch leaves the timer armed: when it fires it simply finds nothing due.
         """
-        return self._due.pop(task, None) is None
+        return self.due.pop(task, None) is None
 
-    def _arm(self, when: float) -> None:
+    def arm(self, when: float) -> None:
+        """(Re-)arm the timer for loop time ``when``, earlier than the time it is armed for."""
         if self._handle is not None:
             self._handle.cancel()
-        self._when = when
+        self.when = when
         self._handle = self.loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
-        self._when = math.inf
-        due = self.loop.time() + _EARLY
+        self.when = math.inf
+        now = self.loop.time() + _EARLY
         earliest = math.inf
-        watched = self._due
+        watched = self.due
         for task, at in list(watched.items()):
-            if at <= due:
+            if at <= now:
                 del watched[task]
                 task.cancel()
             elif at < earliest:
                 earliest = at
         if earliest < math.inf:
-            self._arm(earliest)
+            self.arm(earliest)
