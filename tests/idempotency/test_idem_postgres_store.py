@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from idem_durable import postgres_schema, postgres_store
+from idem_durable import claim_from_processes, postgres_schema, postgres_store
 from psycopg import sql
 
 from stalwart import StoreUnavailable
@@ -265,3 +265,14 @@ async def test_store_times_are_the_servers(store: PostgresStore, database_url: s
     # Both read the same server clock a few milliseconds apart; the client's clock is never consulted.
     assert abs(result.now - server_now) < 60
     assert result.record.lease_expires_at == pytest.approx(result.now + 30.0, abs=1e-3)
+
+
+@pytest.mark.slow
+async def test_claims_from_several_processes_have_one_winner_per_record(
+    store: PostgresStore, database_url: str
+) -> None:
+    await store.now()  # creates the schema before the workers start
+    wins = await claim_from_processes("postgres", database_url, store.schema, processes=4, records=25)
+    assert sorted(record for record, _, _ in wins) == list(range(25))  # exactly one winner per record
+    fences = [fence for _, _, fence in wins]
+    assert len(set(fences)) == len(fences)

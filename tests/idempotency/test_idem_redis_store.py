@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from idem_durable import redis_store
+from idem_durable import claim_from_processes, redis_store
 from redis.crc import key_slot
 
 from stalwart import StoreUnavailable
@@ -299,3 +299,11 @@ async def test_an_existing_client_is_left_open(redis_url: str, unique_prefix: st
         await client.delete(f"{{{unique_prefix}}}:fence")
     finally:
         await client.aclose()
+
+
+@pytest.mark.slow
+async def test_claims_from_several_processes_have_one_winner_per_record(store: RedisStore, redis_url: str) -> None:
+    wins = await claim_from_processes("redis", redis_url, store.prefix, processes=4, records=25)
+    assert sorted(record for record, _, _ in wins) == list(range(25))  # exactly one winner per record
+    fences = [fence for _, _, fence in wins]
+    assert len(set(fences)) == len(fences)
