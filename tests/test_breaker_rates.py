@@ -73,7 +73,7 @@ def test_time_window_with_a_fake_clock(clock: FakeClock, caplog: pytest.LogCaptu
     clock.advance(5.0)
     outcomes(breaker, "f")  # 2 of 4
     assert breaker.state is sw.CircuitState.OPEN
-    assert "closed -> open (failure_rate)" in caplog.text
+    assert "closed -> open (failure_rate 50.0%)" in caplog.text
 
 
 def test_statistics_apply_the_time_window_and_publish_the_transition(clock: FakeClock) -> None:
@@ -92,7 +92,10 @@ def test_statistics_apply_the_time_window_and_publish_the_transition(clock: Fake
     finally:
         sw.remove_hook(received.append)
     assert stats.state is sw.CircuitState.OPEN
-    assert [type(e).__name__ for e in received] == ["CircuitStateChanged"]
+    assert received == [
+        sw.CircuitRateExceeded("evict", "failure_rate", 100.0, 60.0),
+        sw.CircuitStateChanged("evict", "closed", "open", 1002.0, "failure_rate"),
+    ]
 
 
 def test_slow_calls_open_the_breaker(clock: FakeClock) -> None:

@@ -15,6 +15,8 @@ from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._deadline import Deadline, current_deadline, deadline, remaining_time, without_deadline
 from ._events import (
     CallRejected,
+    CircuitCallRecorded,
+    CircuitRateExceeded,
     CircuitStateChanged,
     DeadlineExpired,
     Event,
@@ -60,7 +62,9 @@ __all__ = [
     "BulkheadStatistics",
     "CallRejected",
     "CircuitBreaker",
+    "CircuitCallRecorded",
     "CircuitOpenError",
+    "CircuitRateExceeded",
     "CircuitState",
     "CircuitStateChanged",
     "CircuitStatistics",

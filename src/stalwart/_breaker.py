@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
+from . import _events
 from ._breaker_settings import (
     BreakerSettings,
     CircuitBreakerConfig,
@@ -33,7 +34,7 @@ from ._breaker_settings import (
 from ._breaker_state import BreakerMachine
 from ._breaker_wrap import decorate
 from ._clock import SYSTEM_CLOCK, Clock
-from ._events import CallRejected, CircuitStateChanged, emit, hooks_installed
+from ._events import CallRejected, CircuitCallRecorded, CircuitRateExceeded, CircuitStateChanged, emit
 from ._exceptions import CircuitOpenError, Rejected
 from ._policy import Policy
 from ._types import NEVER_HANDLED, ExceptionPredicate, ExceptionSpec, compile_exception_spec
@@ -200,10 +201,22 @@ class CircuitBreaker(Policy):
     # --- events --------------------------------------------------------------------------------------------------
 
     def _publish(self, changes: list[Transition]) -> None:
-        for before, after, at, reason in changes:
-            logger.log(_LOG_LEVELS[after], "circuit breaker %r: %s -> %s (%s)", self.name, before, after, reason)
-            if hooks_installed():
-                emit(CircuitStateChanged(self.name, before.value, after.value, at))
+        name = self.name
+        for before, after, at, reason, rate in changes:
+            if rate is None:
+                logger.log(_LOG_LEVELS[after], "circuit breaker %r: %s -> %s (%s)", name, before, after, reason)
+            else:
+                logger.log(
+                    _LOG_LEVELS[after], "circuit breaker %r: %s -> %s (%s %.1f%%)", name, before, after, reason, rate
+                )
+            if _events._installed:
+                if rate is not None:  # the rate that reached its threshold: "failure_rate" or "slow_call_rate"
+                    settings = self._core.settings
+                    if reason == "failure_rate":
+                        emit(CircuitRateExceeded(name, "failure_rate", rate, settings.failure_rate_threshold))
+                    else:
+                        emit(CircuitRateExceeded(name, "slow_call_rate", rate, settings.slow_call_rate_threshold))
+                emit(CircuitStateChanged(name, before.value, after.value, at, reason))
 
     def _window_success(self, permit: Permit) -> None:
         """A success of a rate model in CLOSED/METRICS_ONLY (``permit == window_epoch`` when read)."""
@@ -247,7 +260,7 @@ class CircuitBreaker(Policy):
         now = self._monotonic()
         until = core.reject_until
         if now < until:  # inside the open period: no lock needed to refuse
-            if hooks_installed():
+            if _events._installed:
                 emit(CallRejected(self.name, "circuit_open"))
             raise CircuitOpenError(self.name, until - now)
         with self._lock:
@@ -257,44 +270,27 @@ class CircuitBreaker(Policy):
         if changes is not None:
             self._publish(changes)
         if permit is None:
-            if hooks_installed():
+            if _events._installed:
                 emit(CallRejected(self.name, "circuit_open"))
             raise CircuitOpenError(self.name, retry_after)
         return permit
 
     def record_success(self, permit: Permit, duration: float = 0.0) -> None:
         """Record that the call made under ``permit`` succeeded; ``duration`` in seconds (for slow-call rules)."""
-        core = self._core
-        if permit == core.quiet_epoch:
-            core.calls += 1
-            return
-        now = self._monotonic()
-        with self._lock:
-            if permit == core.window_epoch and not self._timed:
-                core.window_success(permit, now)
-            else:
-                core.success(permit, now, duration)
-            changes = core.take_changes()
-        if changes is not None:
-            self._publish(changes)
+        self._success(permit, duration)
 
     def record_failure(self, permit: Permit, duration: float = 0.0) -> None:
         """Record that the call made under ``permit`` failed; ``duration`` in seconds."""
-        core = self._core
-        now = self._monotonic()
-        with self._lock:
-            core.failure(permit, now, duration)
-            changes = core.take_changes()
-        if changes is not None:
-            self._publish(changes)
+        self._failure(permit, duration)
 
     def release(self, permit: Permit) -> None:
         """The call made under ``permit`` ended without an outcome (cancelled, excluded): return the permit."""
         core = self._core
-        if permit == core.fast_epoch:  # nothing is held for a permit granted without bookkeeping
-            return
-        with self._lock:
-            core.release(permit)
+        if permit != core.fast_epoch:  # nothing is held for a permit granted without bookkeeping
+            with self._lock:
+                core.release(permit)
+        if _events._installed:
+            emit(CircuitCallRecorded(self.name, "ignored", None))
 
     def is_failure(self, exc: BaseException) -> bool:
         """Whether ``exc`` counts as a failure under the ``on``/``exclude`` rules (never for cancellation or
@@ -302,20 +298,49 @@ class CircuitBreaker(Policy):
         exclude = self._exclude
         return self._on(exc) and not (exclude is not None and exclude(exc))
 
-    # --- outcome classification ----------------------------------------------------------------------------------
+    # --- outcomes ------------------------------------------------------------------------------------------------
+    # ``duration`` is ``None`` when the call was not timed (no hook installed, slow calls not tracked).
 
-    def _record_exception(self, permit: Permit, exc: BaseException, start: float) -> None:
-        duration = self._monotonic() - start if self._timed else 0.0
+    def _success(self, permit: Permit, duration: float | None) -> None:
+        core = self._core
+        if permit == core.quiet_epoch:
+            core.calls += 1
+        else:
+            now = self._monotonic()
+            with self._lock:
+                if permit == core.window_epoch and not self._timed:
+                    core.window_success(permit, now)
+                else:
+                    core.success(permit, now, 0.0 if duration is None else duration)
+                changes = core.take_changes()
+            if changes is not None:
+                self._publish(changes)
+        if _events._installed:
+            emit(CircuitCallRecorded(self.name, "success", duration))
+
+    def _failure(self, permit: Permit, duration: float | None) -> None:
+        core = self._core
+        now = self._monotonic()
+        with self._lock:
+            core.failure(permit, now, 0.0 if duration is None else duration)
+            changes = core.take_changes()
+        if changes is not None:
+            self._publish(changes)
+        if _events._installed:
+            emit(CircuitCallRecorded(self.name, "failure", duration))
+
+    def _record_exception(self, permit: Permit, exc: BaseException, start: float | None) -> None:
+        duration = None if start is None else self._monotonic() - start
         exclude = self._exclude
         if isinstance(exc, _NOT_COUNTED) or (exclude is not None and exclude(exc)):
             self.release(permit)
         elif self._on(exc):
-            self.record_failure(permit, duration)
+            self._failure(permit, duration)
         else:
-            self.record_success(permit, duration)
+            self._success(permit, duration)
 
-    def _record_result(self, permit: Permit, result: object, start: float) -> None:
-        duration = self._monotonic() - start if self._timed else 0.0
+    def _record_result(self, permit: Permit, result: object, start: float | None) -> None:
+        duration = None if start is None else self._monotonic() - start
         on_result = self._on_result
         if on_result is not None:
             try:
@@ -324,11 +349,12 @@ class CircuitBreaker(Policy):
                 self.release(permit)
                 raise
             if failed:
-                self.record_failure(permit, duration)
+                self._failure(permit, duration)
                 return
-        self.record_success(permit, duration)
+        self._success(permit, duration)
 
     # --- policy entry points -------------------------------------------------------------------------------------
+    # The hot paths below are repeated in ``_breaker_wrap.decorate``; keep them in step.
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call the sync function ``fn(*args, **kwargs)`` through the breaker.
@@ -340,18 +366,20 @@ class CircuitBreaker(Policy):
         permit = core.fast_epoch
         if permit < 0:
             permit = self._acquire_slow()
-        start = self._monotonic() if self._timed else 0.0
+        start = self._monotonic() if self._timed or _events._installed else None
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             self._record_exception(permit, exc, start)
             raise
-        if permit == core.quiet_epoch and self._plain:
-            core.calls += 1
-        elif permit == core.window_epoch and self._plain:
-            self._window_success(permit)
-        else:
-            self._record_result(permit, result, start)
+        if start is None and self._plain:
+            if permit == core.quiet_epoch:
+                core.calls += 1
+                return result
+            if permit == core.window_epoch:
+                self._window_success(permit)
+                return result
+        self._record_result(permit, result, start)
         return result
 
     async def run(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -364,18 +392,20 @@ class CircuitBreaker(Policy):
         permit = core.fast_epoch
         if permit < 0:
             permit = self._acquire_slow()
-        start = self._monotonic() if self._timed else 0.0
+        start = self._monotonic() if self._timed or _events._installed else None
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             self._record_exception(permit, exc, start)
             raise
-        if permit == core.quiet_epoch and self._plain:
-            core.calls += 1
-        elif permit == core.window_epoch and self._plain:
-            self._window_success(permit)
-        else:
-            self._record_result(permit, result, start)
+        if start is None and self._plain:
+            if permit == core.quiet_epoch:
+                core.calls += 1
+                return result
+            if permit == core.window_epoch:
+                self._window_success(permit)
+                return result
+        self._record_result(permit, result, start)
         return result
 
     @overload

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
 from ._clock import Clock
 from ._config import check_int, check_percent, to_seconds, to_seconds_or_none
@@ -51,12 +51,24 @@ class CircuitState(StrEnum):
     FORCED_OPEN = "forced_open"
 
 
-Transition: TypeAlias = tuple[CircuitState, CircuitState, float, str]
-"""``(from_state, to_state, at, reason)``: a transition for the driver to log and emit; ``at`` is ``now``.
+class Transition(NamedTuple):
+    """A transition for the driver to log and emit.
 
-Reasons: ``"consecutive_failures"``, ``"failure_rate"``, ``"slow_call_rate"``, ``"reset_timeout"`` (OPEN →
-HALF_OPEN), ``"probes_failed"``, ``"probes_succeeded"``, ``"max_half_open_wait"``, ``"manual"``.
-"""
+    Attributes:
+        before: the state left.
+        after: the state entered.
+        at: ``now`` when it happened (seconds on the breaker's clock).
+        reason: ``"consecutive_failures"``, ``"failure_rate"``, ``"slow_call_rate"``, ``"reset_timeout"`` (OPEN →
+            HALF_OPEN), ``"probes_failed"``, ``"probes_succeeded"``, ``"max_half_open_wait"`` or ``"manual"``.
+        rate: for ``"failure_rate"``/``"slow_call_rate"``, the rate in percent that reached the threshold (over the
+            window; for probes, over the HALF_OPEN window of ``half_open_max_calls``), else ``None``.
+    """
+
+    before: CircuitState
+    after: CircuitState
+    at: float
+    reason: str
+    rate: float | None = None
 
 
 @runtime_checkable

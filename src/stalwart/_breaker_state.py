@@ -133,7 +133,7 @@ class BreakerMachine:
         duration = float(timeout.delay(self.openings, self.last_open_duration, self._random))
         return duration if duration >= 0.0 else 0.0  # also maps NaN to 0.0
 
-    def _move(self, to: CircuitState, now: float, reason: str) -> None:
+    def _move(self, to: CircuitState, now: float, reason: str, rate: float | None = None) -> None:
         """Enter ``to`` (a new epoch even when ``to`` is the current state) and queue the transition."""
         # Readers without the lock look at fast_epoch/quiet_epoch/reject_until only: clear them before the epoch
         # changes and set them after, so a racing reader sees the old epoch or the new state, never a mixture.
@@ -164,7 +164,7 @@ class BreakerMachine:
                 self.openings = 0
                 self.last_open_duration = 0.0
         if before is not to:
-            self.changes.append((before, to, now, reason))
+            self.changes.append(Transition(before, to, now, reason, rate))
         if to is _CLOSED or to is _DISABLED or to is _METRICS_ONLY:
             if self.inflight is None or to is _DISABLED:
                 self.fast_epoch = self.epoch
@@ -351,12 +351,11 @@ class BreakerMachine:
             return False
         settings = self.settings
         if rate_exceeded(calls, window.failures, settings.failure_rate_threshold):
-            self._move(_OPEN, now, "failure_rate")
+            self._move(_OPEN, now, "failure_rate", 100.0 * window.failures / calls)
             return True
-        if settings.slow_call_duration is not None and rate_exceeded(
-            calls, window.slow + overdue, settings.slow_call_rate_threshold
-        ):
-            self._move(_OPEN, now, "slow_call_rate")
+        slow = window.slow + overdue
+        if settings.slow_call_duration is not None and rate_exceeded(calls, slow, settings.slow_call_rate_threshold):
+            self._move(_OPEN, now, "slow_call_rate", 100.0 * slow / calls)
             return True
         return False
 
@@ -369,9 +368,9 @@ class BreakerMachine:
         slow_threshold = settings.slow_call_rate_threshold
         tracks_slow = settings.slow_call_duration is not None
         if rate_exceeded(size, self.failed, threshold):
-            self._move(_OPEN, now, "failure_rate")
+            self._move(_OPEN, now, "failure_rate", 100.0 * self.failed / size)
         elif tracks_slow and rate_exceeded(size, self.slow, slow_threshold):
-            self._move(_OPEN, now, "slow_call_rate")
+            self._move(_OPEN, now, "slow_call_rate", 100.0 * self.slow / size)
         elif not rate_exceeded(size, self.failed + remaining, threshold) and not (
             tracks_slow and rate_exceeded(size, self.slow + remaining, slow_threshold)
         ):

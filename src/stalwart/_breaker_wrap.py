@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
+from . import _events
 from ._policy import check_decoratable
 
 if TYPE_CHECKING:
@@ -53,15 +54,50 @@ def decorate(breaker: CircuitBreaker, fn: Callable[P, Any]) -> Callable[P, Any]:
             permit = core.fast_epoch
             if permit < 0:
                 permit = acquire_slow()
-            start = monotonic() if timed else 0.0
+            start = monotonic() if timed or _events._installed else None
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 record_exception(permit, exc, start)
                 raise
-            if permit == core.quiet_epoch and plain:
+            if start is None and plain:  # not timed: no hook installed, slow calls not tracked
+                if permit == core.quiet_epoch:
+                    core.calls += 1
+                    return result
+                if permit == core.window_epoch:
+                    lock_acquire()
+                    try:
+                        if permit == core.window_epoch:
+                            if add_success(monotonic() if window_now else 0.0):
+                                core.judge(monotonic())
+                        else:  # the breaker changed state meanwhile
+                            core.success(permit, monotonic())
+                    finally:
+                        lock_release()
+                    if core.changes:
+                        drain()
+                    return result
+            record_result(permit, result, start)
+            return result
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        permit = core.fast_epoch
+        if permit < 0:
+            permit = acquire_slow()
+        start = monotonic() if timed or _events._installed else None
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            record_exception(permit, exc, start)
+            raise
+        if start is None and plain:  # not timed: no hook installed, slow calls not tracked
+            if permit == core.quiet_epoch:
                 core.calls += 1
-            elif permit == core.window_epoch and plain:
+                return result
+            if permit == core.window_epoch:
                 lock_acquire()
                 try:
                     if permit == core.window_epoch:
@@ -73,39 +109,8 @@ def decorate(breaker: CircuitBreaker, fn: Callable[P, Any]) -> Callable[P, Any]:
                     lock_release()
                 if core.changes:
                     drain()
-            else:
-                record_result(permit, result, start)
-            return result
-
-        return async_wrapper
-
-    @functools.wraps(fn)
-    def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-        permit = core.fast_epoch
-        if permit < 0:
-            permit = acquire_slow()
-        start = monotonic() if timed else 0.0
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            record_exception(permit, exc, start)
-            raise
-        if permit == core.quiet_epoch and plain:
-            core.calls += 1
-        elif permit == core.window_epoch and plain:
-            lock_acquire()
-            try:
-                if permit == core.window_epoch:
-                    if add_success(monotonic() if window_now else 0.0):
-                        core.judge(monotonic())
-                else:  # the breaker changed state meanwhile
-                    core.success(permit, monotonic())
-            finally:
-                lock_release()
-            if core.changes:
-                drain()
-        else:
-            record_result(permit, result, start)
+                return result
+        record_result(permit, result, start)
         return result
 
     return cast("Callable[P, Any]", sync_wrapper)

@@ -15,7 +15,9 @@ event                 emitted when
 RetryScheduled        a retry will happen after ``delay`` seconds
 RetryGaveUp           a retrying call stops and lets its last outcome through
 RetryBudgetExhausted  a retry was suppressed because the retry budget was spent
-CircuitStateChanged   a circuit breaker changed state
+CircuitStateChanged   a circuit breaker changed state (with the reason)
+CircuitCallRecorded   a circuit breaker recorded a call's outcome (``success``, ``failure``, ``ignored``)
+CircuitRateExceeded   a breaker's failure rate or slow-call rate reached its threshold (it opens)
 CallRejected          a call was refused locally (``circuit_open``, ``bulkhead_full``, ``budget``)
 DeadlineExpired       a stalwart deadline or timeout cancelled work
 IdempotentReplay      a stored response was replayed for a repeated idempotency key
@@ -31,6 +33,8 @@ from typing import Literal, TypeAlias
 
 __all__ = [
     "CallRejected",
+    "CircuitCallRecorded",
+    "CircuitRateExceeded",
     "CircuitStateChanged",
     "DeadlineExpired",
     "Event",
@@ -112,12 +116,50 @@ class CircuitStateChanged:
         from_state: previous state value (``"closed"``, ``"open"``, ``"half_open"``, ...).
         to_state: new state value.
         at: monotonic time of the transition, seconds.
+        reason: why: ``"consecutive_failures"``, ``"failure_rate"``, ``"slow_call_rate"``, ``"reset_timeout"``
+            (OPEN → HALF_OPEN), ``"probes_failed"``, ``"probes_succeeded"``, ``"max_half_open_wait"`` or
+            ``"manual"`` (``reset()``, ``force_open()``, ``transition_to()``, ...).
     """
 
     name: str
     from_state: str
     to_state: str
     at: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitCallRecorded:
+    """A circuit breaker recorded the outcome of a call it admitted (resilience4j's success/error/ignored events).
+
+    Attributes:
+        name: the breaker's name.
+        outcome: ``"success"``, ``"failure"`` or ``"ignored"`` (cancelled, excluded exception: neither).
+        duration: the call's duration in seconds when measured (hooks installed, or slow calls tracked; the
+            low-level ``record_*`` API reports what its caller passed), else ``None``.
+    """
+
+    name: str
+    outcome: Literal["success", "failure", "ignored"]
+    duration: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitRateExceeded:
+    """A circuit breaker's failure rate or slow-call rate reached its threshold; a ``CircuitStateChanged`` to
+    ``"open"`` follows.
+
+    Attributes:
+        name: the breaker's name.
+        kind: ``"failure_rate"`` or ``"slow_call_rate"``.
+        rate: the rate, percent.
+        threshold: the threshold it reached, percent.
+    """
+
+    name: str
+    kind: Literal["failure_rate", "slow_call_rate"]
+    rate: float
+    threshold: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +204,8 @@ Event: TypeAlias = (
     | RetryGaveUp
     | RetryBudgetExhausted
     | CircuitStateChanged
+    | CircuitCallRecorded
+    | CircuitRateExceeded
     | CallRejected
     | DeadlineExpired
     | IdempotentReplay

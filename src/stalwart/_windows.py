@@ -190,6 +190,7 @@ class TimeAggregator:
     __slots__ = (
         "_calls",
         "_failures",
+        "_head_calls",
         "_index",
         "_newest",
         "_next",
@@ -210,6 +211,7 @@ class TimeAggregator:
         self._newest = -(2**62)  # the second of the newest bucket
         self._next = float(self._newest + 1)  # when the next bucket starts
         self._index = 0  # the newest bucket's index: _newest % seconds
+        self._head_calls = 0  # the newest bucket's calls, kept out of the list until the next bucket starts
         self.calls = 0
         self.failures = 0
         self.slow = 0
@@ -223,6 +225,8 @@ class TimeAggregator:
             return False
         n = self.seconds
         evicted = False
+        self._calls[self._index] += self._head_calls
+        self._head_calls = 0
         if second - newest >= n:
             if self.calls:
                 self.reset()
@@ -249,7 +253,7 @@ class TimeAggregator:
         """
         evicted = self.advance(now) if now >= self._next else False
         i = self._index
-        self._calls[i] += 1
+        self._head_calls += 1
         self.calls += 1
         if outcome:
             if outcome & FAILED:
@@ -265,7 +269,7 @@ class TimeAggregator:
         when older outcomes have just left the window or the window has just reached ``judge_from`` calls, and it
         holds a failure or slow call."""
         evicted = self.advance(now) if now >= self._next else False
-        self._calls[self._index] += 1
+        self._head_calls += 1
         self.calls += 1
         return (evicted or self.calls == self.judge_from) and bool(self.failures or self.slow)
 
@@ -275,7 +279,7 @@ class TimeAggregator:
         self._calls = [0] * n
         self._failures = [0] * n
         self._slow = [0] * n
-        self.calls = self.failures = self.slow = 0
+        self._head_calls = self.calls = self.failures = self.slow = 0
 
 
 WindowAggregator: TypeAlias = CountAggregator | TimeAggregator

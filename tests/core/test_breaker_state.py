@@ -137,9 +137,9 @@ def test_epoch_changes_on_every_transition_and_changes_are_queued() -> None:
     epochs.append(m.epoch)
     assert len(set(epochs)) == 4
     assert m.take_changes() == [
-        (CLOSED, OPEN, 0.0, "consecutive_failures"),
-        (OPEN, HALF_OPEN, 2.0, "reset_timeout"),
-        (HALF_OPEN, CLOSED, 2.5, "probes_succeeded"),
+        (CLOSED, OPEN, 0.0, "consecutive_failures", None),
+        (OPEN, HALF_OPEN, 2.0, "reset_timeout", None),
+        (HALF_OPEN, CLOSED, 2.5, "probes_succeeded", None),
     ]
 
 
@@ -328,8 +328,8 @@ def test_take_changes_never_hands_out_the_live_queue() -> None:
     assert m.take_changes() is None
     run(m, "f", now=1.0)
     taken = m.take_changes()
-    assert taken == [(CLOSED, OPEN, 1.0, "consecutive_failures")]
+    assert taken == [(CLOSED, OPEN, 1.0, "consecutive_failures", None)]
     assert m.take_changes() is None
     m.transition_to(CLOSED, 2.0)
-    assert taken == [(CLOSED, OPEN, 1.0, "consecutive_failures")]
-    assert m.take_changes() == [(OPEN, CLOSED, 2.0, "manual")]  # a later transition does not appear in an earlier batch
+    assert taken == [(CLOSED, OPEN, 1.0, "consecutive_failures", None)]  # not in the batch already taken
+    assert m.take_changes() == [(OPEN, CLOSED, 2.0, "manual", None)]

@@ -62,7 +62,7 @@ def test_count_window_opens_at_the_failure_that_reaches_the_threshold() -> None:
     assert m.state is CLOSED
     script(m, "ffff")  # the window is now 5 successes and 5 failures
     assert m.state is OPEN
-    assert m.take_changes() == [(CLOSED, OPEN, 0.0, "failure_rate")]
+    assert m.take_changes() == [(CLOSED, OPEN, 0.0, "failure_rate", 50.0)]
 
 
 def test_count_window_smaller_than_minimum_calls_judges_when_full() -> None:
@@ -115,7 +115,7 @@ def test_statistics_advance_applies_the_rules_like_a_call() -> None:
     assert m.counts(1.5) == (4, 2, 0)
     m.counts(2.5)  # second 0 left: 2/2 failed
     assert m.state is OPEN
-    assert m.take_changes() == [(CLOSED, OPEN, 2.5, "failure_rate")]
+    assert m.take_changes() == [(CLOSED, OPEN, 2.5, "failure_rate", 100.0)]
 
 
 # --- slow calls ----------------------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def test_slow_successes_count_in_the_slow_call_rate() -> None:
     assert m.state is CLOSED
     call(m, "s", duration=3.0)  # 5/10 slow
     assert m.state is OPEN
-    assert m.take_changes() == [(CLOSED, OPEN, 0.0, "slow_call_rate")]
+    assert m.take_changes() == [(CLOSED, OPEN, 0.0, "slow_call_rate", 50.0)]
 
 
 def test_a_slow_failure_counts_as_failed_and_slow() -> None:
@@ -159,7 +159,7 @@ def test_calls_in_progress_count_as_slow_before_they_end() -> None:
     script(m2, "s", now=1.0)
     assert m2.acquire(5.0) is None  # 3 overdue of 4: the breaker opens before any of them ends
     assert m2.state is OPEN
-    assert m2.take_changes() == [(CLOSED, OPEN, 5.0, "slow_call_rate")]
+    assert m2.take_changes() == [(CLOSED, OPEN, 5.0, "slow_call_rate", 75.0)]
     m2.success(hung2[0], 6.0, 6.0)  # type: ignore[arg-type]  # stale now
     assert m2.state is OPEN
 
@@ -231,7 +231,10 @@ def test_rate_model_probes_judge_slowness() -> None:
     m.success(permits[0], 1.0, 2.0)  # type: ignore[arg-type]
     m.success(permits[1], 1.0, 2.0)  # type: ignore[arg-type]
     assert m.state is OPEN
-    assert m.take_changes() == [(OPEN, HALF_OPEN, 1.0, "reset_timeout"), (HALF_OPEN, OPEN, 1.0, "slow_call_rate")]
+    assert m.take_changes() == [
+        (OPEN, HALF_OPEN, 1.0, "reset_timeout", None),
+        (HALF_OPEN, OPEN, 1.0, "slow_call_rate", 50.0),
+    ]
 
 
 def test_half_open_statistics_are_the_probes() -> None:
