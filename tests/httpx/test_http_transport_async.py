@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
 from _http_harness import NO_JITTER, Harness
 
-import httpx
 from stalwart import BulkheadFullError, DeadlineExceeded, RetryGaveUp, RetryScheduled, add_hook, deadline, remove_hook
 from stalwart._breaker import CircuitState
 from stalwart.httpx import ResilienceConfig, ResilientTransport
@@ -228,3 +228,36 @@ async def test_testing_mode_caps_attempts_and_skips_sleeps() -> None:
     assert response.status_code == 503
     assert h.upstream.calls == 2
     assert h.clock.sleeps == [0.0]
+
+
+class Scripted(httpx.AsyncBaseTransport):
+    """Answers from a script without reading the request body (so any body flavour can be sent)."""
+
+    def __init__(self, steps: list[Any]) -> None:
+        self.steps = steps
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        step = self.steps[min(self.calls, len(self.steps) - 1)]
+        self.calls += 1
+        if isinstance(step, BaseException):
+            raise step
+        return httpx.Response(step)
+
+
+async def test_a_body_that_cannot_be_read_ahead_is_sent_once() -> None:
+    inner = Scripted([503, 200])
+    h = Harness("async", inner=inner)
+    request = httpx.Request("PUT", URL, content=iter([b"a", b"b"]))  # a sync iterator: not for the async transport
+    response = await h.send(request)
+    assert response.status_code == 503
+    assert inner.calls == 1
+
+
+async def test_a_body_that_cannot_be_read_ahead_is_resent_after_a_failed_connection() -> None:
+    inner = Scripted([httpx.ConnectError("refused"), 200])
+    h = Harness("async", inner=inner)
+    request = httpx.Request("PUT", URL, content=iter([b"a", b"b"]))
+    response = await h.send(request)
+    assert response.status_code == 200
+    assert inner.calls == 2
