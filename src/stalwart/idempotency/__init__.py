@@ -38,8 +38,10 @@ __all__ = [
     "MemoryStore",
     "Outcome",
     "ParsedKey",
+    "PostgresStore",
     "Record",
     "RecordDecodeError",
+    "RedisStore",
     "Resolver",
     "SQLiteStore",
     "State",
@@ -64,4 +66,12 @@ def __getattr__(name: str) -> Any:
         from ._fastapi import idempotency_state  # noqa: PLC0415 - needs Starlette, imported on first use
 
         return idempotency_state
+    if name == "RedisStore":
+        from .stores.redis import RedisStore  # noqa: PLC0415 - needs redis-py, imported on first use
+
+        return RedisStore
+    if name == "PostgresStore":
+        from .stores.postgres import PostgresStore  # noqa: PLC0415 - needs psycopg, imported on first use
+
+        return PostgresStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
