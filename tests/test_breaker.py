@@ -505,3 +505,29 @@ def test_repr_and_config(clock: FakeClock) -> None:
     assert repr(breaker) == "CircuitBreaker('dep', state='closed')"
     assert breaker.config.failure_threshold == 7
     assert breaker.config.reset_timeout == 5.0
+
+
+def test_reset_timeout_accepts_a_backoff_with_jitter(clock: FakeClock) -> None:
+    draws = iter([0.5, 1.0, 0.25, 0.0])
+    breaker = make(
+        clock,
+        failure_threshold=1,
+        half_open_max_calls=1,
+        success_threshold=1,
+        reset_timeout=sw.Backoff.exponential(initial=10.0, max_delay=60.0, jitter=sw.Jitter.FULL),
+        random=lambda: next(draws),
+    )
+    periods = []
+    for _ in range(3):
+        trip(breaker, 1)
+        retry_after = breaker.statistics().retry_after
+        assert retry_after is not None
+        periods.append(retry_after)
+        clock.advance(retry_after)
+    schedule = sw.Backoff.exponential(initial=10.0, max_delay=60.0)
+    expected, previous = [], 0.0
+    for n, draw in enumerate([0.5, 1.0, 0.25]):
+        previous = schedule.delay(n, previous, lambda d=draw: d)
+        expected.append(previous)
+    assert periods == expected
+    assert len(set(periods)) == 3

@@ -187,3 +187,11 @@ async def test_lifespan_and_websocket_scopes() -> None:
     await app({"type": "websocket", "path": "/health/circuits"}, receive, send)  # type: ignore[arg-type]
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete", "websocket.close"]
     assert "HealthApp" in repr(app)
+
+
+async def test_documented_fastapi_mount(registry: sw.Registry) -> None:
+    app = FastAPI()
+    app.mount("/health", HealthApp(registry))
+    async with client(app) as http:
+        assert (await http.get("/health/circuits")).json()["status"] == "ok"
+        assert (await http.get("/health/bulkheads")).json() == {"reads": {"active": 0, "queued": 0, "available": 50}}
