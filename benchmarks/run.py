@@ -223,6 +223,7 @@ def environment_text() -> str:
             f"date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
             f"machine: {machine()}",
             f"python: {platform.python_implementation()} {platform.python_version()}",
+            f"load average at start (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
             "packages: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         ]
     )
@@ -235,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=float, help="seconds per timed chunk (default 0.02, quick 0.01)")
     parser.add_argument("--only", help="comma-separated groups to run (e.g. retry,breaker-closed,http)")
     parser.add_argument("--no-throughput", action="store_true", help="skip the loopback throughput benchmark")
-    parser.add_argument("--requests", type=int, help="requests per throughput round (default 1500, quick 500)")
-    parser.add_argument("--tp-rounds", type=int, help="throughput rounds (default 5, quick 3)")
+    parser.add_argument("--requests", type=int, help="requests per throughput round (default 1000, quick 500)")
+    parser.add_argument("--tp-rounds", type=int, help="throughput rounds (default 7, quick 3)")
     parser.add_argument("--markdown", help="also write the report as Markdown to this path")
     args = parser.parse_args(argv)
 
@@ -271,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_throughput and (not args.only or "throughput" in args.only or "http" in args.only):
         print("\n  loopback throughput ...", file=sys.stderr, flush=True)
         tp = bench_http.throughput(
-            requests=args.requests or (500 if args.quick else 1500),
-            rounds=args.tp_rounds or (3 if args.quick else 5),
+            requests=args.requests or (500 if args.quick else 1000),
+            rounds=args.tp_rounds or (3 if args.quick else 7),
         )
         print(render_throughput(tp))
 
@@ -307,6 +308,9 @@ def write_markdown(
         render_markdown(tables),
         render_throughput(tp, markdown=True),
         render_targets(outcomes, markdown=True),
+        "",
+        f"Load average at the end (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}. The machine is"
+        " shared: absolute times vary with its load, the ratios within the run are what the targets judge.",
         "",
     ]
     with open(path, "w") as f:
