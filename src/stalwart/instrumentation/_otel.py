@@ -1,0 +1,172 @@
+"""``OpenTelemetryMetrics``: circuit-breaker metrics through the OpenTelemetry metrics API (the ``otel`` extra).
+
+The seed's first exercise, "a circuit breaker with monitoring metrics", with resilience4j's metric set in
+OpenTelemetry naming. It is an event hook (counters and the duration histogram are fed by the breaker's events)
+plus observable gauges read from a :class:`~stalwart.Registry` at each collection (state and rates).
+
+================================================ ========= ====================== ==================================
+instrument                                       unit      kind                   attributes
+================================================ ========= ====================== ==================================
+``stalwart.circuit_breaker.calls``               ``{call}`` counter               ``circuit_breaker.name``,
+                                                                                  ``circuit_breaker.outcome``
+                                                                                  (``success``, ``failure``,
+                                                                                  ``ignored``, ``rejected``)
+``stalwart.circuit_breaker.call.duration``       ``s``     histogram              ``circuit_breaker.name``,
+                                                                                  ``circuit_breaker.outcome``
+                                                                                  (``success``, ``failure``)
+``stalwart.circuit_breaker.state_changes``       ``{transition}`` counter         ``circuit_breaker.name``,
+                                                                                  ``circuit_breaker.state`` (entered)
+``stalwart.circuit_breaker.state``               ``1``     gauge (observable)     ``circuit_breaker.name``,
+                                                                                  ``circuit_breaker.state``: 1 for the
+                                                                                  current state, 0 for the others
+``stalwart.circuit_breaker.failure_rate``        ``%``     gauge (observable)     ``circuit_breaker.name`` (only
+                                                                                  while the breaker judges a rate)
+``stalwart.circuit_breaker.slow_call_rate``      ``%``     gauge (observable)     ``circuit_breaker.name`` (idem)
+``stalwart.circuit_breaker.window.calls``        ``{call}`` gauge (observable)    ``circuit_breaker.name``
+================================================ ========= ====================== ==================================
+
+Attributes are low-cardinality by construction: breaker names (one per dependency or host) and closed sets of
+values. Call durations are measured only while a hook is installed, which installing this one does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+from stalwart import __version__
+from stalwart._breaker_settings import CircuitState
+from stalwart._events import (
+    CallRejected,
+    CircuitCallRecorded,
+    CircuitStateChanged,
+    Event,
+    add_hook,
+    remove_hook,
+)
+
+if TYPE_CHECKING:
+    from stalwart._registry import Registry
+
+__all__ = ["OpenTelemetryMetrics"]
+
+NAME = "circuit_breaker.name"
+OUTCOME = "circuit_breaker.outcome"
+STATE = "circuit_breaker.state"
+
+_STATES = tuple(state.value for state in CircuitState)
+
+
+class OpenTelemetryMetrics:
+    """Export circuit-breaker metrics through OpenTelemetry (instrument names and attributes in the module table).
+
+    Args:
+        meter_provider: the provider to create the meter with (default: the global one,
+            ``opentelemetry.metrics.get_meter_provider()``).
+        registry: the registry whose breakers the observable gauges report (default: ``stalwart.registry``,
+            looked up at each collection). Counters and the histogram cover every breaker, registered or not.
+
+    Install it as a hook (``sw.add_hook(metrics)``, or ``metrics.install()``); remove it with ``uninstall()``.
+    """
+
+    __slots__ = ("_calls", "_duration", "_registry", "_transitions", "meter")
+
+    def __init__(self, *, meter_provider: MeterProvider | None = None, registry: Registry | None = None) -> None:
+        provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+        self.meter = provider.get_meter("stalwart", __version__)
+        self._registry = registry
+        meter = self.meter
+        self._calls = meter.create_counter(
+            "stalwart.circuit_breaker.calls", unit="{call}", description="Calls through a circuit breaker, by outcome"
+        )
+        self._duration = meter.create_histogram(
+            "stalwart.circuit_breaker.call.duration", unit="s", description="Duration of calls a breaker admitted"
+        )
+        self._transitions = meter.create_counter(
+            "stalwart.circuit_breaker.state_changes", unit="{transition}", description="Circuit breaker transitions"
+        )
+        meter.create_observable_gauge(
+            "stalwart.circuit_breaker.state",
+            callbacks=[self._observe_state],
+            unit="1",
+            description="1 for the breaker's current state, 0 for the others",
+        )
+        meter.create_observable_gauge(
+            "stalwart.circuit_breaker.failure_rate",
+            callbacks=[self._observe_failure_rate],
+            unit="%",
+            description="Failure rate over the breaker's window",
+        )
+        meter.create_observable_gauge(
+            "stalwart.circuit_breaker.slow_call_rate",
+            callbacks=[self._observe_slow_call_rate],
+            unit="%",
+            description="Slow-call rate over the breaker's window",
+        )
+        meter.create_observable_gauge(
+            "stalwart.circuit_breaker.window.calls",
+            callbacks=[self._observe_calls],
+            unit="{call}",
+            description="Calls in the breaker's window (since the last transition for the consecutive model)",
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenTelemetryMetrics(registry={self._registry!r})"
+
+    @property
+    def registry(self) -> Registry:
+        """The registry the gauges report."""
+        if self._registry is not None:
+            return self._registry
+        from stalwart._registry import registry  # noqa: PLC0415 - the process-wide default, looked up late
+
+        return registry
+
+    def install(self) -> OpenTelemetryMetrics:
+        """Install this hook for every event of the process; returns ``self``."""
+        add_hook(self)
+        return self
+
+    def uninstall(self) -> None:
+        """Remove this hook."""
+        remove_hook(self)
+
+    def __call__(self, event: Event) -> None:
+        """Record one event (the hook protocol)."""
+        if isinstance(event, CircuitCallRecorded):
+            attributes = {NAME: event.name, OUTCOME: event.outcome}
+            self._calls.add(1, attributes)
+            if event.duration is not None and event.outcome != "ignored":
+                self._duration.record(event.duration, attributes)
+        elif isinstance(event, CallRejected):
+            if event.reason == "circuit_open":
+                self._calls.add(1, {NAME: event.name, OUTCOME: "rejected"})
+        elif isinstance(event, CircuitStateChanged):
+            self._transitions.add(1, {NAME: event.name, STATE: event.to_state})
+
+    # --- observable gauges ---------------------------------------------------------------------------------------
+
+    def _observe_state(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, breaker in sorted(self.registry.breakers.items()):
+            current = breaker.state.value
+            for state in _STATES:
+                yield Observation(1 if state == current else 0, {NAME: name, STATE: state})
+
+    def _observe_failure_rate(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, breaker in sorted(self.registry.breakers.items()):
+            rate = breaker.statistics().failure_rate
+            if rate is not None:
+                yield Observation(rate, {NAME: name})
+
+    def _observe_slow_call_rate(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, breaker in sorted(self.registry.breakers.items()):
+            rate = breaker.statistics().slow_call_rate
+            if rate is not None:
+                yield Observation(rate, {NAME: name})
+
+    def _observe_calls(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, breaker in sorted(self.registry.breakers.items()):
+            yield Observation(breaker.statistics().calls, {NAME: name})
