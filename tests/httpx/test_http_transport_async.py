@@ -11,8 +11,10 @@ import pytest
 from _http_harness import NO_JITTER, Harness
 
 from stalwart import BulkheadFullError, DeadlineExceeded, RetryGaveUp, RetryScheduled, add_hook, deadline, remove_hook
+from stalwart._backoff import Backoff
 from stalwart._breaker import CircuitState
-from stalwart.httpx import ResilienceConfig, ResilientTransport
+from stalwart._registry import Registry
+from stalwart.httpx import AsyncResilientTransport, ResilienceConfig, ResilientTransport
 from stalwart.testing import testing
 
 URL = "https://api.example.com/items"
@@ -261,3 +263,16 @@ async def test_a_body_that_cannot_be_read_ahead_is_resent_after_a_failed_connect
     response = await h.send(request)
     assert response.status_code == 200
     assert inner.calls == 2
+
+
+async def test_per_attempt_timeout_on_the_system_clock() -> None:
+    inner = Hanging({1})
+    transport = AsyncResilientTransport(
+        inner, config=ResilienceConfig(timeout=0.05, backoff=Backoff.constant(0.0)), registry=Registry()
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get(URL)
+    assert response.text == "attempt 2"
+    assert inner.cancelled == 1
+    assert transport._watchdog is not None
+    assert transport._watchdog.loop_clock  # monotonic readings stand in for loop.time()

@@ -18,7 +18,7 @@ from stalwart._registry import Registry
 from stalwart._retry_policy import RetryDecision, RetryRules, give_up_note
 from stalwart._retry_testing import current_mode
 
-from ._classify import parse_http_date, parse_retry_after
+from ._classify import is_retryable_exception, parse_http_date, parse_retry_after, request_was_not_sent
 from ._config import ResilienceConfig
 
 if TYPE_CHECKING:
@@ -297,6 +297,16 @@ class TransportCore:
             return True
         header = config.idempotency_header
         return header is not None and header in request.headers
+
+    def error_retryable(self, error: BaseException, request: httpx.Request, *, replayable: bool) -> bool:
+        """Whether an attempt that raised ``error`` may be retried: a transient error, and either nothing was sent
+        (safe for every method, the body untouched) or the request may be resent (:meth:`may_resend`) with a body
+        that was read ahead (``replayable``)."""
+        if not is_retryable_exception(error):
+            return False
+        if request_was_not_sent(error):
+            return True
+        return replayable and self.may_resend(request)
 
     def decide(
         self,

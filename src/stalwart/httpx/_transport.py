@@ -32,7 +32,7 @@ from stalwart._policy import check_decoratable
 from stalwart._registry import Registry
 from stalwart._types import NEVER_HANDLED
 
-from ._classify import is_breaker_failure_exception, is_retryable_exception, request_was_not_sent
+from ._classify import is_breaker_failure_exception
 from ._config import ResilienceConfig
 from ._origin import (
     AsyncFallback,
@@ -124,7 +124,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
     async def _handle_with_fallback(self, request: httpx.Request) -> httpx.Response:
         """``handle_async_request`` when a fallback is configured (installed per instance by ``__init__``)."""
         try:
-            response = await AsyncResilientTransport.handle_async_request(self, request)
+            response = await type(self).handle_async_request(self, request)
         except Exception as exc:  # never CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit
             return await self._fall_back(request, exc)
         if response.status_code in self._failure_statuses:
@@ -188,6 +188,9 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     raise
             # Headers for this attempt only (issue 6 adds Request-Deadline-Ms here, computed from `limit`).
             stamp = None if header is None else header.stamp(request, attempt)
+            began = monotonic()
+            if attempt == 1:
+                start = began
             dog = None
             if limit is not None and not (binding and ambient_enforced()):
                 # The attempt's own limit; a tighter ambient deadline already enforced by an enclosing async
@@ -195,16 +198,13 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                 loop = get_running_loop()
                 dog = self._watchdog
                 if dog is None or dog.loop is not loop:
-                    dog = self._watchdog = Watchdog(loop)
+                    dog = self._watchdog = Watchdog(loop, self._clock is SYSTEM_CLOCK)
                 task: asyncio.Task[Any] = current_task(loop)  # type: ignore[assignment]
                 cancelling = task.cancelling()
-                due = loop.time() + limit
+                due = (began if dog.loop_clock else loop.time()) + limit
                 dog.due[task] = due
                 if due < dog.when:
                     dog.arm(due)
-            began = monotonic()
-            if attempt == 1:
-                start = began
             try:
                 response = await inner.handle_async_request(request)
                 if read:
@@ -233,12 +233,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                         breaker.record_failure(permit, now - began)
                     else:
                         breaker.release(permit)
-                if not is_retryable_exception(error):
-                    retryable = False
-                elif request_was_not_sent(error):
-                    retryable = True  # nothing left this process: safe for every method, stream untouched
-                else:
-                    retryable = replayable and self.may_resend(request)
+                retryable = self.error_retryable(error, request, replayable=replayable)
                 decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
                 if not decision.retry:
                     self.gave_up(origin, attempt, now - start, decision.reason, error)
@@ -327,7 +322,7 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
         """``handle_request`` when a fallback is configured (installed per instance by ``__init__``)."""
         fallback = cast("SyncFallback", self._fallback)
         try:
-            response = ResilientTransport.handle_request(self, request)
+            response = type(self).handle_request(self, request)
         except Exception as exc:  # never KeyboardInterrupt, SystemExit, GeneratorExit
             return _checked(fallback(request, exc))
         if response.status_code in self._failure_statuses:
@@ -406,12 +401,7 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                         breaker.record_failure(permit, now - began)
                     else:
                         breaker.release(permit)
-                if not is_retryable_exception(exc):
-                    retryable = False
-                elif request_was_not_sent(exc):
-                    retryable = True  # nothing left this process: safe for every method, stream untouched
-                else:
-                    retryable = replayable and self.may_resend(request)
+                retryable = self.error_retryable(exc, request, replayable=replayable)
                 decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
                 if not decision.retry:
                     self.gave_up(origin, attempt, now - start, decision.reason, exc)

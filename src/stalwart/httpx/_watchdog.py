@@ -35,12 +35,15 @@ class Watchdog:
         loop: the event loop this watchdog's timer runs on.
         due: task → loop time its attempt must end by, for every attempt under watch.
         when: loop time the timer is armed for (``inf``: not armed).
+        loop_clock: whether ``time.monotonic()`` readings are loop times (the caller's clock is the system clock
+            and the loop keeps asyncio's own ``time()``), so a reading taken anyway can stand in for ``loop.time()``.
     """
 
-    __slots__ = ("_handle", "due", "loop", "when")
+    __slots__ = ("_handle", "due", "loop", "loop_clock", "when")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, system_clock: bool = False) -> None:
         self.loop = loop
+        self.loop_clock = system_clock and type(loop).time is asyncio.BaseEventLoop.time
         self.due: dict[asyncio.Task[Any], float] = {}
         self._handle: asyncio.TimerHandle | None = None
         self.when = math.inf
