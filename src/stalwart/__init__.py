@@ -43,6 +43,7 @@ from ._exceptions import (
 )
 from ._fallback import Fallback
 from ._hedge import Hedge
+from ._keyed_bulkhead import CompartmentFullError, KeyedBulkhead, KeyedBulkheadStatistics
 from ._pipeline import Pipeline
 from ._policy import Policy
 from ._registry import Registry, registry
@@ -69,6 +70,7 @@ __all__ = [
     "CircuitStateChanged",
     "CircuitStatistics",
     "Clock",
+    "CompartmentFullError",
     "CountWindow",
     "Deadline",
     "DeadlineExceeded",
@@ -82,6 +84,8 @@ __all__ = [
     "IdempotencyInProgress",
     "IdempotentReplay",
     "Jitter",
+    "KeyedBulkhead",
+    "KeyedBulkheadStatistics",
     "LoggingHook",
     "Pipeline",
     "Policy",

@@ -1,0 +1,196 @@
+"""``KeyedBulkheadMiddleware``: a bulkhead compartment per user or tenant in front of an ASGI app (pure ASGI).
+
+Flow per HTTP request (other scope types pass through): resolve the request's key (user, tenant, API client) with
+the resolver; take a permit of that key's compartment and a shared slot of the :class:`~stalwart.KeyedBulkhead`;
+run the app holding both, releasing them when the app returns (after the whole response, streaming included), is
+cancelled or fails. A key already running ``max_per_key`` requests, or no shared slot in time, is answered at once
+with **503** and ``Retry-After``, so one noisy user cannot starve the others.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Hashable, MutableMapping
+from datetime import timedelta
+from typing import Any, TypeAlias, cast
+
+from stalwart._config import check_int
+from stalwart._exceptions import BulkheadFullError
+from stalwart._keyed_bulkhead import CompartmentFullError, KeyedBulkhead
+
+__all__ = ["KeyResolver", "KeyedBulkheadMiddleware"]
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+KeyResolver: TypeAlias = Callable[[Scope], "Hashable | Awaitable[Hashable | None] | None"]
+"""``(asgi_scope) -> key | None``, sync or async: the *verified* user, tenant or client the request belongs to."""
+
+logger = logging.getLogger("stalwart")
+
+_DEFAULT: Any = object()  # queue_timeout not given (None means "no limit of its own")
+_DETAIL_KEY = "too many requests of this client are running; retry shortly"
+_DETAIL_SHARED = "the server is at capacity; retry shortly"
+
+
+def _problem(detail: str) -> bytes:
+    body = {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": detail}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+_BODY_KEY = _problem(_DETAIL_KEY)
+_BODY_SHARED = _problem(_DETAIL_SHARED)
+
+
+class KeyedBulkheadMiddleware:
+    """Limit concurrent requests per key (user, tenant) and in all; 503 with ``Retry-After`` beyond the limits.
+
+    Pure ASGI (``app = KeyedBulkheadMiddleware(app, resolver=...)``; with Starlette or FastAPI,
+    ``app.add_middleware(KeyedBulkheadMiddleware, resolver=..., max_per_key=5)``). Put it after (inside) the
+    authentication middleware, so the resolver sees a verified identity, and inside
+    :class:`~stalwart.asgi.DeadlineMiddleware`, so a wait for a shared slot never outlasts the caller's deadline.
+
+    **The key must be verified.** A key taken from a header the client controls lets anyone fill someone else's
+    compartment. The idempotency middleware's resolvers (``Identity`` values) work here unchanged.
+
+    Responses: a key at its limit → 503 (``CompartmentFullError``; the key's other requests keep running); no
+    shared slot within ``queue_timeout`` (or the queue full) → 503 too. Both carry ``Retry-After: retry_after``,
+    ``cache-control: no-store`` and an ``application/problem+json`` body (RFC 9457).
+
+    Args:
+        app: the ASGI application.
+        resolver: ``(scope) -> key | None``, sync or async (detected once). Its exceptions are logged on the
+            ``stalwart`` logger and the request is treated as unresolved.
+        bulkhead: the :class:`~stalwart.KeyedBulkhead` to use (share one between middlewares or with other code);
+            default: one built from the limits below, named ``name``.
+        name: the name of the bulkhead built here (default ``"asgi"``).
+        max_per_key, max_concurrent, max_queue, queue_timeout, max_idle_keys: the limits of the bulkhead built
+            here (defaults: ``KeyedBulkhead``'s: 10, 100, 100, 30.0 s, 1024). Not allowed with ``bulkhead``.
+        unresolved: the key used when the resolver returns ``None`` (default ``"anonymous"``: anonymous requests
+            share one compartment). ``None``: such requests take only a shared slot.
+        retry_after: the ``Retry-After`` value in whole seconds, ``>= 0`` (default ``1``).
+
+    Raises:
+        TypeError: ``resolver`` is not callable, ``bulkhead`` is not a ``KeyedBulkhead``, or a parameter has the
+            wrong type.
+        ValueError: limits given together with ``bulkhead``, or a value out of range.
+    """
+
+    __slots__ = ("_bulkhead", "_resolver", "_resolver_is_async", "_retry_after", "_unresolved", "app")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        resolver: KeyResolver,
+        bulkhead: KeyedBulkhead | None = None,
+        name: str = "asgi",
+        max_per_key: int | None = None,
+        max_concurrent: int | None = None,
+        max_queue: int | None = None,
+        queue_timeout: float | timedelta | None = _DEFAULT,
+        max_idle_keys: int | None = None,
+        unresolved: Hashable | None = "anonymous",
+        retry_after: int = 1,
+    ) -> None:
+        self.app = app
+        if not callable(resolver):
+            raise TypeError(f"resolver must be a callable (scope) -> key, got {resolver!r}")
+        self._resolver = resolver
+        self._resolver_is_async = inspect.iscoroutinefunction(resolver) or inspect.iscoroutinefunction(
+            getattr(resolver, "__call__", None)  # noqa: B004 - an object with an async __call__
+        )
+        limits = {
+            "max_per_key": max_per_key,
+            "max_concurrent": max_concurrent,
+            "max_queue": max_queue,
+            "max_idle_keys": max_idle_keys,
+        }
+        given: dict[str, Any] = {k: v for k, v in limits.items() if v is not None}
+        if queue_timeout is not _DEFAULT:
+            given["queue_timeout"] = queue_timeout
+        if bulkhead is None:
+            bulkhead = KeyedBulkhead(name, **given)
+        elif not isinstance(bulkhead, KeyedBulkhead):
+            raise TypeError(f"bulkhead must be a KeyedBulkhead, got {bulkhead!r}")
+        elif given:
+            raise ValueError(f"give either bulkhead or its limits, not both (got {', '.join(sorted(given))})")
+        self._bulkhead = bulkhead
+        if unresolved is not None:
+            hash(unresolved)
+        self._unresolved = unresolved
+        self._retry_after = str(check_int(retry_after, "retry_after", minimum=0)).encode()
+
+    @property
+    def bulkhead(self) -> KeyedBulkhead:
+        """The keyed bulkhead (its ``statistics()`` feed ``/health/bulkheads``)."""
+        return self._bulkhead
+
+    def __repr__(self) -> str:
+        return f"KeyedBulkheadMiddleware({self._bulkhead!r}, unresolved={self._unresolved!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection (only ``http`` scopes are limited)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        key = await self._resolve(scope)
+        if key is None:
+            key = self._unresolved
+        bulkhead = self._bulkhead
+        if key is None:
+            shared = bulkhead.shared
+            try:
+                await shared.acquire()
+            except BulkheadFullError:
+                await self._reject(send, _BODY_SHARED)
+                return
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                shared.release()
+            return
+        try:
+            await bulkhead.acquire(key)
+        except CompartmentFullError:
+            await self._reject(send, _BODY_KEY)
+            return
+        except BulkheadFullError:
+            await self._reject(send, _BODY_SHARED)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            bulkhead.release(key)
+
+    async def _resolve(self, scope: Scope) -> Hashable | None:
+        try:
+            found = self._resolver(scope)
+            if self._resolver_is_async:
+                found = await cast("Awaitable[Hashable | None]", found)
+            if found is not None:
+                hash(found)
+        except Exception:
+            logger.exception("KeyedBulkheadMiddleware: the resolver failed; the request is treated as unresolved")
+            return None
+        return cast("Hashable | None", found)
+
+    async def _reject(self, send: Send, body: bytes) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", self._retry_after),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
