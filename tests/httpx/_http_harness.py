@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
+
 from stalwart._backoff import Backoff, Jitter
 from stalwart._registry import Registry
 from stalwart.httpx import AsyncResilientTransport, ResilienceConfig, ResilientTransport

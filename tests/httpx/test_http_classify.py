@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import httpx
 from stalwart import DeadlineExceeded
 from stalwart.httpx import (
     is_breaker_failure_exception,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from _http_harness import NO_JITTER, Upstream
 
-import httpx
 from stalwart import CircuitOpenError
 from stalwart._breaker import CircuitState
 from stalwart._registry import Registry

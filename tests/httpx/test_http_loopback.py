@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
 from _http_harness import NO_JITTER
 from _http_server import drop, free_port, hang, respond, scripted_server, truncate
 
-import httpx
 from stalwart import CircuitOpenError, DeadlineExceeded, deadline
 from stalwart._registry import Registry
 from stalwart.httpx import AsyncResilientTransport, ResilienceConfig, ResilientClient, ResilientTransport

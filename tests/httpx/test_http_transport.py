@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+import httpx
 import pytest
 from _http_harness import NO_JITTER, Harness
 
-import httpx
 import stalwart
 from stalwart import CircuitOpenError, DeadlineExceeded, deadline
 from stalwart._breaker import CircuitState

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+
 from stalwart._breaker import CircuitBreaker
 from stalwart._bulkhead import Bulkhead
 from stalwart._clock import SYSTEM_CLOCK, Clock
