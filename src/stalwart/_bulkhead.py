@@ -27,14 +27,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ._config import check_int, to_seconds_or_none
 from ._deadline import ambient_enforced, current_deadline
 from ._events import CallRejected, emit, hooks_installed
 from ._exceptions import BulkheadFullError
-from ._policy import Policy, check_decoratable
+from ._policy import Policy, check_decoratable, refuse_coroutine
 
 __all__ = ["Bulkhead", "BulkheadStatistics"]
 
@@ -394,12 +394,16 @@ class Bulkhead(Policy):
 
         Raises:
             BulkheadFullError: as :meth:`acquire_sync`.
+            TypeError: ``fn`` returned a coroutine (an ``async def`` function belongs in :meth:`run`).
         """
         self.acquire_sync()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         finally:
             self.release()
+        if type(result) is CoroutineType:
+            refuse_coroutine(result, self, fn)
+        return result
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...
@@ -439,14 +443,18 @@ class Bulkhead(Policy):
 
         acquire_sync = self.acquire_sync
         release_sync = self.release
+        policy = self
 
         @functools.wraps(fn)
         def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             acquire_sync()
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             finally:
                 release_sync()
+            if type(result) is CoroutineType:
+                refuse_coroutine(result, policy, fn)
+            return result
 
         return cast("Callable[P, Any]", sync_wrapper)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from ._policy import Policy, check_decoratable
+from ._policy import Policy, check_decoratable, is_async_callable, refuse_coroutine
 from ._types import ExceptionSpec, compile_exception_spec
 
 __all__ = ["Fallback"]
@@ -37,8 +38,10 @@ class Fallback(Policy):
     included; the same object is returned every time (give a handler to build a fresh one per call).
 
     ``handler(exc) -> T`` receives the exception. For async calls it may be a coroutine function (awaited) or a
-    plain function; for sync calls it must be a plain function (an async handler makes :meth:`call` raise
-    ``TypeError`` before the call is made). An exception raised by the handler propagates, chained to the original.
+    plain function (an awaitable it returns is awaited too); for sync calls it must be a plain function (an async
+    handler makes :meth:`call` raise ``TypeError`` before the call is made, and a coroutine returned by the handler
+    or by the call is refused with ``TypeError``). An exception raised by the handler propagates, chained to the
+    original.
 
     Args:
         value: the value returned in place of a failure.
@@ -67,9 +70,7 @@ class Fallback(Policy):
             raise TypeError(f"handler must be callable, got {handler!r}")
         self._value = value
         self._handler = handler
-        self._async_handler = handler is not None and (
-            inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None))  # noqa: B004 - async __call__
-        )
+        self._async_handler = handler is not None and is_async_callable(handler)
         self._matches = compile_exception_spec(on, parameter="on", exclude_rejected=False)
 
     def __repr__(self) -> str:
@@ -87,27 +88,35 @@ class Fallback(Policy):
             handler = self._handler
             if handler is None:
                 return cast("T", self._value)
-            if self._async_handler:
-                return cast("T", await handler(exc))
-            return cast("T", handler(exc))
+            answer = handler(exc)
+            if self._async_handler or inspect.isawaitable(answer):  # also a plain function returning a coroutine
+                answer = await answer
+            return cast("T", answer)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn(*args, **kwargs)``; on a matching exception return the fallback instead.
 
         Raises:
-            TypeError: the handler is a coroutine function (it cannot answer a sync call).
+            TypeError: the handler is a coroutine function (it cannot answer a sync call), or ``fn`` or the handler
+                returned a coroutine.
         """
         if self._async_handler:
             raise TypeError("an async fallback handler cannot answer a sync call; give a plain function")
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except BaseException as exc:
             if not self._matches(exc):
                 raise
             handler = self._handler
             if handler is None:
                 return cast("T", self._value)
-            return cast("T", handler(exc))
+            answer = handler(exc)
+            if type(answer) is CoroutineType:
+                refuse_coroutine(answer, self, handler)
+            return cast("T", answer)
+        if type(result) is CoroutineType:
+            refuse_coroutine(result, self, fn)
+        return result
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...

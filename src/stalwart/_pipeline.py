@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from ._policy import Policy, check_decoratable
+from ._policy import Policy, check_decoratable, refuse_coroutine
 from ._timeout import Timeout
 
 __all__ = ["Pipeline"]
@@ -23,8 +24,16 @@ T = TypeVar("T")
 
 
 def _invoke(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """The innermost stage: call the user's function (its awaitable is awaited by the policy around it)."""
+    """The innermost async stage: call the user's function (its awaitable is awaited by the policy around it)."""
     return fn(*args, **kwargs)
+
+
+def _invoke_sync(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """The innermost sync stage: call the user's function; a coroutine it returns is refused (see ``call``)."""
+    result = fn(*args, **kwargs)
+    if type(result) is CoroutineType:
+        refuse_coroutine(result, "Pipeline", fn)
+    return result
 
 
 def _as_timeout(value: Policy | float | timedelta | None, parameter: str) -> Policy | None:
@@ -61,7 +70,7 @@ class Pipeline(Policy):
                 raise TypeError(f"Pipeline takes policies; argument {position} is {policy!r}")
         self._policies = policies
         arun: Callable[..., Any] = _invoke
-        call: Callable[..., Any] = _invoke
+        call: Callable[..., Any] = _invoke_sync
         for policy in reversed(policies):
             arun = functools.partial(policy.run, arun)
             call = functools.partial(policy.call, call)
@@ -122,7 +131,11 @@ class Pipeline(Policy):
         return cast("T", await self._arun(fn, *args, **kwargs))
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call the sync ``fn(*args, **kwargs)`` through every policy, outermost first."""
+        """Call the sync ``fn(*args, **kwargs)`` through every policy, outermost first.
+
+        Raises:
+            TypeError: ``fn`` returned a coroutine (the policies could not have protected it; use :meth:`run`).
+        """
         return cast("T", self._call(fn, *args, **kwargs))
 
     @overload

@@ -7,7 +7,9 @@ A policy is usable three ways:
 * ``policy.call(fn, *args, **kwargs)`` for a sync function.
 
 Generator and async-generator functions are refused with :class:`TypeError` at decoration time: a policy cannot
-retry or time a generator that has already yielded.
+retry or time a generator that has already yielded. So are ``staticmethod``/``classmethod`` objects (put the policy
+below them). A sync entry point whose function returns a coroutine raises :class:`TypeError` (see
+:func:`refuse_coroutine`): the policy could not have protected work that only runs when the caller awaits it.
 """
 
 from __future__ import annotations
@@ -15,30 +17,106 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar, cast, overload
+from typing import Any, NoReturn, ParamSpec, TypeVar, cast, overload
 
-__all__ = ["Policy", "check_decoratable"]
+__all__ = ["Policy", "check_decoratable", "is_async_callable", "refuse_coroutine"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def _plain_target(fn: object) -> object:
+    """``fn`` without ``functools.partial`` layers (a partial calls its ``func``)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn
+
+
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` returns a coroutine, as far as can be told without calling it.
+
+    ``inspect.iscoroutinefunction`` alone misses a ``functools.partial`` of a callable object whose ``__call__`` is
+    ``async`` (it unwraps partials, then checks only functions and methods). A plain function or method is judged by
+    itself and, when it is a pass-through decorator built with ``functools.wraps``, by what it wraps (the common
+    tracing and logging decorators return the wrapped coroutine). Any other callable object is judged by its own
+    ``__call__``, never by a ``__wrapped__`` it carries: an object that runs a coroutine to completion (a "sync
+    from async" adapter) keeps the ``__wrapped__`` of the coroutine function it runs but answers synchronously.
+    """
+    fn = _plain_target(fn)
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if inspect.isfunction(fn) or inspect.ismethod(fn):
+        target = inspect.unwrap(fn)
+        return target is not fn and is_async_callable(target)
+    if isinstance(fn, type):  # calling a class builds an instance, whatever its __call__ does
+        return False
+    return inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))  # noqa: B004 - async __call__
+
+
+def _is_generator_callable(fn: object) -> bool:
+    """Whether calling ``fn`` returns a generator or an async generator (judged as :func:`is_async_callable`)."""
+    fn = _plain_target(fn)
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        return True
+    if inspect.isfunction(fn) or inspect.ismethod(fn):
+        target = inspect.unwrap(fn)
+        return target is not fn and _is_generator_callable(target)
+    if isinstance(fn, type):
+        return False
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - a generator __call__
+    return inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call)
+
+
 def check_decoratable(fn: Callable[..., Any], policy: object) -> bool:
-    """Validate a function for decoration; return True if it is a coroutine function.
+    """Validate a function for decoration; return True if calling it returns a coroutine.
+
+    Coroutine functions are recognised directly, behind ``functools.partial``, behind pass-through decorators built
+    with ``functools.wraps``, and as callable objects with an ``async def __call__`` (also inside a partial).
 
     Raises:
-        TypeError: ``fn`` is not callable, or is a generator or async-generator function.
+        TypeError: ``fn`` is not callable; is a generator or async-generator function; or is a ``staticmethod`` /
+            ``classmethod`` object (apply the policy first, then ``@staticmethod``/``@classmethod`` above it: the
+            policy's wrapper is a plain function, which a class would otherwise bind as an instance method).
     """
-    if not callable(fn):
-        raise TypeError(f"{type(policy).__name__} decorates callables; got {fn!r}")
-    target = inspect.unwrap(fn)
-    if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+    name = type(policy).__name__
+    if isinstance(fn, staticmethod | classmethod):
+        kind = type(fn).__name__
         raise TypeError(
-            f"{type(policy).__name__} cannot decorate the generator function {getattr(fn, '__qualname__', fn)!r}: "
+            f"{name} cannot decorate a {kind} object: put @{kind} above the policy "
+            f"(@{kind} then @{name}(...) then def ...), so that the policy wraps the function itself"
+        )
+    if not callable(fn):
+        raise TypeError(f"{name} decorates callables; got {fn!r}")
+    if _is_generator_callable(fn):
+        raise TypeError(
+            f"{name} cannot decorate the generator function {getattr(fn, '__qualname__', fn)!r}: "
             "wrap the code that consumes it instead"
         )
-    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with an async __call__
+    return is_async_callable(fn)
+
+
+def refuse_coroutine(result: object, policy: object, fn: object) -> NoReturn:
+    """Close a coroutine that a sync entry point received from ``fn``, and raise.
+
+    A sync ``call`` (or a sync-decorated function) whose function returns a coroutine has protected nothing: the
+    work runs later, when the caller awaits it, outside the retry, the timeout, the bulkhead slot or the fallback.
+    Returning it would hide that (tenacity issue #132: a function returning a coroutine is retried as a sync one,
+    i.e. never); so every sync entry point refuses it.
+
+    Args:
+        result: the coroutine (closed here).
+        policy: the policy (or its class name) whose sync path received it, for the message.
+        fn: the function that returned it, for the message.
+
+    Raises:
+        TypeError: always, naming the function and saying what to use instead.
+    """
+    if inspect.iscoroutine(result):
+        result.close()  # never awaited: close it so that no "coroutine was never awaited" warning follows
+    name = policy if isinstance(policy, str) else type(policy).__name__
+    raise TypeError(
+        f"{getattr(fn, '__qualname__', fn)!r} returned a coroutine to {name}'s sync path, which cannot await it: "
+        "use `await policy.run(fn, ...)`, or decorate an `async def` function"
     )
 
 
@@ -65,7 +143,8 @@ class Policy:
         """Decorate ``fn`` (sync or async); the wrapper keeps ``fn``'s signature for type checkers.
 
         Raises:
-            TypeError: ``fn`` is a generator or async-generator function.
+            TypeError: ``fn`` is a generator or async-generator function, or a ``staticmethod``/``classmethod``
+                object (see :func:`check_decoratable`).
         """
         if check_decoratable(fn, self):
             run = self.run

@@ -12,6 +12,7 @@ import random as _random
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._backoff import Backoff
@@ -19,7 +20,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._config import to_seconds, to_seconds_or_none
 from ._deadline import current_deadline
 from ._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
-from ._policy import Policy, check_decoratable
+from ._policy import Policy, check_decoratable, refuse_coroutine
 from ._retry_block import Attempts
 from ._retry_policy import (
     DEFAULT_BACKOFF,
@@ -199,7 +200,11 @@ class Retry(Policy):
 
     # ------------------------------------------------------------------ entry points
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call the sync function ``fn(*args, **kwargs)``, retrying it per this policy; return its result."""
+        """Call the sync function ``fn(*args, **kwargs)``, retrying it per this policy; return its result.
+
+        Raises:
+            TypeError: ``fn`` returned a coroutine (an ``async def`` function belongs in :meth:`run`).
+        """
         start = self._clock.monotonic()
         try:
             result = fn(*args, **kwargs)
@@ -208,6 +213,8 @@ class Retry(Policy):
                 raise
             failure = e
         else:
+            if type(result) is CoroutineType:
+                refuse_coroutine(result, self, fn)
             on_result = self._on_result
             if on_result is None or not on_result(result):
                 if self._budget is not None:

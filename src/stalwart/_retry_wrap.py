@@ -3,14 +3,18 @@
 Each wrapper reads the clock, calls the function inside a ``try`` and returns; only a retryable failure enters the
 policy's loop (``_retry_sync`` / ``_retry_async``), outside the ``except`` block so that later exceptions do not
 get the first one as ``__context__``. With a budget, the success path adds one ``record_success(True)`` call.
-``on_result`` uses the generic wrappers of :class:`~stalwart.Policy`.
+``on_result`` uses the generic wrappers of :class:`~stalwart.Policy`. A sync function that returns a coroutine is
+refused (:func:`~stalwart._policy.refuse_coroutine`): nothing would have been retried.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
+
+from ._policy import refuse_coroutine
 
 if TYPE_CHECKING:
     from ._retry import Retry
@@ -30,11 +34,15 @@ def wrap_sync(retry: Retry, fn: Callable[..., Any]) -> Callable[..., Any]:
         def retrying(*args: Any, **kwargs: Any) -> Any:
             start = monotonic()
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             except BaseException as e:
                 if not should_retry(e):
                     raise
                 failure = e
+            else:
+                if type(result) is CoroutineType:
+                    refuse_coroutine(result, retry, fn)
+                return result
             return retry_sync(fn, args, kwargs, start, failure, None)
 
         return retrying
@@ -51,6 +59,8 @@ def wrap_sync(retry: Retry, fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             failure = e
         else:
+            if type(result) is CoroutineType:
+                refuse_coroutine(result, retry, fn)
             record_success(True)
             return result
         return retry_sync(fn, args, kwargs, start, failure, None)

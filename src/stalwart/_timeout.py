@@ -14,13 +14,14 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import to_seconds
 from ._deadline import enter_async_scope, enter_sync_scope, exit_sync_scope
 from ._exceptions import DeadlineExceeded
-from ._policy import Policy, check_decoratable
+from ._policy import Policy, check_decoratable, refuse_coroutine
 
 __all__ = ["Timeout", "with_timeout"]
 
@@ -110,12 +111,16 @@ class Timeout(Policy):
 
         Raises:
             DeadlineExceeded: the ambient deadline had already passed (the call was not started).
+            TypeError: ``fn`` returned a coroutine (an ``async def`` function belongs in :meth:`run`).
         """
         token = enter_sync_scope(self._seconds, self._clock)
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         finally:
             exit_sync_scope(token)
+        if type(result) is CoroutineType:
+            refuse_coroutine(result, self, fn)
+        return result
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...
@@ -148,13 +153,18 @@ class Timeout(Policy):
 
             return async_wrapper
 
+        policy = self
+
         @functools.wraps(fn)
         def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             token = enter_sync_scope(seconds, clock)
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             finally:
                 exit_sync_scope(token)
+            if type(result) is CoroutineType:
+                refuse_coroutine(result, policy, fn)
+            return result
 
         return cast("Callable[P, Any]", sync_wrapper)
 
