@@ -294,7 +294,7 @@ def test_retry_after_is_honoured_and_backoff_continues(clock: FakeClock, mode: s
 
 
 @MODES
-@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, "soon", None, True])
+@pytest.mark.parametrize("bad", [-1.0, math.nan, -math.inf, "soon", None, True])
 def test_invalid_retry_after_falls_back_to_backoff(clock: FakeClock, mode: str, bad: object) -> None:
     fn = Flaky(Throttled(bad), "ok")
     retry = Retry(on=Exception, backoff=NO_JITTER, retry_after=server_delay, clock=clock)
@@ -303,8 +303,9 @@ def test_invalid_retry_after_falls_back_to_backoff(clock: FakeClock, mode: str, 
 
 
 @MODES
-def test_retry_after_longer_than_the_cap_gives_up_at_once(clock: FakeClock, mode: str) -> None:
-    last = Throttled(61.0)
+@pytest.mark.parametrize("requested", [61.0, math.inf])  # infinite: tests/regressions/test_retry_after_overflow.py
+def test_retry_after_longer_than_the_cap_gives_up_at_once(clock: FakeClock, mode: str, requested: float) -> None:
+    last = Throttled(requested)
     fn = Flaky(last, "ok")
     retry = Retry(on=Exception, retry_after=server_delay, clock=clock)  # max_retry_after=60.0
     with pytest.raises(Throttled) as info:

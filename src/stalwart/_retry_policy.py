@@ -10,9 +10,10 @@ The checks, in order (the first that applies wins):
 
 1. ``retryable`` is false → give up, ``"not_retryable"``.
 2. ``attempt >= max_attempts`` → give up, ``"max_attempts"`` (``max_attempts`` counts the first attempt).
-3. The delay: a valid server-requested ``retry_after`` (a finite number ``>= 0``; anything else is ignored, never an
-   error) is used as is when it is at most ``max_retry_after``; longer → give up, ``"retry_after_too_long"``
-   (waiting that long is not worth it; the caller gets the last outcome at once). Otherwise the backoff schedule's
+3. The delay: a valid server-requested ``retry_after`` (a number ``>= 0``; anything else is ignored, never an
+   error) is used as is when it is at most ``max_retry_after``; longer, or infinite (``math.inf``, an ``int`` too
+   large for a float) → give up, ``"retry_after_too_long"`` (waiting that long is not worth it; the caller gets the
+   last outcome at once). Otherwise the backoff schedule's
    delay for retry index ``n = attempt - 1``. After pushback the schedule continues where it was: ``n`` is the
    retry index whatever the source of the earlier delays, and the server's delay does not replace the ``previous``
    delay that decorrelated jitter grows from (``backoff_delay`` carries the last *computed* delay forward).
@@ -78,18 +79,21 @@ class RetryDecision:
 
 
 def valid_retry_after(value: object) -> float | None:
-    """A server-requested delay as ``float`` seconds, or ``None`` when it is not a finite number ``>= 0``.
+    """A server-requested delay as ``float`` seconds ``>= 0``, or ``None`` when it is not a number ``>= 0``.
 
-    Negative, NaN, infinite, boolean and non-numeric values are ignored (``None``): a bad header falls back to the
-    computed backoff, it never raises (RFC 9110 §10.2.3 allows a recipient to ignore an invalid field value).
+    Negative, NaN, boolean and non-numeric values are ignored (``None``): a bad header falls back to the computed
+    backoff, it never raises (RFC 9110 §10.2.3 allows a recipient to ignore an invalid field value). A request to
+    wait forever, ``math.inf`` or an ``int`` too large for a float, is valid and returned as ``math.inf``, longer
+    than any ``max_retry_after``: a bigger request must never mean an earlier retry (RFC 9111 §1.2.2 likewise has a
+    recipient treat an overflowing delta-seconds as the largest value it can represent, not ignore it).
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
         seconds = float(value)
-    except OverflowError:  # an int too large for a float
-        return None
-    if 0.0 <= seconds < math.inf:
+    except OverflowError:  # an int too large for a float: longer than anything
+        return math.inf
+    if seconds >= 0.0:  # false for NaN
         return seconds
     return None
 
@@ -107,8 +111,8 @@ class RetryRules:
         backoff: the delay schedule; default ``Backoff.exponential()`` (1 s, doubling, 60 s cap, full jitter).
         max_elapsed: seconds since the first attempt started after which no attempt starts, or ``None`` (the ambient
             deadline still applies); ``> 0``; a ``timedelta`` is accepted.
-        max_retry_after: the longest server-requested delay honoured, seconds (``math.inf`` honours any); a longer
-            request gives up at once; default ``60.0``.
+        max_retry_after: the longest server-requested delay honoured, seconds (``math.inf`` honours any finite one);
+            a longer request gives up at once; default ``60.0``.
         min_attempt_time: seconds an attempt needs at least to be worth starting: a retry is abandoned when less than
             ``delay + min_attempt_time`` is left on the deadline; default ``0.0``.
         stop: a stop condition (``stop.after_attempt(5) | stop.after_elapsed(10.0)``) checked in addition to the
@@ -171,7 +175,7 @@ class RetryRules:
         reason: DelayReason = "backoff"
         pushback = None if retry_after is None else valid_retry_after(retry_after)
         if pushback is not None:
-            if pushback > self.max_retry_after:
+            if pushback > self.max_retry_after or pushback == math.inf:
                 return RetryDecision(False, 0.0, "retry_after_too_long", previous_delay)
             delay = pushback
             reason = "retry_after"
