@@ -531,3 +531,20 @@ def test_reset_timeout_accepts_a_backoff_with_jitter(clock: FakeClock) -> None:
         expected.append(previous)
     assert periods == expected
     assert len(set(periods)) == 3
+
+
+def test_a_coroutine_returned_to_the_sync_path_is_refused_and_its_permit_returned(clock: FakeClock) -> None:
+    breaker = make(clock, failure_threshold=1, half_open_max_calls=1, success_threshold=1)
+    breaker.transition_to("half_open")
+
+    def sneaky() -> object:  # a sync function returning a coroutine: nothing would be protected
+        return aok()
+
+    with pytest.raises(TypeError, match="coroutine"):
+        breaker.call(sneaky)
+    with pytest.raises(TypeError, match="coroutine"):
+        breaker(sneaky)()
+    stats = breaker.statistics()
+    assert (stats.state, stats.half_open_probes, stats.calls) == (sw.CircuitState.HALF_OPEN, 0, 0)
+    assert breaker.call(ok) == "ok"
+    assert breaker.state is sw.CircuitState.CLOSED

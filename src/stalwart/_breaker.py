@@ -19,6 +19,7 @@ import random as _random
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _events
@@ -36,7 +37,7 @@ from ._breaker_wrap import decorate
 from ._clock import SYSTEM_CLOCK, Clock
 from ._events import CallRejected, CircuitCallRecorded, CircuitRateExceeded, CircuitStateChanged, emit
 from ._exceptions import CircuitOpenError, Rejected
-from ._policy import Policy
+from ._policy import Policy, refuse_coroutine
 from ._types import NEVER_HANDLED, ExceptionPredicate, ExceptionSpec, compile_exception_spec
 from ._windows import TimeWindow, Window
 
@@ -361,6 +362,7 @@ class CircuitBreaker(Policy):
 
         Raises:
             CircuitOpenError: the breaker refused the call (``fn`` was not called).
+            TypeError: ``fn`` returned a coroutine (an ``async def`` function belongs in :meth:`run`).
         """
         core = self._core
         permit = core.fast_epoch
@@ -372,6 +374,9 @@ class CircuitBreaker(Policy):
         except BaseException as exc:
             self._record_exception(permit, exc, start)
             raise
+        if type(result) is CoroutineType:  # nothing was protected: no outcome, and refuse it
+            self.release(permit)
+            refuse_coroutine(result, self, fn)
         if start is None and self._plain:
             if permit == core.quiet_epoch:
                 core.calls += 1

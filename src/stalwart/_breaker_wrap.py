@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from . import _events
-from ._policy import check_decoratable
+from ._policy import check_decoratable, refuse_coroutine
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
@@ -32,7 +33,8 @@ def decorate(breaker: CircuitBreaker, fn: Callable[P, Any]) -> Callable[P, Any]:
     """Wrap ``fn`` (sync or async) in ``breaker``.
 
     Raises:
-        TypeError: ``fn`` is a generator or async-generator function.
+        TypeError: ``fn`` is a generator or async-generator function (at decoration), or a sync ``fn`` returned a
+            coroutine (at the call; the coroutine is closed and the permit returned).
     """
     core = breaker._core
     acquire_slow = breaker._acquire_slow
@@ -44,6 +46,7 @@ def decorate(breaker: CircuitBreaker, fn: Callable[P, Any]) -> Callable[P, Any]:
     lock_acquire = breaker._lock.acquire
     lock_release = breaker._lock.release
     drain = breaker._drain
+    release = breaker.release
     window_now = breaker._window_now
     add_success = core.window.add_success if core.window is not None else _no_window
 
@@ -93,6 +96,9 @@ def decorate(breaker: CircuitBreaker, fn: Callable[P, Any]) -> Callable[P, Any]:
         except BaseException as exc:
             record_exception(permit, exc, start)
             raise
+        if type(result) is CoroutineType:  # nothing was protected: no outcome, and refuse it
+            release(permit)
+            refuse_coroutine(result, breaker, fn)
         if start is None and plain:  # not timed: no hook installed, slow calls not tracked
             if permit == core.quiet_epoch:
                 core.calls += 1
