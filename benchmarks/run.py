@@ -35,13 +35,14 @@ import _common  # noqa: E402
 import bench_breaker  # noqa: E402
 import bench_bulkhead  # noqa: E402
 import bench_http  # noqa: E402
+import bench_issue6  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_retry  # noqa: E402
 import bench_timeout  # noqa: E402
 from _harness import Case, Result, measure, paired_ratio, prepare  # noqa: E402
 from targets import TARGETS, Outcome  # noqa: E402
 
-MODULES = (bench_retry, bench_breaker, bench_timeout, bench_bulkhead, bench_pipeline, bench_http)
+MODULES = (bench_retry, bench_breaker, bench_timeout, bench_bulkhead, bench_pipeline, bench_http, bench_issue6)
 
 TITLES = {
     "bare": "Baselines",
@@ -53,6 +54,9 @@ TITLES = {
     "bulkhead": "Bulkhead, slot free",
     "pipeline": "Standard pipeline (timeout + retry + breaker + bulkhead), success path",
     "http": "HTTP, one GET over httpx.MockTransport",
+    "adaptive": "AdaptiveTimeout.record(), one sample",
+    "keyed-bulkhead": "KeyedBulkhead against Bulkhead, slot free",
+    "deadline-middleware": "DeadlineMiddleware, one request over a bare ASGI app",
 }
 
 PACKAGES = (
@@ -253,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # State changes of the breakers opened on purpose by the OPEN rows are logged by stalwart and the peers.
     logging.basicConfig(level=logging.ERROR)
-    print(environment_text())
+    environment = environment_text()
+    print(environment)
     print(f"method: median of {rounds} interleaved rounds, ≥{chunk * 1000:.0f} ms per timed chunk, gc enabled")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -283,12 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     print(render_targets(outcomes))
 
     if args.markdown:
-        write_markdown(args.markdown, tables, tp, outcomes, rounds, chunk)
+        write_markdown(args.markdown, environment, tables, tp, outcomes, rounds, chunk)
     return 0
 
 
 def write_markdown(
     path: str,
+    environment: str,
     tables: list[tuple[str, list[list[str]]]],
     tp: Any,
     outcomes: list[Outcome],
@@ -302,7 +308,7 @@ def write_markdown(
         " for the method.",
         "",
         "```",
-        environment_text(),
+        environment,
         f"method: median of {rounds} interleaved rounds, >= {chunk * 1000:.0f} ms per timed chunk, gc enabled",
         "```",
         render_markdown(tables),
