@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib
 import logging
 import os
 import platform
@@ -32,17 +33,22 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _common  # noqa: E402
-import bench_breaker  # noqa: E402
-import bench_bulkhead  # noqa: E402
 import bench_http  # noqa: E402
-import bench_issue6  # noqa: E402
-import bench_pipeline  # noqa: E402
-import bench_retry  # noqa: E402
-import bench_timeout  # noqa: E402
 from _harness import Case, Result, measure, paired_ratio, prepare  # noqa: E402
 from targets import TARGETS, Outcome  # noqa: E402
 
-MODULES = (bench_retry, bench_breaker, bench_timeout, bench_bulkhead, bench_pipeline, bench_http, bench_issue6)
+# The foundation's tables first, in this order; any other ``bench_*.py`` module (rows added by later issues) after
+# them, by name. Each module exposes ``cases() -> list[Case]``.
+_CORE = ("bench_retry", "bench_breaker", "bench_timeout", "bench_bulkhead", "bench_pipeline", "bench_http")
+
+
+def _discover() -> tuple[Any, ...]:
+    found = sorted(name[:-3] for name in os.listdir(HERE) if name.startswith("bench_") and name.endswith(".py"))
+    order = [name for name in _CORE if name in found] + [name for name in found if name not in _CORE]
+    return tuple(importlib.import_module(name) for name in order)
+
+
+MODULES = _discover()
 
 TITLES = {
     "bare": "Baselines",
