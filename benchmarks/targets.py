@@ -123,7 +123,8 @@ def throughput_ratio(results: Results, tp: Any) -> tuple[bool | None, str]:
     ratio = statistics.median(m / p for m, p in zip(mine.rps, plain.rps, strict=True))
     errors = sum(mine.errors)
     detail = (
-        f"{mine.median_rps:,.0f} vs {plain.median_rps:,.0f} req/s: x{ratio:.2f} (limit >= x{THROUGHPUT_VS_PLAIN:g})"
+        f"medians {mine.median_rps:,.0f} vs {plain.median_rps:,.0f} req/s; per-round ratio x{ratio:.2f} "
+        f"(limit >= x{THROUGHPUT_VS_PLAIN:g})"
     )
     default = _throughput_rows(tp)
     if default is not None:
