@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import ClassVar, Literal, TypeAlias
 
-from ._config import to_seconds
+from ._config import to_float, to_seconds
 
 __all__ = ["Backoff", "Jitter", "JitterKind"]
 
@@ -140,7 +140,7 @@ class Backoff:
         multiplier = self.multiplier
         if isinstance(multiplier, bool) or not isinstance(multiplier, int | float):
             raise TypeError(f"multiplier must be a number >= 1, got {multiplier!r}")
-        if not 1.0 <= multiplier < math.inf:  # also refuses NaN
+        if not 1.0 <= to_float(multiplier) < math.inf:  # also refuses NaN, and ints too large for a float
             raise ValueError(f"multiplier must be a finite number >= 1, got {multiplier!r}")
         if max_delay < initial:
             raise ValueError(f"max_delay must be >= initial ({initial!r}), got {max_delay!r}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import check_int, check_percent, to_seconds
+from ._config import check_int, check_percent, to_float, to_seconds
 
 __all__ = ["RatioRetryBudget", "RetryBudget", "RetryBudgetStatistics"]
 
@@ -206,7 +206,9 @@ class RatioRetryBudget(RetryBudget):
         self._clock = clock
         self._monotonic = clock.monotonic
         self._withdrawal = math.ceil(_DEPOSIT * 100.0 / self._percent)
-        self._reserve = self._min_per_second * self._ttl * self._withdrawal
+        self._reserve = to_float(self._min_per_second) * self._ttl * self._withdrawal
+        if not math.isfinite(self._reserve):
+            raise ValueError(f"min_per_second x ttl is too large to count, got {min_per_second!r} x {ttl!r}")
         self._slice_length = self._ttl / _SLICES
         self._slices = [0] * _SLICES  # deposits minus withdrawals per slice, in units
         self._index = 0
@@ -292,6 +294,7 @@ class RatioRetryBudget(RetryBudget):
 def _positive(value: float, parameter: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{parameter} must be a number, got {value!r}")
-    if not 0.0 < value < math.inf:  # also refuses NaN
+    number = to_float(value)
+    if not 0.0 < number < math.inf:  # also refuses NaN, and ints too large for a float
         raise ValueError(f"{parameter} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return number

@@ -41,6 +41,9 @@ __all__ = ["Bulkhead", "BulkheadStatistics"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
+MAX_CONCURRENT = 1_000_000
+"""The largest ``max_concurrent``: each free slot is a list entry (8 bytes), so the limit must be a real number."""
+
 _WAITING = 0
 _GRANTED = 1
 _GONE = 2  # gave up (cancelled, timed out, interrupted) or could not be woken
@@ -131,14 +134,14 @@ class Bulkhead(Policy):
 
     Args:
         name: the bulkhead's name (errors, events, ``statistics()``, ``/health/bulkheads``).
-        max_concurrent: slots, an ``int`` >= 1 (default 10, the seed's).
+        max_concurrent: slots, an ``int`` from 1 to 1,000,000 (default 10, the seed's).
         max_queue: the most callers that may wait, an ``int`` >= 0 (default 100); ``0`` means no waiting.
         queue_timeout: the longest wait for a slot, ``float`` seconds or ``timedelta`` (default 30.0); ``0`` means
             no waiting; ``None`` or ``math.inf`` waits without a limit of its own (the ambient deadline applies).
 
     Raises:
         TypeError: ``name`` is not a ``str``, or a parameter has the wrong type.
-        ValueError: ``max_concurrent`` < 1, ``max_queue`` < 0, ``queue_timeout`` negative or NaN.
+        ValueError: ``max_concurrent`` < 1 or > 1,000,000, ``max_queue`` < 0, ``queue_timeout`` negative or NaN.
     """
 
     __slots__ = ("_lock", "_max_concurrent", "_max_queue", "_name", "_permits", "_queue_timeout", "_waiters")
@@ -153,7 +156,7 @@ class Bulkhead(Policy):
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
         self._name = name
-        self._max_concurrent = check_int(max_concurrent, "max_concurrent", minimum=1)
+        self._max_concurrent = check_int(max_concurrent, "max_concurrent", minimum=1, maximum=MAX_CONCURRENT)
         self._max_queue = check_int(max_queue, "max_queue", minimum=0)
         timeout = to_seconds_or_none(queue_timeout, "queue_timeout", allow_inf=True)
         self._queue_timeout = None if timeout is not None and math.isinf(timeout) else timeout

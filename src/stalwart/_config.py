@@ -1,7 +1,8 @@
 """Validation helpers shared by the policies' constructors.
 
 Invalid configuration raises :class:`ValueError` (or :class:`TypeError` for a wrong type) naming the parameter,
-at construction time, never at the first call.
+at construction time, never at the first call; never ``OverflowError`` (an ``int`` too large for a float is
+infinite, hence refused where infinity is).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-__all__ = ["check_int", "check_percent", "to_seconds", "to_seconds_or_none"]
+__all__ = ["check_int", "check_percent", "to_float", "to_seconds", "to_seconds_or_none"]
 
 
 def to_seconds(value: float | timedelta, parameter: str, *, allow_zero: bool = True, allow_inf: bool = False) -> float:
@@ -30,7 +31,7 @@ def to_seconds(value: float | timedelta, parameter: str, *, allow_zero: bool = T
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{parameter} must be a number of seconds or a timedelta, got {value!r}")
     else:
-        seconds = float(value)
+        seconds = to_float(value)
     if math.isnan(seconds):
         raise ValueError(f"{parameter} must be a number of seconds, got NaN")
     if seconds < 0:
@@ -42,6 +43,17 @@ def to_seconds(value: float | timedelta, parameter: str, *, allow_zero: bool = T
     return seconds
 
 
+def to_float(value: float) -> float:
+    """``float(value)``, with an ``int`` too large for a float mapped to ``±math.inf`` instead of ``OverflowError``.
+
+    Callers then refuse it with their usual ``ValueError`` naming the parameter ("must be finite").
+    """
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def to_seconds_or_none(
     value: float | timedelta | None, parameter: str, *, allow_zero: bool = True, allow_inf: bool = False
 ) -> float | None:
@@ -51,17 +63,19 @@ def to_seconds_or_none(
     return to_seconds(value, parameter, allow_zero=allow_zero, allow_inf=allow_inf)
 
 
-def check_int(value: int, parameter: str, *, minimum: int) -> int:
-    """Check an integer parameter is an ``int`` (not ``bool``) and at least ``minimum``.
+def check_int(value: int, parameter: str, *, minimum: int, maximum: int | None = None) -> int:
+    """Check an integer parameter is an ``int`` (not ``bool``) in ``[minimum, maximum]``.
 
     Raises:
         TypeError: not an ``int``.
-        ValueError: below ``minimum``.
+        ValueError: below ``minimum`` or above ``maximum`` (when given).
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{parameter} must be an int, got {value!r}")
     if value < minimum:
         raise ValueError(f"{parameter} must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{parameter} must be <= {maximum:_}, got {value!r}")
     return value
 
 
@@ -74,6 +88,6 @@ def check_percent(value: float, parameter: str) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{parameter} must be a percentage in (0, 100], got {value!r}")
-    if math.isnan(value) or not 0 < value <= 100:
+    if not 0 < value <= 100:  # also refuses NaN (and compares huge ints exactly, without converting them)
         raise ValueError(f"{parameter} must be a percentage in (0, 100], got {value!r}")
     return float(value)

@@ -32,7 +32,7 @@ from datetime import timedelta
 from types import TracebackType
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import to_seconds
+from ._config import to_float, to_seconds
 from ._events import DeadlineExpired, emit, hooks_installed
 from ._exceptions import DeadlineExceeded
 
@@ -44,12 +44,27 @@ class Deadline:
     """An absolute instant on a monotonic clock.
 
     Attributes:
-        at: the instant, in seconds on ``clock.monotonic()``.
+        at: the instant, in seconds on ``clock.monotonic()`` (``float``; ``math.inf``: never, ``-math.inf``: passed).
         clock: the clock ``at`` is measured on (default: the system clock).
+
+    Raises:
+        TypeError: ``at`` is not a number (``bool`` included), or ``clock`` has no ``monotonic()``.
+        ValueError: ``at`` is NaN.
     """
 
     at: float
     clock: Clock = SYSTEM_CLOCK
+
+    def __post_init__(self) -> None:
+        at = self.at
+        if isinstance(at, bool) or not isinstance(at, int | float):
+            raise TypeError(f"at must be an instant in seconds on the clock (a number), got {at!r}")
+        at = to_float(at)
+        if math.isnan(at):  # a NaN deadline would be neither expired nor have time left
+            raise ValueError("at must be an instant in seconds on the clock, got NaN")
+        object.__setattr__(self, "at", at)
+        if not callable(getattr(self.clock, "monotonic", None)):
+            raise TypeError(f"clock must implement the Clock protocol, got {self.clock!r}")
 
     @classmethod
     def after(cls, seconds: float | timedelta, *, clock: Clock = SYSTEM_CLOCK) -> Deadline:

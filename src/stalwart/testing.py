@@ -10,10 +10,13 @@ most ``attempts`` times while it is active, so an application's own test suite c
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
+from ._config import to_float, to_seconds
 from ._retry_testing import RetryTestingMode, set_mode
 
 __all__ = ["FakeClock", "testing"]
@@ -23,13 +26,20 @@ class FakeClock:
     """A manually driven monotonic clock implementing the :class:`stalwart.Clock` protocol.
 
     Args:
-        start: the initial ``monotonic()`` value in seconds (default ``0.0``).
+        start: the initial ``monotonic()`` value in seconds, finite (default ``0.0``).
+
+    Raises:
+        TypeError, ValueError: ``start`` is not a finite number.
 
     Attributes:
         sleeps: every delay passed to ``sleep``/``asleep``, in order (seconds).
     """
 
     def __init__(self, start: float = 0.0) -> None:
+        if isinstance(start, bool) or not isinstance(start, int | float):
+            raise TypeError(f"start must be a number of seconds, got {start!r}")
+        if not math.isfinite(to_float(start)):
+            raise ValueError(f"start must be a finite number of seconds, got {start!r}")
         self._now = float(start)
         self._lock = threading.Lock()
         self.sleeps: list[float] = []
@@ -38,16 +48,17 @@ class FakeClock:
         """The current fake time in seconds."""
         return self._now
 
-    def advance(self, seconds: float) -> None:
-        """Move time forward by ``seconds``.
+    def advance(self, seconds: float | timedelta) -> None:
+        """Move time forward by ``seconds`` (``float`` or ``timedelta``).
 
         Raises:
-            ValueError: ``seconds`` is negative (monotonic time never goes back).
+            ValueError: ``seconds`` is negative (monotonic time never goes back), NaN or infinite (either would
+                leave the clock unusable).
+            TypeError: ``seconds`` is not a number or a ``timedelta``.
         """
-        if seconds < 0:
-            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        step = to_seconds(seconds, "seconds")
         with self._lock:
-            self._now += seconds
+            self._now += step
 
     def sleep(self, seconds: float) -> None:
         """Record ``seconds`` and advance time by it, without blocking."""
