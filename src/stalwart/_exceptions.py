@@ -16,9 +16,14 @@ Every exception carries what the caller needs to act on it::
 ``Rejected`` errors are never counted as failures by a circuit breaker and never retried by default.
 When retries are exhausted the last exception of the call propagates unchanged (with a PEP 678 note); stalwart
 does not wrap it.
+
+Every exception survives ``pickle`` and ``copy`` (a process pool, a task queue) with its type, its attributes and
+its ``__notes__``: the custom ``__reduce__`` methods return the instance ``__dict__`` as state.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "BulkheadFullError",
@@ -60,8 +65,8 @@ class CircuitOpenError(Rejected):
             msg = f"circuit {name!r} is open; retry after {retry_after:.3f}s"
         super().__init__(msg)
 
-    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float | None]]:
-        return (type(self), (self.name, self.retry_after))
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float | None], dict[str, Any]]:
+        return (type(self), (self.name, self.retry_after), self.__dict__)
 
 
 class BulkheadFullError(Rejected):
@@ -79,8 +84,8 @@ class BulkheadFullError(Rejected):
         self.queued = queued
         super().__init__(f"bulkhead {name!r} is full ({max_concurrent} running, {queued} queued)")
 
-    def __reduce__(self) -> tuple[type[BulkheadFullError], tuple[str, int, int]]:
-        return (type(self), (self.name, self.max_concurrent, self.queued))
+    def __reduce__(self) -> tuple[type[BulkheadFullError], tuple[str, int, int], dict[str, Any]]:
+        return (type(self), (self.name, self.max_concurrent, self.queued), self.__dict__)
 
 
 class RateLimitedError(Rejected):
@@ -94,8 +99,8 @@ class RateLimitedError(Rejected):
         self.retry_after = retry_after
         super().__init__("rate limited" if retry_after is None else f"rate limited; retry after {retry_after:.3f}s")
 
-    def __reduce__(self) -> tuple[type[RateLimitedError], tuple[float | None]]:
-        return (type(self), (self.retry_after,))
+    def __reduce__(self) -> tuple[type[RateLimitedError], tuple[float | None], dict[str, Any]]:
+        return (type(self), (self.retry_after,), self.__dict__)
 
 
 class DeadlineExceeded(StalwartError, TimeoutError):
@@ -112,11 +117,12 @@ class DeadlineExceeded(StalwartError, TimeoutError):
         self.timeout = timeout
         super().__init__(message)
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_deadline_exceeded, (str(self), self.timeout))
+    def __reduce__(self) -> tuple[type[DeadlineExceeded], tuple[Any, ...], dict[str, Any]]:
+        return (type(self), self.args, self.__dict__)  # the dict restores timeout, notes and any other attribute
 
 
 def _rebuild_deadline_exceeded(message: str, timeout: float | None) -> DeadlineExceeded:
+    """Rebuild a ``DeadlineExceeded`` pickled by an earlier version (kept so that such pickles still load)."""
     return DeadlineExceeded(message, timeout=timeout)
 
 
