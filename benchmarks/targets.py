@@ -14,6 +14,7 @@ from typing import Any
 import bench_breaker as br
 import bench_bulkhead as bh
 import bench_http as ht
+import bench_issue6 as i6
 import bench_pipeline as pl
 import bench_retry as rt
 import bench_timeout as to
@@ -27,6 +28,9 @@ TIMEOUT_VS_ASYNCIO = 1.5  # brief: stalwart Timeout vs asyncio.timeout
 BULKHEAD_VS_SEMAPHORE = 2.0  # brief: stalwart Bulkhead vs a bare asyncio.Semaphore
 HTTP_VS_PLAIN = 1.15  # brief: resilient transport per request vs plain httpx over the same MockTransport
 THROUGHPUT_VS_PLAIN = 0.9  # brief: loopback requests/s relative to plain httpx at concurrency 50
+RECORD_ADDED_US = 2.0  # issue 6: AdaptiveTimeout.record() under 2 µs
+KEYED_VS_BULKHEAD = 1.5  # issue 6: KeyedBulkhead within 1.5x of Bulkhead per call
+MIDDLEWARE_HEADER_US = 2.0  # issue 6: DeadlineMiddleware adds at most one Timeout plus 2 µs of header handling
 
 Results = dict[str, Result]
 
@@ -157,6 +161,28 @@ def throughput_connections(results: Results, tp: Any) -> tuple[bool | None, str]
     return mine.median_connections <= max(plain.connections), detail
 
 
+def added_at_most(subject: str, baseline: str, micros: float) -> Callable[[Results, Any], tuple[bool | None, str]]:
+    """``subject`` costs at most ``micros`` µs more per call than ``baseline`` (medians)."""
+
+    def check(results: Results, _: Any) -> tuple[bool | None, str]:
+        added = _ns(results, subject) - _ns(results, baseline)
+        return added <= micros * 1000, f"{_us(added)} added (limit {micros:g} µs)"
+
+    return check
+
+
+def middleware_overhead(results: Results, _: Any) -> tuple[bool | None, str]:
+    """The middleware's cost over the bare app minus the Timeout's cost over it: the header handling."""
+    bare = _ns(results, i6.ASGI_BARE)
+    middleware = _ns(results, i6.ASGI_DEADLINE) - bare
+    timeout = _ns(results, i6.ASGI_TIMEOUT) - bare
+    extra = middleware - timeout
+    detail = (
+        f"{_us(middleware)} added vs Timeout's {_us(timeout)}: {_us(extra)} more (limit {MIDDLEWARE_HEADER_US:g} µs)"
+    )
+    return extra <= MIDDLEWARE_HEADER_US * 1000, detail
+
+
 def _breaker_targets() -> list[Target]:
     out = []
     for mode, models, peers in (
@@ -251,5 +277,30 @@ TARGETS: list[Target] = [
         "Loopback: no more TCP connections than plain httpx opens in the same run (pools of 50, all kept alive)",
         "brief",
         throughput_connections,
+    ),
+    Target(
+        f"AdaptiveTimeout.record() adds under {RECORD_ADDED_US:g} µs (window 100)",
+        "issue 6",
+        added_at_most(i6.RECORD, i6.BARE_SYNC, RECORD_ADDED_US),
+    ),
+    Target(
+        f"AdaptiveTimeout.record() adds under {RECORD_ADDED_US:g} µs (window 10,000: histogram)",
+        "issue 6",
+        added_at_most(i6.RECORD_LARGE, i6.BARE_SYNC, RECORD_ADDED_US),
+    ),
+    Target(
+        f"KeyedBulkhead (async) within {KEYED_VS_BULKHEAD:g}x of Bulkhead per call",
+        "issue 6",
+        within(i6.KEYED_ASYNC, i6.BULKHEAD_ASYNC, KEYED_VS_BULKHEAD),
+    ),
+    Target(
+        f"KeyedBulkhead (sync) within {KEYED_VS_BULKHEAD:g}x of Bulkhead per call",
+        "issue 6",
+        within(i6.KEYED_SYNC, i6.BULKHEAD_SYNC, KEYED_VS_BULKHEAD),
+    ),
+    Target(
+        f"DeadlineMiddleware adds at most one Timeout plus {MIDDLEWARE_HEADER_US:g} µs over a bare ASGI app",
+        "issue 6",
+        middleware_overhead,
     ),
 ]

@@ -208,3 +208,14 @@ def test_for_key_sync_and_decorator() -> None:
 def test_for_key_needs_a_hashable_key() -> None:
     with pytest.raises(TypeError):
         sw.AdaptiveTimeout().for_key(["not", "hashable"])
+
+
+def test_sync_call_refuses_a_coroutine() -> None:
+    adaptive = sw.AdaptiveTimeout()
+
+    async def work() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="coroutine"):
+        adaptive.for_key("k").call(work)  # type: ignore[arg-type]
+    assert adaptive.samples_for("k") == 0

@@ -391,3 +391,17 @@ def test_an_evictor_that_finds_a_permit_taken_keeps_the_compartment() -> None:
     evict_everything(bulkhead)
     assert "k" not in bulkhead._compartments
     assert bulkhead.statistics().keys == 0
+
+
+def test_sync_paths_refuse_a_coroutine_and_give_the_slot_back() -> None:
+    bulkhead = KeyedBulkhead("api", max_per_key=1, max_concurrent=2, key=lambda: "k")
+
+    async def work() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="coroutine"):
+        bulkhead.call_for("k", work)  # type: ignore[arg-type]
+    wrapped = bulkhead(lambda: work())
+    with pytest.raises(TypeError, match="coroutine"):
+        wrapped()
+    assert_idle(bulkhead, max_keys=1)

@@ -19,6 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
+from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar
 
 from ._clock import SYSTEM_CLOCK, Clock
@@ -26,7 +27,7 @@ from ._config import check_int, to_seconds
 from ._deadline import current_deadline, enter_async_scope, enter_sync_scope, exit_sync_scope
 from ._exceptions import DeadlineExceeded
 from ._latency_window import LatencyWindow, new_window
-from ._policy import Policy
+from ._policy import Policy, refuse_coroutine
 
 __all__ = ["AdaptiveTimeout", "AdaptiveTimeoutKey"]
 
@@ -253,6 +254,7 @@ class AdaptiveTimeout(Policy):
 
         Raises:
             DeadlineExceeded: the ambient deadline had already passed (the call was not started).
+            TypeError: ``fn`` returned a coroutine (an ``async def`` function belongs in :meth:`run`).
         """
         return self._call(None, fn, args, kwargs)
 
@@ -287,6 +289,8 @@ class AdaptiveTimeout(Policy):
             result = fn(*args, **kwargs)
         finally:
             exit_sync_scope(token)
+        if type(result) is CoroutineType:
+            refuse_coroutine(result, self, fn)
         self.record(clock.monotonic() - start, key)
         return result
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_INCOMING_HEADERS",
@@ -34,7 +33,6 @@ __all__ = [
     "GRPC_TIMEOUT_HEADER",
     "REQUEST_DEADLINE_HEADER",
     "X_DEADLINE_HEADER",
-    "IncomingBudget",
     "format_grpc_timeout",
     "format_request_deadline_ms",
     "parse_envoy_timeout_ms",
@@ -168,56 +166,40 @@ def parse_x_deadline(value: bytes | str, now: float) -> float | None:
     return left if left > 0.0 else 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingBudget:
-    """What :func:`read_budget` found in a request's headers.
-
-    Attributes:
-        seconds: the budget in float seconds (``0.0``: already spent), or ``None`` when no accepted header held a
-            valid value.
-        source: the lower-case name of the header the budget came from, or ``None``.
-        malformed: lower-case names of the accepted headers whose value was present but not valid (ignored).
-    """
-
-    seconds: float | None
-    source: str | None
-    malformed: tuple[str, ...] = ()
-
-
-_NO_BUDGET = IncomingBudget(None, None)
-
 _PARSERS: dict[bytes, Callable[[bytes], float | None]] = {
     REQUEST_DEADLINE_HEADER.encode(): parse_request_deadline_ms,
     GRPC_TIMEOUT_HEADER.encode(): parse_grpc_timeout,
     ENVOY_TIMEOUT_HEADER.encode(): parse_envoy_timeout_ms,
 }
 _X_DEADLINE = X_DEADLINE_HEADER.encode()
+_NAMES = {name.encode(): name for name in DEFAULT_INCOMING_HEADERS}
 
 
 def read_budget(
     headers: Iterable[tuple[bytes, bytes]],
     accepted: frozenset[bytes],
     wall_clock: Callable[[], float],
-) -> IncomingBudget:
-    """The tightest valid budget among the ``accepted`` deadline headers of a request.
+    malformed: list[str] | None = None,
+) -> float | None:
+    """The tightest valid budget among the ``accepted`` deadline headers of a request, in float seconds.
 
     Precedence: every accepted header present is read (a header repeated counts once per occurrence) and the
     **smallest** valid budget wins, whichever format it came in: each one is a limit someone upstream enforces (the
     caller's own deadline, a proxy's route timeout), so the request cannot usefully outlive the tightest. A
-    malformed value is ignored and its header named in ``malformed``.
+    malformed value is ignored.
 
     Args:
         headers: the request's headers as ASGI gives them: ``(name, value)`` byte pairs, names in lower case.
         accepted: the lower-case header names to read, as bytes (a subset of :data:`DEFAULT_INCOMING_HEADERS`;
             other names are ignored).
         wall_clock: POSIX seconds, called only when an ``X-Deadline`` header is present.
+        malformed: if given, the (lower-case) name of each accepted header whose value was present but not valid
+            is appended to it.
 
     Returns:
-        An :class:`IncomingBudget`.
+        The budget (``0.0``: already spent), or ``None`` when no accepted header held a valid value.
     """
     best: float | None = None
-    source: bytes | None = None
-    malformed: list[str] | None = None
     for name, value in headers:
         if name not in accepted:
             continue
@@ -229,19 +211,11 @@ def read_budget(
         else:
             continue
         if seconds is None:
-            if malformed is None:
-                malformed = []
-            malformed.append(name.decode("latin-1"))
+            if malformed is not None:
+                malformed.append(_NAMES[name])
         elif best is None or seconds < best:
             best = seconds
-            source = name
-    if best is None and malformed is None:
-        return _NO_BUDGET
-    return IncomingBudget(
-        best,
-        None if source is None else source.decode("latin-1"),
-        () if malformed is None else tuple(malformed),
-    )
+    return best
 
 
 def format_request_deadline_ms(seconds: float) -> str:

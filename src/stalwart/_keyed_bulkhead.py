@@ -20,18 +20,19 @@ the memory held is at most ``max_idle_keys`` compartments (``0``: none).
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
+from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ._bulkhead import Bulkhead
 from ._config import check_int
 from ._events import CallRejected, emit, hooks_installed
 from ._keyed_bulkhead_parts import CompartmentFullError, KeyedBulkheadStatistics, _Hold
-from ._policy import Policy, check_decoratable
+from ._keyed_bulkhead_wrap import wrap_async, wrap_sync
+from ._policy import Policy, check_decoratable, refuse_coroutine
 
 __all__ = ["CompartmentFullError", "KeyedBulkhead", "KeyedBulkheadStatistics"]
 
@@ -308,6 +309,7 @@ class KeyedBulkhead(Policy):
 
         Raises:
             CompartmentFullError, BulkheadFullError: as :meth:`acquire_sync`.
+            TypeError: ``fn`` returned a coroutine (an ``async def`` function belongs in :meth:`run_for`).
         """
         compartment = self._take(key)
         shared = self._global
@@ -317,10 +319,13 @@ class KeyedBulkhead(Policy):
             self._give(compartment)
             raise
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         finally:
             shared.release()
             self._give(compartment)
+        if type(result) is CoroutineType:
+            refuse_coroutine(result, self, fn)
+        return result
 
     def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
         if self._key_of is None:
@@ -359,58 +364,5 @@ class KeyedBulkhead(Policy):
             raise TypeError("decorating with a KeyedBulkhead needs key=... (a function of the call's arguments)")
         key_of = self._key_of
         if check_decoratable(fn, self):
-            compartments = self._compartments
-            take = self._take
-            give = self._give
-            list_idle = self._list_idle
-            shared = self._global
-            waiters = shared._waiters
-            shared_permits = shared._permits
-            release_shared = shared.release
-            max_per_key = self._max_per_key
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                # run_for(), written out again: one frame less per call.
-                key = key_of(*args, **kwargs)
-                compartment = compartments.get(key)
-                if compartment is None:
-                    compartment = take(key)
-                else:
-                    try:
-                        compartment.permits.pop()
-                    except IndexError:
-                        compartment = take(key)
-                    else:
-                        if compartment.dead:
-                            compartment.permits.append(True)
-                            compartment = take(key)
-                try:
-                    if waiters:
-                        await shared.acquire()
-                    else:
-                        try:
-                            shared_permits.pop()
-                        except IndexError:
-                            await shared.acquire()
-                except BaseException:
-                    give(compartment)
-                    raise
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    release_shared()
-                    permits = compartment.permits
-                    permits.append(True)
-                    if len(permits) == max_per_key and not compartment.listed:
-                        list_idle(compartment)
-
-            return async_wrapper
-
-        call_for = self.call_for
-
-        @functools.wraps(fn)
-        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return call_for(key_of(*args, **kwargs), fn, *args, **kwargs)
-
-        return cast("Callable[P, Any]", sync_wrapper)
+            return cast("Callable[P, Any]", wrap_async(self, fn, key_of))
+        return cast("Callable[P, Any]", wrap_sync(self, fn, key_of))

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from stalwart._deadline_headers import (
     DEFAULT_INCOMING_HEADERS,
-    IncomingBudget,
     format_grpc_timeout,
     format_request_deadline_ms,
     parse_envoy_timeout_ms,
@@ -212,26 +211,28 @@ def test_grpc_round_trip_never_gives_more_time(seconds: float) -> None:
 @given(st.lists(st.tuples(st.sampled_from([*sorted(ALL), b"x-other", b"content-type"]), header_values), max_size=6))
 def test_read_budget_is_the_smallest_valid_value(raw_headers: list[tuple[bytes, bytes | str]]) -> None:
     headers = [(name, value.encode() if isinstance(value, str) else value) for name, value in raw_headers]
-    found = read_budget(headers, ALL, wall)
+    malformed: list[str] = []
+    found = read_budget(headers, ALL, wall, malformed)
     parsers = {
         b"request-deadline-ms": parse_request_deadline_ms,
         b"grpc-timeout": parse_grpc_timeout,
         b"x-envoy-expected-rq-timeout-ms": parse_envoy_timeout_ms,
         b"x-deadline": lambda v: parse_x_deadline(v, NOW),
     }
-    budgets = [parsers[name](value) for name, value in headers if name in parsers]
-    valid = [b for b in budgets if b is not None]
-    assert found.seconds == (min(valid) if valid else None)
-    assert len(found.malformed) == budgets.count(None)
-    assert valid_budget(found.seconds)
+    budgets = [(name, parsers[name](value)) for name, value in headers if name in parsers]
+    valid = [b for _, b in budgets if b is not None]
+    assert found == (min(valid) if valid else None)
+    assert malformed == [name.decode() for name, b in budgets if b is None]
+    assert valid_budget(found)
 
 
 # -- read_budget -------------------------------------------------------------------------------------------------
 
 
 def test_no_deadline_header() -> None:
-    found = read_budget([(b"host", b"example"), (b"content-length", b"0")], ALL, no_wall_clock)
-    assert found == IncomingBudget(None, None, ())
+    malformed: list[str] = []
+    assert read_budget([(b"host", b"example"), (b"content-length", b"0")], ALL, no_wall_clock, malformed) is None
+    assert malformed == []
 
 
 def test_the_tightest_header_wins_whatever_its_format() -> None:
@@ -241,22 +242,21 @@ def test_the_tightest_header_wins_whatever_its_format() -> None:
         (b"grpc-timeout", b"2S"),
         (b"x-envoy-expected-rq-timeout-ms", b"15000"),
     ]
-    assert read_budget(headers, ALL, wall) == IncomingBudget(2.0, "grpc-timeout", ())
+    assert read_budget(headers, ALL, wall) == 2.0
     headers.append((b"x-deadline", b"1700000001"))
-    assert read_budget(headers, ALL, wall) == IncomingBudget(1.0, "x-deadline", ())
+    assert read_budget(headers, ALL, wall) == 1.0
 
 
 def test_malformed_values_are_ignored_and_named() -> None:
     headers = [(b"request-deadline-ms", b"soon"), (b"grpc-timeout", b"750m"), (b"grpc-timeout", b"5")]
-    assert read_budget(headers, ALL, no_wall_clock) == IncomingBudget(
-        0.75, "grpc-timeout", ("request-deadline-ms", "grpc-timeout")
-    )
-    only_bad = read_budget([(b"request-deadline-ms", b"-1")], ALL, no_wall_clock)
-    assert only_bad == IncomingBudget(None, None, ("request-deadline-ms",))
+    malformed: list[str] = []
+    assert read_budget(headers, ALL, no_wall_clock, malformed) == 0.75
+    assert malformed == ["request-deadline-ms", "grpc-timeout"]
+    assert read_budget([(b"request-deadline-ms", b"-1")], ALL, no_wall_clock) is None  # no list: nothing reported
 
 
 def test_only_accepted_headers_are_read() -> None:
     headers = [(b"x-deadline", b"1700000001"), (b"request-deadline-ms", b"5000")]
     accepted = frozenset({b"request-deadline-ms"})
-    assert read_budget(headers, accepted, no_wall_clock) == IncomingBudget(5.0, "request-deadline-ms", ())
-    assert read_budget(headers, frozenset({b"x-other"}), no_wall_clock).seconds is None
+    assert read_budget(headers, accepted, no_wall_clock) == 5.0
+    assert read_budget(headers, frozenset({b"x-other"}), no_wall_clock) is None

@@ -186,10 +186,10 @@ class DeadlineMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        found = read_budget(scope["headers"], self._accepted, self._wall_clock)
-        if found.malformed:
-            self._log_malformed(found.malformed)
-        budget = found.seconds
+        malformed: list[str] = []
+        budget = read_budget(scope["headers"], self._accepted, self._wall_clock, malformed)
+        if malformed:
+            self._log_malformed(malformed)
         if budget is None:
             limit = self._default
             if limit is None:
@@ -203,9 +203,7 @@ class DeadlineMiddleware:
             if limit <= 0.0:
                 await _gateway_timeout(send, 0.0)
                 return
-        await self._run(limit, scope, receive, send)
-
-    async def _run(self, limit: float, scope: Scope, receive: Receive, send: Send) -> None:
+        # The deadline scope (inlined: one coroutine frame less per request).
         loop = get_running_loop()
         task = current_task(loop)
         if task is None:
@@ -250,7 +248,7 @@ class DeadlineMiddleware:
             if not exchange.started:
                 await _gateway_timeout(send, limit)
 
-    def _log_malformed(self, names: tuple[str, ...]) -> None:
+    def _log_malformed(self, names: list[str]) -> None:
         for name in names:
             if name in self._warned:
                 logger.debug("DeadlineMiddleware: ignored a malformed %s header", name)
