@@ -35,11 +35,9 @@ def start(role: str, downstream: str | None = None) -> tuple[subprocess.Popen[by
     env = {**os.environ, "CASCADE_ROLE": role}
     if downstream is not None:
         env["CASCADE_DOWNSTREAM"] = downstream
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "cascade_apps:app", "--app-dir", HERE, "--port", str(port)]
-        + ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"],
-        env=env,
-    )
+    command = [sys.executable, "-m", "uvicorn", "cascade_apps:app", "--app-dir", HERE, "--port", str(port)]
+    command += ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+    process = subprocess.Popen(command, env=env)
     url = f"http://127.0.0.1:{port}"
     give_up = time.monotonic() + 30.0
     while True:  # wait for the server to listen (start-up, not a behaviour under test)
