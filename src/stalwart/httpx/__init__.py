@@ -21,11 +21,13 @@ from ._classify import (
 )
 from ._client import ResilientClient
 from ._config import ResilienceConfig
+from ._options import PerOriginBudget
 from ._transport import AsyncResilientTransport, ResilientTransport
 
 __all__ = [
     "AsyncResilientTransport",
     "IDEMPOTENT_METHODS",
+    "PerOriginBudget",
     "RETRYABLE_STATUSES",
     "ResilienceConfig",
     "ResilientClient",

@@ -8,10 +8,16 @@ from dataclasses import dataclass, field
 
 from stalwart._backoff import Backoff
 from stalwart._config import check_int, to_seconds, to_seconds_or_none
+from stalwart._retry_policy import RetryBudgetHook
 
 from ._classify import BREAKER_FAILURE_STATUSES, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, RETRYABLE_STATUSES
+from ._options import BudgetFactory, PerOriginBudget
 
 __all__ = ["ResilienceConfig"]
+
+
+DEFAULT_BUDGET = PerOriginBudget()
+"""The default ``budget``: ``RetryBudget.ratio(percent=20.0, ttl=10.0, min_per_second=10)`` per origin."""
 
 
 def _default_backoff() -> Backoff:
@@ -86,6 +92,13 @@ class ResilienceConfig:
             possible) and the body is read afterwards under httpx's read timeout. ``ResilientClient`` turns it on.
         use_breaker: keep a circuit breaker per origin (default ``True``).
         use_bulkhead: keep a bulkhead per origin (default ``True``).
+        budget: the retry budget (docs/http-client.md, "Retry budget"). Default ``PerOriginBudget()``: one
+            ``RetryBudget.ratio(percent=20.0, ttl=10.0, min_per_second=10)`` per origin, named after it, so retries
+            to an origin are at most 20 % of its calls over the last 10 s plus 10 per second. Any callable
+            ``(name, clock) -> budget`` builds one budget per origin; a budget instance (``RetryBudget``,
+            ``RedisRetryBudget``, anything implementing ``record_success``/``record_failure``/
+            ``try_acquire_retry``) is shared by every origin of the transport; ``None`` disables the budget.
+            When the budget refuses a retry, the request ends at once with its last response or error.
 
     Raises:
         TypeError: a field has the wrong type.
@@ -112,6 +125,7 @@ class ResilienceConfig:
     read_response: bool = False
     use_breaker: bool = True
     use_bulkhead: bool = True
+    budget: RetryBudgetHook | BudgetFactory | None = DEFAULT_BUDGET
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -141,3 +155,6 @@ class ResilienceConfig:
         for name in ("read_response", "use_breaker", "use_bulkhead"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        budget = self.budget
+        if budget is not None and not isinstance(budget, RetryBudgetHook) and not callable(budget):
+            raise TypeError(f"budget must be a retry budget, a callable (name, clock) -> budget or None: {budget!r}")

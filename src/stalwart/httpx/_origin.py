@@ -13,9 +13,9 @@ import httpx
 
 from stalwart._clock import Clock
 from stalwart._deadline import Deadline
-from stalwart._events import RetryGaveUp, RetryScheduled, emit, hooks_installed
+from stalwart._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
 from stalwart._registry import Registry
-from stalwart._retry_policy import RetryDecision, RetryRules, give_up_note
+from stalwart._retry_policy import RetryBudgetHook, RetryDecision, RetryRules, give_up_note
 from stalwart._retry_testing import current_mode
 
 from ._classify import is_retryable_exception, parse_http_date, parse_retry_after, request_was_not_sent
@@ -159,14 +159,21 @@ def wall_time() -> float:
 
 
 class Origin:
-    """The state kept per origin (scheme, host, port): its name, breaker and bulkhead."""
+    """The state kept per origin (scheme, host, port): its name, breaker, bulkhead and retry budget."""
 
-    __slots__ = ("breaker", "bulkhead", "name")
+    __slots__ = ("breaker", "budget", "bulkhead", "name")
 
-    def __init__(self, name: str, breaker: CircuitBreaker | None, bulkhead: Bulkhead | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        breaker: CircuitBreaker | None,
+        bulkhead: Bulkhead | None,
+        budget: RetryBudgetHook | None = None,
+    ) -> None:
         self.name = name
         self.breaker = breaker
         self.bulkhead = bulkhead
+        self.budget = budget
 
 
 def origin_name(prefix: str, url: httpx.URL) -> str:
@@ -287,7 +294,12 @@ class TransportCore:
                 max_queue=config.max_queue,
                 queue_timeout=config.queue_timeout,
             )
-        return Origin(name, breaker, bulkhead)
+        budget = config.budget
+        if budget is not None and not isinstance(budget, RetryBudgetHook):  # a factory: one budget per origin
+            budget = budget(name, self._clock) if self._buffer else None  # nothing to budget without retries
+            if budget is not None and not isinstance(budget, RetryBudgetHook):
+                raise TypeError(f"the budget factory must return a retry budget, got {budget!r}")
+        return Origin(name, breaker, bulkhead, budget)
 
     def may_resend(self, request: httpx.Request) -> bool:
         """Whether ``request`` may be sent again after it may have reached the server: an idempotent method, or
@@ -360,6 +372,14 @@ class TransportCore:
         """Emit ``RetryScheduled`` when hooks are installed."""
         if hooks_installed():
             emit(RetryScheduled(origin.name, attempt, delay, reason, exc, elapsed))
+
+    def budget_refused(
+        self, origin: Origin, budget: RetryBudgetHook, attempts: int, elapsed: float, exc: BaseException | None
+    ) -> None:
+        """The budget refused the retry the rules allowed: emit ``RetryBudgetExhausted``, then give up."""
+        if hooks_installed():
+            emit(RetryBudgetExhausted(budget.name, attempts))
+        self.gave_up(origin, attempts, elapsed, "budget", exc)
 
     def gave_up(self, origin: Origin, attempts: int, elapsed: float, reason: str, exc: BaseException | None) -> None:
         """Note the give-up on ``exc`` (PEP 678) and emit ``RetryGaveUp``, when the loop ran: a first attempt that is

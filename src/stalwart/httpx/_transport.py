@@ -32,7 +32,7 @@ from stalwart._policy import check_decoratable
 from stalwart._registry import Registry
 from stalwart._types import NEVER_HANDLED
 
-from ._classify import is_breaker_failure_exception
+from ._classify import is_retryable_exception
 from ._config import ResilienceConfig
 from ._origin import (
     AsyncFallback,
@@ -150,6 +150,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         origin = self._origins.get((url.raw_scheme, url.raw_host, url.port)) or self.origin(url)
         breaker = origin.breaker
         bulkhead = origin.bulkhead
+        budget = origin.budget
         inner = self._transport
         monotonic = self._monotonic
         read = self._config.read_response
@@ -228,11 +229,14 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     if breaker is not None:
                         breaker.release(permit)
                     raise
+                transient = is_retryable_exception(error)
                 if breaker is not None:
-                    if is_breaker_failure_exception(error):
+                    if transient:
                         breaker.record_failure(permit, now - began)
                     else:
                         breaker.release(permit)
+                if budget is not None and transient:
+                    budget.record_failure(attempt == 1)
                 retryable = self.error_retryable(error, request, replayable=replayable)
                 decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
                 if not decision.retry:
@@ -242,6 +246,11 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     raise error from exc
                 if breaker is not None and breaker.state in _REJECTING:
                     self.gave_up(origin, attempt, now - start, "circuit_open", error)
+                    if error is exc:
+                        raise
+                    raise error from exc
+                if budget is not None and not budget.try_acquire_retry():
+                    self.budget_refused(origin, budget, attempt, now - start, error)
                     if error is exc:
                         raise
                     raise error from exc
@@ -260,7 +269,11 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     else:
                         breaker.record_success(permit, monotonic() - began)
                 if status not in self._retry_statuses:
+                    if budget is not None:
+                        budget.record_success(attempt == 1)
                     return response
+                if budget is not None:
+                    budget.record_failure(attempt == 1)
                 now = monotonic()
                 retryable = replayable and self.may_resend(request)
                 decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=response)
@@ -269,6 +282,9 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     return response
                 if breaker is not None and breaker.state in _REJECTING:
                     self.gave_up(origin, attempt, now - start, "circuit_open", None)
+                    return response
+                if budget is not None and not budget.try_acquire_retry():
+                    self.budget_refused(origin, budget, attempt, now - start, None)
                     return response
                 await discard_async(response)  # closed (its connection back in the pool) before sleeping
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
@@ -342,6 +358,7 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
         origin = self._origins.get((url.raw_scheme, url.raw_host, url.port)) or self.origin(url)
         breaker = origin.breaker
         bulkhead = origin.bulkhead
+        budget = origin.budget
         inner = self._transport
         monotonic = self._monotonic
         read = self._config.read_response
@@ -396,11 +413,14 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     if breaker is not None:
                         breaker.release(permit)
                     raise
+                transient = is_retryable_exception(exc)
                 if breaker is not None:
-                    if is_breaker_failure_exception(exc):
+                    if transient:
                         breaker.record_failure(permit, now - began)
                     else:
                         breaker.release(permit)
+                if budget is not None and transient:
+                    budget.record_failure(attempt == 1)
                 retryable = self.error_retryable(exc, request, replayable=replayable)
                 decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
                 if not decision.retry:
@@ -408,6 +428,9 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     raise
                 if breaker is not None and breaker.state in _REJECTING:
                     self.gave_up(origin, attempt, now - start, "circuit_open", exc)
+                    raise
+                if budget is not None and not budget.try_acquire_retry():
+                    self.budget_refused(origin, budget, attempt, now - start, exc)
                     raise
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=exc, elapsed=now - start)
             else:
@@ -422,7 +445,11 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     else:
                         breaker.record_success(permit, monotonic() - began)
                 if status not in self._retry_statuses:
+                    if budget is not None:
+                        budget.record_success(attempt == 1)
                     return response
+                if budget is not None:
+                    budget.record_failure(attempt == 1)
                 now = monotonic()
                 retryable = replayable and self.may_resend(request)
                 decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=response)
@@ -431,6 +458,9 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     return response
                 if breaker is not None and breaker.state in _REJECTING:
                     self.gave_up(origin, attempt, now - start, "circuit_open", None)
+                    return response
+                if budget is not None and not budget.try_acquire_retry():
+                    self.budget_refused(origin, budget, attempt, now - start, None)
                     return response
                 discard_sync(response)  # closed (its connection back in the pool) before sleeping
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
