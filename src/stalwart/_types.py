@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TypeAlias, cast
+from typing import TypeAlias
 
 from ._exceptions import Rejected
 
@@ -30,8 +30,15 @@ NEVER_HANDLED: tuple[type[BaseException], ...] = (
 
 
 def is_never_handled(exc: BaseException) -> bool:
-    """True for cancellation and interpreter-exit exceptions (:data:`NEVER_HANDLED`)."""
-    return isinstance(exc, NEVER_HANDLED)
+    """True for cancellation and interpreter-exit exceptions (:data:`NEVER_HANDLED`), also inside a group.
+
+    A ``BaseExceptionGroup`` holding one of them (a task group, anyio or trio code that wraps a ``CancelledError``
+    or ``KeyboardInterrupt`` with other errors) is never handled either: retrying or answering it would swallow the
+    cancellation or the interrupt it carries.
+    """
+    return isinstance(exc, NEVER_HANDLED) or (
+        isinstance(exc, BaseExceptionGroup) and exc.subgroup(NEVER_HANDLED) is not None
+    )
 
 
 def compile_exception_spec(spec: ExceptionSpec, *, parameter: str, exclude_rejected: bool = True) -> ExceptionPredicate:
@@ -44,22 +51,26 @@ def compile_exception_spec(spec: ExceptionSpec, *, parameter: str, exclude_rejec
             failure of the dependency).
 
     Returns:
-        A predicate that is false for :data:`NEVER_HANDLED` exceptions whatever ``spec`` says.
+        A predicate that is false for :data:`NEVER_HANDLED` exceptions whatever ``spec`` says, and for exception
+        groups holding one (:func:`is_never_handled`).
 
     Raises:
-        TypeError: ``spec`` is none of the accepted forms (the message names ``parameter``).
+        TypeError: ``spec`` is none of the accepted forms, or a class that is not an exception (the message names
+            ``parameter``).
     """
-    if isinstance(spec, type) and issubclass(spec, BaseException):
+    if isinstance(spec, type):
+        if not issubclass(spec, BaseException):  # a class is callable, but calling it is no test of an exception
+            raise TypeError(f"{parameter} must be an exception type, a tuple of them, or a predicate; got {spec!r}")
         types: tuple[type[BaseException], ...] = (spec,)
     elif isinstance(spec, tuple):
         if not all(isinstance(t, type) and issubclass(t, BaseException) for t in spec):
             raise TypeError(f"{parameter} must be an exception type, a tuple of them, or a predicate")
         types = spec
     elif callable(spec):
-        predicate = cast("ExceptionPredicate", spec)
+        predicate: ExceptionPredicate = spec
 
         def matches_predicate(exc: BaseException) -> bool:
-            if isinstance(exc, NEVER_HANDLED) or (exclude_rejected and isinstance(exc, Rejected)):
+            if is_never_handled(exc) or (exclude_rejected and isinstance(exc, Rejected)):
                 return False
             return bool(predicate(exc))
 
@@ -68,8 +79,14 @@ def compile_exception_spec(spec: ExceptionSpec, *, parameter: str, exclude_rejec
         raise TypeError(f"{parameter} must be an exception type, a tuple of them, or a predicate; got {spec!r}")
 
     excluded: tuple[type[BaseException], ...] = NEVER_HANDLED + ((Rejected,) if exclude_rejected else ())
+    if not any(issubclass(BaseExceptionGroup, t) for t in types):  # no group can match: skip the group check
 
-    def matches_types(exc: BaseException) -> bool:
-        return isinstance(exc, types) and not isinstance(exc, excluded)
+        def matches_types(exc: BaseException) -> bool:
+            return isinstance(exc, types) and not isinstance(exc, excluded)
 
-    return matches_types
+        return matches_types
+
+    def matches_types_or_group(exc: BaseException) -> bool:
+        return isinstance(exc, types) and not isinstance(exc, excluded) and not is_never_handled(exc)
+
+    return matches_types_or_group
