@@ -27,6 +27,7 @@ IdempotentReplay      a stored response was replayed for a repeated idempotency 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
@@ -215,6 +216,7 @@ Hook: TypeAlias = Callable[[Event], None]
 
 _hooks: tuple[Hook, ...] = ()
 _installed = False
+_hooks_lock = threading.RLock()  # add/remove are read-modify-write; re-entrant for a hook whose __eq__ adds one
 
 
 def hooks_installed() -> bool:
@@ -223,26 +225,35 @@ def hooks_installed() -> bool:
 
 
 def add_hook(hook: Hook) -> None:
-    """Install ``hook`` for every event emitted in this process."""
+    """Install ``hook`` for every event emitted in this process (thread-safe).
+
+    Raises:
+        TypeError: ``hook`` is not callable.
+    """
     global _hooks, _installed
-    _hooks = (*_hooks, hook)
-    _installed = True
+    if not callable(hook):
+        raise TypeError(f"hook must be a callable (event) -> None, got {hook!r}")
+    with _hooks_lock:
+        _hooks = (*_hooks, hook)
+        _installed = True
 
 
 def remove_hook(hook: Hook) -> None:
     """Remove a hook installed with :func:`add_hook`; unknown hooks are ignored.
 
     Hooks are compared with ``==``, so ``remove_hook(events.append)`` removes ``add_hook(events.append)`` although
-    each attribute access builds a new bound-method object. Only the first equal hook is removed.
+    each attribute access builds a new bound-method object. Only the first equal hook is removed. Thread-safe: a hook
+    added or removed by another thread at the same moment is neither lost nor brought back.
     """
     global _hooks, _installed
-    hooks = list(_hooks)
-    for index, installed in enumerate(hooks):
-        if installed == hook:
-            del hooks[index]
-            break
-    _hooks = tuple(hooks)
-    _installed = bool(_hooks)
+    with _hooks_lock:
+        hooks = list(_hooks)
+        for index, installed in enumerate(hooks):
+            if installed == hook:
+                del hooks[index]
+                break
+        _hooks = tuple(hooks)
+        _installed = bool(_hooks)
 
 
 def emit(event: Event) -> None:
