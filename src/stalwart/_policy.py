@@ -32,6 +32,28 @@ def _plain_target(fn: object) -> object:
     return fn
 
 
+def _innermost(fn: object) -> object:
+    """Follow partials and the ``__wrapped__`` of plain functions and methods; stop at any other callable.
+
+    ``inspect.unwrap`` would follow a ``__wrapped__`` through a callable *object* too, and an object that runs a
+    coroutine to completion (a "sync from async" adapter built with ``functools.update_wrapper``) carries the
+    coroutine function it runs: what calling it returns is decided by its own ``__call__``, not by what it wraps.
+    """
+    seen: set[int] = set()  # a __wrapped__ cycle ends the walk
+    fn = _plain_target(fn)
+    while (inspect.isfunction(fn) or inspect.ismethod(fn)) and id(fn) not in seen:
+        seen.add(id(fn))
+        wrapped = getattr(fn, "__wrapped__", None)
+        if wrapped is None or _code_says(fn):  # a coroutine or generator function is what it says it is
+            return fn
+        fn = _plain_target(wrapped)
+    return fn
+
+
+def _code_says(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
 def is_async_callable(fn: object) -> bool:
     """Whether calling ``fn`` returns a coroutine, as far as can be told without calling it.
 
@@ -39,32 +61,27 @@ def is_async_callable(fn: object) -> bool:
     ``async`` (it unwraps partials, then checks only functions and methods). A plain function or method is judged by
     itself and, when it is a pass-through decorator built with ``functools.wraps``, by what it wraps (the common
     tracing and logging decorators return the wrapped coroutine). Any other callable object is judged by its own
-    ``__call__``, never by a ``__wrapped__`` it carries: an object that runs a coroutine to completion (a "sync
-    from async" adapter) keeps the ``__wrapped__`` of the coroutine function it runs but answers synchronously.
+    ``__call__``, never by a ``__wrapped__`` it carries (see :func:`_innermost`). A class is sync: calling it builds
+    an instance.
     """
-    fn = _plain_target(fn)
     if inspect.iscoroutinefunction(fn):
         return True
-    if inspect.isfunction(fn) or inspect.ismethod(fn):
-        target = inspect.unwrap(fn)
-        return target is not fn and is_async_callable(target)
-    if isinstance(fn, type):  # calling a class builds an instance, whatever its __call__ does
+    target = _innermost(fn)
+    if inspect.isfunction(target) or inspect.ismethod(target):
+        return inspect.iscoroutinefunction(target)
+    if isinstance(target, type):
         return False
-    return inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))  # noqa: B004 - async __call__
+    return inspect.iscoroutinefunction(getattr(type(target), "__call__", None))  # noqa: B004 - async __call__
 
 
 def _is_generator_callable(fn: object) -> bool:
     """Whether calling ``fn`` returns a generator or an async generator (judged as :func:`is_async_callable`)."""
-    fn = _plain_target(fn)
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        return True
-    if inspect.isfunction(fn) or inspect.ismethod(fn):
-        target = inspect.unwrap(fn)
-        return target is not fn and _is_generator_callable(target)
-    if isinstance(fn, type):
-        return False
-    call = getattr(type(fn), "__call__", None)  # noqa: B004 - a generator __call__
-    return inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call)
+    target = _innermost(fn)
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        if isinstance(target, type):
+            return False
+        target = getattr(type(target), "__call__", None)  # noqa: B004 - a generator __call__
+    return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
 
 
 def check_decoratable(fn: Callable[..., Any], policy: object) -> bool:

@@ -226,3 +226,15 @@ def test_a_callable_object_with_a_generator_call_is_refused(policy: sw.Policy) -
 
     with pytest.raises(TypeError, match="generator"):
         policy(functools.partial(Produces()))
+
+
+def test_a_pipeline_decorates_a_sync_adapter_as_sync_at_every_layer() -> None:
+    """Each layer's wrapper carries ``__wrapped__``: following it through the adapter object found the coroutine
+    function behind it, so the outer layers of a pipeline took the adapter for async."""
+
+    async def double(value: int) -> int:
+        return 2 * value
+
+    decorated = sw.Pipeline(sw.Timeout(5.0), sw.Retry(on=Flaky), sw.Bulkhead("adapter"))(SyncFromAsync(double))
+    assert not inspect.iscoroutinefunction(decorated)
+    assert decorated(21) == 42
