@@ -41,7 +41,10 @@ def _as_timeout(value: Policy | float | timedelta | None, parameter: str) -> Pol
         return value
     if isinstance(value, bool) or not isinstance(value, int | float | timedelta):
         raise TypeError(f"{parameter} must be a Timeout, another policy or a number of seconds; got {value!r}")
-    return Timeout(value)
+    try:
+        return Timeout(value)
+    except ValueError as exc:  # Timeout names its own parameter, "seconds": name the one the caller passed
+        raise ValueError(f"{parameter}: {exc}") from None
 
 
 class Pipeline(Policy):
