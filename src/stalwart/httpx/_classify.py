@@ -30,6 +30,7 @@ __all__ = [
     "is_idempotent_request",
     "is_retryable_exception",
     "is_retryable_status",
+    "parse_delta_seconds",
     "parse_http_date",
     "parse_retry_after",
     "request_was_not_sent",
@@ -162,6 +163,25 @@ def parse_http_date(value: str, now: float) -> float | None:
     return (day - _EPOCH).total_seconds() + hour * 3600 + minute * 60 + second
 
 
+def parse_delta_seconds(value: str | None) -> float | None:
+    """A delta-seconds header value (``1*DIGIT``, RFC 9110 §10.2.3) in seconds, or ``None`` when it must be ignored.
+
+    Used for ``Retry-After``'s first form and for the ``RateLimit-Reset`` pushback header of the IETF RateLimit
+    header fields drafts. Surrounding spaces and tabs are allowed; a missing, empty, signed, fractional, non-ASCII
+    or overflowing (more than :data:`MAX_DELTA_SECONDS`) value is ``None``. Never raises.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip(" \t")
+    if not (text.isdigit() and text.isascii()):
+        return None
+    digits = text.lstrip("0")
+    if len(digits) > 19:  # guard int() against absurd lengths before comparing
+        return None
+    seconds = int(digits or "0")
+    return float(seconds) if seconds <= MAX_DELTA_SECONDS else None
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """The delay a ``Retry-After`` header asks for, in seconds, or ``None`` when it must be ignored.
 
@@ -186,11 +206,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not text:
         return None
     if text.isdigit() and text.isascii():
-        digits = text.lstrip("0")
-        if len(digits) > 19:  # guard int() against absurd lengths before comparing
-            return None
-        seconds = int(digits or "0")
-        return float(seconds) if seconds <= MAX_DELTA_SECONDS else None
+        return parse_delta_seconds(text)
     if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
         return None
     at = parse_http_date(text, now)

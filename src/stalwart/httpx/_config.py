@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+import httpx
 
 from stalwart._backoff import Backoff
 from stalwart._config import check_int, to_seconds, to_seconds_or_none
@@ -76,6 +78,17 @@ class ResilienceConfig:
             PUT, DELETE, TRACE). Other methods are retried only when they carry ``idempotency_header``, or when the
             error proves nothing was sent (a connection failure).
         idempotency_header: header making any method retryable (default ``"Idempotency-Key"``; ``None``: never).
+        auto_idempotency_key: add ``idempotency_header`` with a fresh UUID4 (a bare token) to every request whose
+            method is not in ``retry_methods`` and that has none, once, before the first attempt; every attempt then
+            sends the same key, so a POST or PATCH can be retried safely when the server honours the key (what the
+            Stripe SDKs do). Default ``False``. Needs ``idempotency_header``.
+        on_result: ``(response) -> bool``: a true answer makes a response retryable although its status is not in
+            ``retry_statuses`` (e.g. a 200 whose JSON body says "try later"). The body is read first (``on_result``
+            implies ``read_response``), so the predicate may call ``response.json()``. Default ``None``. An
+            exception it raises propagates.
+        rate_limit_reset_header: a header read as server pushback, in delta-seconds, on a retryable response without
+            a valid ``Retry-After`` (e.g. ``"RateLimit-Reset"`` from the IETF RateLimit header fields drafts; not
+            GitHub's ``X-RateLimit-Reset``, which is an epoch time). Default ``None``: only ``Retry-After``.
         failure_statuses: response statuses the breaker counts as failures (default every 5xx; 4xx never should).
         failure_threshold: consecutive failures that open an origin's breaker (default ``5``).
         success_threshold: successful probes that close it again (default ``3``; at most ``half_open_max_calls``).
@@ -126,6 +139,9 @@ class ResilienceConfig:
     use_breaker: bool = True
     use_bulkhead: bool = True
     budget: RetryBudgetHook | BudgetFactory | None = DEFAULT_BUDGET
+    auto_idempotency_key: bool = False
+    on_result: Callable[[httpx.Response], bool] | None = None
+    rate_limit_reset_header: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -152,9 +168,14 @@ class ResilienceConfig:
         check_int(self.max_queue, "max_queue", minimum=0)
         set_(self, "queue_timeout", to_seconds(self.queue_timeout, "queue_timeout", allow_inf=True))
         set_(self, "attempt_header", _header(self.attempt_header, "attempt_header"))
-        for name in ("read_response", "use_breaker", "use_bulkhead"):
+        for name in ("read_response", "use_breaker", "use_bulkhead", "auto_idempotency_key"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.auto_idempotency_key and self.idempotency_header is None:
+            raise ValueError("auto_idempotency_key needs an idempotency_header to send the key in")
+        if self.on_result is not None and not callable(self.on_result):
+            raise TypeError(f"on_result must be a callable (response) -> bool or None, got {self.on_result!r}")
+        set_(self, "rate_limit_reset_header", _header(self.rate_limit_reset_header, "rate_limit_reset_header"))
         budget = self.budget
         if budget is not None and not isinstance(budget, RetryBudgetHook) and not callable(budget):
             raise TypeError(f"budget must be a retry budget, a callable (name, clock) -> budget or None: {budget!r}")

@@ -4,6 +4,7 @@ glue, events and notes. The driver loops themselves live in ``_transport.py``, o
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -18,7 +19,13 @@ from stalwart._registry import Registry
 from stalwart._retry_policy import RetryBudgetHook, RetryDecision, RetryRules, give_up_note
 from stalwart._retry_testing import current_mode
 
-from ._classify import is_retryable_exception, parse_http_date, parse_retry_after, request_was_not_sent
+from ._classify import (
+    is_retryable_exception,
+    parse_delta_seconds,
+    parse_http_date,
+    parse_retry_after,
+    request_was_not_sent,
+)
 from ._config import ResilienceConfig
 
 if TYPE_CHECKING:
@@ -220,6 +227,9 @@ class TransportCore:
     _attempt_header: AttemptHeader | None
     _retry_statuses: frozenset[int]
     _failure_statuses: frozenset[int]
+    _read: bool
+    _on_result: Callable[[httpx.Response], bool] | None
+    _auto_key: str | None
 
     def _setup(
         self,
@@ -255,6 +265,9 @@ class TransportCore:
         self._attempt_header = None if config.attempt_header is None else AttemptHeader(config.attempt_header)
         self._retry_statuses = config.retry_statuses
         self._failure_statuses = config.failure_statuses
+        self._on_result = config.on_result
+        self._read = config.read_response or config.on_result is not None  # the predicate may read the body
+        self._auto_key = config.idempotency_header if config.auto_idempotency_key else None
 
     @property
     def config(self) -> ResilienceConfig:
@@ -352,19 +365,37 @@ class TransportCore:
         )
 
     def retry_after(self, response: httpx.Response) -> float | None:
-        """The valid ``Retry-After`` delay of ``response`` in seconds, or ``None`` (absent or invalid).
+        """The valid ``Retry-After`` delay of ``response`` in seconds, or ``None`` (absent or invalid); without a
+        valid one, the config's ``rate_limit_reset_header`` (delta-seconds) when set.
 
         An HTTP-date is read against the response's own ``Date`` header when it has a valid one (the server's
         clock: immune to clock skew), else against this host's wall clock.
         """
-        value = response.headers.get("retry-after")
-        if value is None:
-            return None
-        now: float | None = None
-        date = response.headers.get("date")
-        if date is not None and not value.strip(" \t").isdigit():
-            now = parse_http_date(date.strip(" \t"), 0.0)
-        return parse_retry_after(value, self._wall_clock() if now is None else now)
+        headers = response.headers
+        value = headers.get("retry-after")
+        delay = None
+        if value is not None:
+            now: float | None = None
+            date = headers.get("date")
+            if date is not None and not value.strip(" \t").isdigit():
+                now = parse_http_date(date.strip(" \t"), 0.0)
+            delay = parse_retry_after(value, self._wall_clock() if now is None else now)
+        reset = self._config.rate_limit_reset_header
+        if delay is None and reset is not None:
+            delay = parse_delta_seconds(headers.get(reset))
+        return delay
+
+    def add_idempotency_key(self, request: httpx.Request) -> None:
+        """With ``auto_idempotency_key``: give a request of a non-idempotent method that has no key a fresh UUID4,
+        once (every attempt sends it)."""
+        header = cast("str", self._auto_key)
+        if request.method not in self._config.retry_methods and header not in request.headers:
+            request.headers[header] = str(uuid.uuid4())
+
+    def result_rejected(self, response: httpx.Response) -> bool:
+        """Whether the ``on_result`` predicate makes ``response`` (of a status not retried) retryable."""
+        on_result = self._on_result
+        return on_result is not None and bool(on_result(response))
 
     def scheduled(
         self, origin: Origin, attempt: int, delay: float, reason: Any, *, exc: BaseException | None, elapsed: float

@@ -153,10 +153,12 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         budget = origin.budget
         inner = self._transport
         monotonic = self._monotonic
-        read = self._config.read_response
+        read = self._read
         timeout = self._timeout
         header = self._attempt_header
         ambient = current_deadline()
+        if self._auto_key is not None:
+            self.add_idempotency_key(request)
         replayable = True
         if self._buffer and not isinstance(request.stream, httpx.ByteStream):
             replayable = isinstance(request.stream, httpx.AsyncByteStream)
@@ -268,7 +270,9 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                         breaker.record_failure(permit, monotonic() - began)
                     else:
                         breaker.record_success(permit, monotonic() - began)
-                if status not in self._retry_statuses:
+                if status not in self._retry_statuses and (
+                    self._on_result is None or not self.result_rejected(response)
+                ):
                     if budget is not None:
                         budget.record_success(attempt == 1)
                     return response
@@ -361,10 +365,12 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
         budget = origin.budget
         inner = self._transport
         monotonic = self._monotonic
-        read = self._config.read_response
+        read = self._read
         timeout = self._timeout
         header = self._attempt_header
         ambient = current_deadline()
+        if self._auto_key is not None:
+            self.add_idempotency_key(request)
         replayable = True
         if self._buffer and not isinstance(request.stream, httpx.ByteStream):
             replayable = isinstance(request.stream, httpx.SyncByteStream)
@@ -444,7 +450,9 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                         breaker.record_failure(permit, monotonic() - began)
                     else:
                         breaker.record_success(permit, monotonic() - began)
-                if status not in self._retry_statuses:
+                if status not in self._retry_statuses and (
+                    self._on_result is None or not self.result_rejected(response)
+                ):
                     if budget is not None:
                         budget.record_success(attempt == 1)
                     return response
