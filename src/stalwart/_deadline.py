@@ -159,9 +159,13 @@ class without_deadline:  # noqa: N801 - a context manager used like a function, 
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._token is not None and self._enforcer_token is not None:
-            _enforcer.reset(self._enforcer_token)
-            _current.reset(self._token)
+            token, enforcer_token = self._token, self._enforcer_token
             self._token = self._enforcer_token = None
+            try:
+                _enforcer.reset(enforcer_token)
+                _current.reset(token)
+            except ValueError:  # closed in another Context (an abandoned generator): nothing to restore there
+                pass
 
 
 def _left(ambient: Deadline, clock: Clock, now: float) -> float:
@@ -183,7 +187,13 @@ def ambient_enforced() -> bool:
     """
     ambient = _current.get()
     scope = _enforcer.get()
-    return ambient is not None and scope is not None and scope.deadline is ambient and scope.task is current_task()
+    return (
+        ambient is not None
+        and scope is not None
+        and scope.deadline is ambient
+        and scope.task is current_task()
+        and not scope.handle.cancelled()  # a scope exited elsewhere (an abandoned async generator) enforces nothing
+    )
 
 
 class AsyncScope:
@@ -232,7 +242,14 @@ class AsyncScope:
             DeadlineExceeded: the timer fired and the cancellation it caused (and only that one) ended the body.
         """
         self.handle.cancel()
-        _enforcer.reset(self.enforcer_token)
+        try:
+            _enforcer.reset(self.enforcer_token)
+        except ValueError:
+            # Exited in another Context: the scope straddled a ``yield`` of an async generator that its consumer
+            # abandoned, and the event loop's finalizer closes it in a task of its own. The timer is cancelled (a
+            # cancelled handle also marks the scope inactive for the consumer, whose context still holds it); the
+            # consumer's context cannot be restored from here, and its task must not be uncancelled from here.
+            return
         if self.token is not None:
             _current.reset(self.token)
         # Only the cancellation this scope caused becomes DeadlineExceeded (as asyncio.timeout does): a
@@ -267,7 +284,7 @@ def enter_async_scope(seconds: float, clock: Clock, *, fail_fast: bool) -> Async
         left = _left(ambient, clock, now)
         if left <= seconds:
             scope = _enforcer.get()
-            if scope is not None and scope.deadline is ambient and scope.task is task:
+            if scope is not None and scope.deadline is ambient and scope.task is task and not scope.handle.cancelled():
                 return None
             if left <= 0.0 and fail_fast:
                 raise _exceeded(0.0)
@@ -316,6 +333,13 @@ class deadline:  # noqa: N801 - a context manager used like a function, as conte
     already enforces it, that scope's expiry is that scope's own error. The ``with`` form only sets the ambient
     deadline (sync code cannot be pre-empted).
 
+    Generators: a scope around a ``yield`` lends its deadline (and, in ``async with``, its timer) to the consumer's
+    code for as long as the generator is suspended there, since a generator runs in its consumer's context. Close
+    such a generator where it is consumed (``async with contextlib.aclosing(gen()) as items:``), or keep the scope
+    inside one step of the generator. A generator abandoned mid-scope is closed later by the event loop in a task of
+    its own: the timer is then cancelled and the scope stops enforcing anything, but the consumer's context still
+    shows its deadline (trio and PEP 789 forbid such yields for this reason).
+
     Raises:
         ValueError: ``seconds`` is negative or NaN.
         DeadlineExceeded: (async form) the deadline expired inside the scope.
@@ -360,8 +384,11 @@ class deadline:  # noqa: N801 - a context manager used like a function, as conte
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._token is not None:
-            _current.reset(self._token)
-            self._token = None
+            token, self._token = self._token, None
+            try:
+                _current.reset(token)
+            except ValueError:  # closed in another Context (an abandoned generator): nothing to restore there
+                pass
 
     async def __aenter__(self) -> Deadline | None:
         self._check_once()
