@@ -99,6 +99,10 @@ class ResilienceConfig:
         queue_timeout: longest wait for a slot, seconds (default ``30.0``).
         attempt_header: header carrying the attempt number, ``1`` on the first (default ``"Stalwart-Attempt"``;
             ``None``: not sent).
+        deadline_header: header carrying the time the attempt may take to the next service, sent when an ambient
+            deadline exists (default ``"Request-Deadline-Ms"``: whole milliseconds, rounded down; ``"grpc-timeout"``
+            sends gRPC's format; ``None``: not sent). The value is the attempt's limit: the time left on the
+            ambient deadline, or ``timeout`` when that is smaller. See docs/deadlines.md.
         read_response: read the response body inside the attempt (default ``False``), so a connection dropped
             mid-body is an attempt failure that is retried and counted, and the per-attempt timeout and the bulkhead
             slot cover the whole exchange. Off, the transport returns once the headers arrive (streaming stays
@@ -135,6 +139,7 @@ class ResilienceConfig:
     max_queue: int = 100
     queue_timeout: float = 30.0
     attempt_header: str | None = "Stalwart-Attempt"
+    deadline_header: str | None = "Request-Deadline-Ms"
     read_response: bool = False
     use_breaker: bool = True
     use_bulkhead: bool = True
@@ -168,6 +173,7 @@ class ResilienceConfig:
         check_int(self.max_queue, "max_queue", minimum=0)
         set_(self, "queue_timeout", to_seconds(self.queue_timeout, "queue_timeout", allow_inf=True))
         set_(self, "attempt_header", _header(self.attempt_header, "attempt_header"))
+        set_(self, "deadline_header", _header(self.deadline_header, "deadline_header"))
         for name in ("read_response", "use_breaker", "use_bulkhead", "auto_idempotency_key"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")

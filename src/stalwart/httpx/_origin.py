@@ -14,6 +14,7 @@ import httpx
 
 from stalwart._clock import Clock
 from stalwart._deadline import Deadline
+from stalwart._deadline_headers import GRPC_TIMEOUT_HEADER, format_grpc_timeout, format_request_deadline_ms
 from stalwart._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
 from stalwart._registry import Registry
 from stalwart._retry_policy import RetryBudgetHook, RetryDecision, RetryRules, give_up_note
@@ -36,8 +37,10 @@ __all__ = [
     "RAW_HEADERS",
     "AsyncFallback",
     "AttemptHeader",
+    "DeadlineHeader",
     "Origin",
     "OriginKey",
+    "StampedHeader",
     "SyncFallback",
     "TransportCore",
     "clamp_timeouts",
@@ -74,45 +77,46 @@ def _raw_headers_supported() -> bool:
 RAW_HEADERS = _raw_headers_supported()
 
 
-class AttemptHeader:
-    """Stamps the attempt number (``1`` on the first) on a request for the duration of one attempt.
+class StampedHeader:
+    """Sets a header on a request for the duration of one attempt (the base of :class:`AttemptHeader` and
+    :class:`DeadlineHeader`).
 
     The header is added before the attempt and removed after it, so the caller's request (``response.request``)
     ends as the caller built it; a header of the same name the caller set is replaced for the attempt and restored
     afterwards. The common case (the caller did not set it) appends one raw entry to ``httpx.Headers``' internal
     list and pops it afterwards, when a probe at import confirms that layout: ``headers[name] = value`` costs about
     a microsecond, and a header left on the request costs about two more in httpx's cookie handling, which walks
-    every request header of every response. Otherwise the public API is used.
+    every request header of every response. Otherwise the public API is used. Headers stamped on one request are
+    unstamped in the reverse order.
 
     Args:
         name: the header name (ASCII).
         raw: use the internal list when possible (default: when the probe succeeded).
     """
 
-    __slots__ = ("lower", "name", "raw", "raw_name", "values")
+    __slots__ = ("lower", "name", "raw", "raw_name")
 
     def __init__(self, name: str, *, raw: bool = RAW_HEADERS) -> None:
         self.name = name
         self.raw_name = name.encode("ascii")
         self.lower = self.raw_name.lower()
         self.raw = raw
-        self.values = tuple(str(n).encode("ascii") for n in range(_CACHED))
 
-    def stamp(self, request: httpx.Request, attempt: int) -> object:
-        """Set the header for attempt ``attempt``; returns the token to hand to :meth:`unstamp`."""
+    def stamp_value(self, request: httpx.Request, value: bytes) -> object:
+        """Set the header to ``value`` (ASCII); returns the token to hand to :meth:`unstamp`."""
         headers = request.headers
         if self.raw:
             entries: list[tuple[bytes, bytes, bytes]] = headers._list
             if self.lower not in map(_SECOND, entries):  # scanned in C
-                stamped = (self.raw_name, self.lower, self.values[attempt] if attempt < _CACHED else b"%d" % attempt)
+                stamped = (self.raw_name, self.lower, value)
                 entries.append(stamped)
                 return stamped
         original = headers.get(self.name, _ABSENT)
-        headers[self.name] = str(attempt)
+        headers[self.name] = value.decode("ascii")
         return original
 
     def unstamp(self, request: httpx.Request, token: object) -> None:
-        """Undo :meth:`stamp`."""
+        """Undo :meth:`stamp_value`."""
         if type(token) is tuple:
             entries = request.headers._list
             if entries[-1] is token:
@@ -126,6 +130,41 @@ class AttemptHeader:
             request.headers.pop(self.name, None)
         else:
             request.headers[self.name] = cast("str", token)
+
+
+class AttemptHeader(StampedHeader):
+    """Stamps the attempt number (``1`` on the first) on a request for the duration of one attempt."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, name: str, *, raw: bool = RAW_HEADERS) -> None:
+        super().__init__(name, raw=raw)
+        self.values = tuple(str(n).encode("ascii") for n in range(_CACHED))
+
+    def stamp(self, request: httpx.Request, attempt: int) -> object:
+        """Set the header for attempt ``attempt``; returns the token to hand to :meth:`unstamp`."""
+        return self.stamp_value(request, self.values[attempt] if attempt < _CACHED else b"%d" % attempt)
+
+
+class DeadlineHeader(StampedHeader):
+    """Stamps the time an attempt may take on a request, as a relative budget (the next service starts its own
+    clock on arrival, so clock skew between the hosts does not matter).
+
+    ``Request-Deadline-Ms`` (any name but ``grpc-timeout``) carries whole milliseconds, rounded down
+    (:func:`stalwart._deadline_headers.format_request_deadline_ms`); ``grpc-timeout`` uses gRPC's format
+    (:func:`~stalwart._deadline_headers.format_grpc_timeout`).
+    """
+
+    __slots__ = ("format",)
+
+    def __init__(self, name: str, *, raw: bool = RAW_HEADERS) -> None:
+        super().__init__(name, raw=raw)
+        grpc = self.lower == GRPC_TIMEOUT_HEADER.encode("ascii")
+        self.format: Callable[[float], str] = format_grpc_timeout if grpc else format_request_deadline_ms
+
+    def stamp(self, request: httpx.Request, seconds: float) -> object:
+        """Set the header to a budget of ``seconds``; returns the token to hand to :meth:`unstamp`."""
+        return self.stamp_value(request, self.format(seconds).encode("ascii"))
 
 
 DRAIN_LIMIT = 65536
@@ -225,6 +264,7 @@ class TransportCore:
     _origins: dict[OriginKey, Origin]
     _timeout: float | None
     _attempt_header: AttemptHeader | None
+    _deadline_header: DeadlineHeader | None
     _retry_statuses: frozenset[int]
     _failure_statuses: frozenset[int]
     _read: bool
@@ -263,6 +303,7 @@ class TransportCore:
         self._origins = {}
         self._timeout = config.timeout
         self._attempt_header = None if config.attempt_header is None else AttemptHeader(config.attempt_header)
+        self._deadline_header = None if config.deadline_header is None else DeadlineHeader(config.deadline_header)
         self._retry_statuses = config.retry_statuses
         self._failure_statuses = config.failure_statuses
         self._on_result = config.on_result

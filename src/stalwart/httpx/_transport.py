@@ -157,6 +157,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         timeout = self._timeout
         header = self._attempt_header
         ambient = current_deadline()
+        propagate = None if ambient is None else self._deadline_header  # the time left travels downstream
         if self._auto_key is not None:
             self.add_idempotency_key(request)
         replayable = True
@@ -189,8 +190,10 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     if breaker is not None:
                         breaker.release(permit)
                     raise
-            # Headers for this attempt only (issue 6 adds Request-Deadline-Ms here, computed from `limit`).
+            # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient deadline,
+            # the time left on it or the attempt's own timeout when smaller).
             stamp = None if header is None else header.stamp(request, attempt)
+            sent = None if propagate is None else propagate.stamp(request, cast("float", limit))
             began = monotonic()
             if attempt == 1:
                 start = began
@@ -213,6 +216,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                 if read:
                     await response.aread()
             except BaseException as exc:
+                if propagate is not None:
+                    propagate.unstamp(request, sent)
                 if header is not None:
                     header.unstamp(request, stamp)
                 error: BaseException = exc
@@ -258,6 +263,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     raise error from exc
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=error, elapsed=now - start)
             else:
+                if propagate is not None:
+                    propagate.unstamp(request, sent)
                 if header is not None:
                     header.unstamp(request, stamp)
                 if dog is not None and dog.due.pop(task, None) is None:
@@ -369,6 +376,7 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
         timeout = self._timeout
         header = self._attempt_header
         ambient = current_deadline()
+        propagate = None if ambient is None else self._deadline_header  # the time left travels downstream
         if self._auto_key is not None:
             self.add_idempotency_key(request)
         replayable = True
@@ -400,8 +408,10 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     if breaker is not None:
                         breaker.release(permit)
                     raise
-            # Headers for this attempt only (issue 6 adds Request-Deadline-Ms here, computed from `limit`).
+            # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient deadline,
+            # the time left on it or the attempt's own timeout when smaller).
             stamp = None if header is None else header.stamp(request, attempt)
+            sent = None if propagate is None else propagate.stamp(request, cast("float", limit))
             began = monotonic()
             if attempt == 1:
                 start = began
@@ -410,6 +420,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                 if read:
                     response.read()
             except BaseException as exc:
+                if propagate is not None:
+                    propagate.unstamp(request, sent)
                 if header is not None:
                     header.unstamp(request, stamp)
                 if bulkhead is not None:
@@ -440,6 +452,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     raise
                 self.scheduled(origin, attempt, decision.delay, decision.reason, exc=exc, elapsed=now - start)
             else:
+                if propagate is not None:
+                    propagate.unstamp(request, sent)
                 if header is not None:
                     header.unstamp(request, stamp)
                 if bulkhead is not None:
