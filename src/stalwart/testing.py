@@ -10,14 +10,20 @@ most ``attempts`` times while it is active, so an application's own test suite c
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, cast
 
 from ._config import to_float, to_seconds
+from ._policy import is_async_callable
 from ._retry_testing import RetryTestingMode, set_mode
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = ["FakeClock", "testing"]
 
@@ -75,13 +81,13 @@ class FakeClock:
         return f"FakeClock(now={self._now!r})"
 
 
-@contextmanager
-def testing(*, attempts: int | None = None, no_sleep: bool = True) -> Iterator[None]:  # noqa: PT028 - not a test
+class testing:  # noqa: N801 - a context manager used like a function, as contextlib's are
     """Retry testing mode: every :class:`stalwart.Retry` retries at once and at most ``attempts`` times.
 
-    Usable as ``with testing(attempts=2): ...`` or as a decorator on a sync test; nested uses restore the outer
-    setting on exit. The mode is process-wide (threads started by the code under test see it). A pytest fixture to
-    paste into ``conftest.py``::
+    Usable as ``with testing(attempts=2): ...``, ``async with testing(...):``, or as a decorator on a sync or an
+    ``async`` test (the mode is on while the test runs, awaits included); nested uses restore the outer setting on
+    exit. The mode is process-wide (threads started by the code under test see it). A pytest fixture to paste into
+    ``conftest.py``::
 
         import pytest
         from stalwart.testing import testing
@@ -98,14 +104,54 @@ def testing(*, attempts: int | None = None, no_sleep: bool = True) -> Iterator[N
             server-requested delay.
 
     Raises:
-        TypeError, ValueError: ``attempts`` is not an int >= 1, or ``no_sleep`` is not a bool.
+        TypeError, ValueError: ``attempts`` is not an int >= 1, or ``no_sleep`` is not a bool (at construction).
     """
-    previous = set_mode(RetryTestingMode(attempts=attempts, no_sleep=no_sleep))
-    try:
-        yield
-    finally:
-        set_mode(previous)
 
+    __slots__ = ("_mode", "_previous")
+    __test__ = False  # its name starts with "test": keep pytest from collecting it in modules that import it
 
-# Its name starts with "test": keep pytest from collecting it in modules that import it.
-testing.__test__ = False  # type: ignore[attr-defined]
+    def __init__(self, *, attempts: int | None = None, no_sleep: bool = True) -> None:
+        self._mode = RetryTestingMode(attempts=attempts, no_sleep=no_sleep)
+        self._previous: list[RetryTestingMode | None] = []  # a stack: one instance may be entered again
+
+    def __enter__(self) -> None:
+        self._previous.append(set_mode(self._mode))
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        set_mode(self._previous.pop())
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, R]:
+        """Decorate a test, sync or ``async``: the mode is on for the whole call.
+
+        A ``contextlib`` decorator would wrap an ``async def`` test in a sync function that turns the mode off as
+        soon as the coroutine is *created*, before it runs: a silent no-op.
+        """
+        if is_async_callable(fn):
+            run = cast("Callable[P, Awaitable[Any]]", fn)
+
+            @functools.wraps(fn)
+            async def async_test(*args: P.args, **kwargs: P.kwargs) -> Any:
+                with self:
+                    return await run(*args, **kwargs)
+
+            return cast("Callable[P, R]", async_test)
+
+        @functools.wraps(fn)
+        def sync_test(*args: P.args, **kwargs: P.kwargs) -> R:
+            with self:
+                return fn(*args, **kwargs)
+
+        return sync_test
+
+    def __repr__(self) -> str:
+        return f"testing(attempts={self._mode.attempts!r}, no_sleep={self._mode.no_sleep!r})"
