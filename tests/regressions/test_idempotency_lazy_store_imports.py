@@ -3,13 +3,12 @@ durable stores are imported on first use (``__getattr__`` only knew ``idempotenc
 
 import stalwart.idempotency as idem
 import stalwart.idempotency.stores as stores
+from stalwart.idempotency import PostgresStore, RedisStore
+from stalwart.idempotency.stores import PostgresStore as P2
+from stalwart.idempotency.stores import RedisStore as R2
 
 
 def test_durable_stores_are_importable_from_the_package() -> None:
-    from stalwart.idempotency import PostgresStore, RedisStore
-    from stalwart.idempotency.stores import PostgresStore as P2
-    from stalwart.idempotency.stores import RedisStore as R2
-
     assert RedisStore is R2
     assert PostgresStore is P2
     assert {"RedisStore", "PostgresStore"} <= set(idem.__all__)
