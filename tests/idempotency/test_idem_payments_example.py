@@ -1,4 +1,7 @@
-"""The payments example (examples/payments_api.py) and its scenario (examples/payments_demo.py)."""
+"""The payments example (examples/payments_api.py, serving ``stalwart.cli.demo._payments_app``).
+
+The scenario (examples/payments_demo.py = ``stalwart demo --scenario payments``) is tested in tests/cli.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import httpx
 import pytest
 
 from stalwart.idempotency import SQLiteStore
+from stalwart.idempotency.stores.redis import RedisStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BODY = {"amount": 1250, "currency": "eur", "recipient": "bob"}
@@ -95,17 +99,6 @@ async def test_without_the_middleware_every_retry_charges_again(payments: Module
         assert (await c.get("/stats")).json() == {"charges": 3, "idempotency": None}
 
 
-@pytest.mark.slow
-async def test_the_scenario_prevents_every_duplicate_charge() -> None:
-    demo = load("payments_demo")
-    without = await demo.run(idempotency=False, payments=15)
-    with_mw = await demo.run(idempotency=True, payments=15)
-    assert without.charges == without.sent > without.requested
-    assert with_mw.charges == with_mw.requested == 15
-    assert with_mw.replays > 0
-    assert with_mw.duplicates_prevented == with_mw.sent - 15
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,3 +129,28 @@ def test_runs_under_uvicorn_from_the_documented_command(tmp_path: Path) -> None:
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
+
+
+def test_a_store_that_needs_a_secret_refuses_to_start_without_one(
+    payments: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STALWART_IDEMPOTENCY_SECRET", raising=False)
+    store = RedisStore.from_url("redis://127.0.0.1:1/0")  # never contacted: the check happens before any request
+    with pytest.raises(ValueError, match="STALWART_IDEMPOTENCY_SECRET"):
+        payments.create_app(store=store)
+    assert payments.create_app(store=store, secret=b"s" * 32) is not None
+
+
+def test_the_store_comes_from_stalwart_store(
+    payments: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STALWART_SQLITE_PATH", str(tmp_path / "x.sqlite3"))
+    monkeypatch.setenv("STALWART_STORE", "sqlite")
+    assert isinstance(payments.make_store(), SQLiteStore)
+    monkeypatch.setenv("STALWART_STORE", "redis")
+    assert type(payments.make_store()).__name__ == "RedisStore"
+    monkeypatch.setenv("STALWART_STORE", "postgres")
+    assert type(payments.make_store()).__name__ == "PostgresStore"
+    monkeypatch.setenv("STALWART_STORE", "mongo")
+    with pytest.raises(ValueError, match="STALWART_STORE must be one of sqlite, redis, postgres"):
+        payments.make_store()

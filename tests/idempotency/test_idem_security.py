@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from idem_apps import Probe, client, make_app, wrap
 from idem_harness import Harness
 from starlette.applications import Starlette
@@ -18,10 +19,13 @@ from starlette.routing import Route
 from stalwart.idempotency import (
     IdempotencyMiddleware,
     Identity,
+    MemoryStore,
     SQLiteStore,
     scope_user_resolver,
     state_resolver,
 )
+from stalwart.idempotency.stores.postgres import PostgresStore
+from stalwart.idempotency.stores.redis import RedisStore
 
 KEY = "KEY-supersecret-0042"
 EMAIL = "alice@example.com"
@@ -172,3 +176,31 @@ async def test_sqlite_default_secret_is_used_when_none_is_given(tmp_path: Path) 
         r = await c.post("/payments", json={}, headers={"idempotency-key": "k", "x-user": "u"})
     assert r.headers["idempotent-replayed"] == "true"
     await store.aclose()
+
+
+def test_durable_stores_refuse_to_start_without_a_secret() -> None:
+    # Redis and PostgreSQL keep no secret: a missing one is a ValueError at construction, not a 503 per request.
+    redis_store = RedisStore.from_url("redis://127.0.0.1:1/0")  # never contacted
+    postgres_store = PostgresStore.from_url("postgresql://nobody@127.0.0.1:1/none")  # never opened
+    for store in (redis_store, postgres_store):
+        assert store.requires_secret is True
+        with pytest.raises(ValueError, match=rf"secret is required with {type(store).__name__}"):
+            wrap(make_app(Probe()), store, secret=None)
+        assert wrap(make_app(Probe()), store, secret=b"k" * 32).store is store
+    for store in (MemoryStore(), SQLiteStore(":memory:")):  # these provide a secret themselves
+        assert not getattr(store, "requires_secret", False)
+        assert wrap(make_app(Probe()), store, secret=None).store is store
+
+
+async def test_a_store_without_a_secret_that_does_not_say_so_answers_503() -> None:
+    # A third-party store whose default_secret() is None and that does not set requires_secret: fail closed.
+    class NoSecretStore(MemoryStore):
+        async def default_secret(self) -> None:  # type: ignore[override]
+            return None
+
+    probe = Probe()
+    async with client(wrap(make_app(probe), NoSecretStore(), secret=None)) as c:
+        r = await c.post("/payments", json={}, headers={"idempotency-key": "k", "x-user": "u"})
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert probe.calls == 0

@@ -1,8 +1,9 @@
 """``stalwart demo``: the command-line front of the demo scenarios.
 
 Each scenario is a function ``(args) -> exit code`` registered in :data:`SCENARIOS` under the name
-``--scenario`` takes. The default, ``outage``, is :mod:`._outage`; later scenarios (``cascade``, ``payments``)
-register here too and may add their own options in :func:`add_arguments`.
+``--scenario`` takes. The default, ``outage``, is :mod:`._outage`; ``payments`` is :mod:`._payments` (its options:
+``--payments``, ``--store``); later scenarios (``cascade``) register here too and may add their own options in
+:func:`add_arguments`.
 
 A scenario lets ``KeyboardInterrupt`` (Ctrl-C) propagate once it has stopped what it started; :func:`stalwart.cli.main`
 turns it into exit code 130.
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 
@@ -46,19 +48,22 @@ def _duration(text: str) -> float:
 
 
 @contextlib.contextmanager
-def _quiet_stalwart_logger() -> Iterator[None]:
-    """Silence the ``stalwart`` logger while the demo draws.
+def _quiet_stalwart_logger(*others: str) -> Iterator[None]:
+    """Silence the ``stalwart`` logger (and the loggers named in ``others``) while the demo draws.
 
     The breakers log their state changes (up to ERROR for an opening); the report shows them with timestamps, and
-    the log lines would only break up the progress bar.
+    the log lines would only break up the progress bar. The payments scenario also silences psycopg's pool, which
+    logs every failed connection attempt (the scenario reports an unreachable store in one line).
     """
-    logger = logging.getLogger("stalwart")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    loggers = [logging.getLogger(name) for name in ("stalwart", *others)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _outage(args: argparse.Namespace) -> int:
@@ -85,7 +90,48 @@ def _outage(args: argparse.Namespace) -> int:
     return 0
 
 
-SCENARIOS: dict[str, Callable[[argparse.Namespace], int]] = {"outage": _outage}
+def _payments(args: argparse.Namespace) -> int:
+    from ._payments import DemoError, PaymentsSettings, run_payments  # noqa: PLC0415 - FastAPI only when needed
+    from ._payments_report import render_payments  # noqa: PLC0415
+
+    err = Console(stderr=True)
+    store = args.store or os.environ.get("STALWART_STORE") or "sqlite"
+    if store not in STORE_CHOICES:
+        err.print(
+            f"stalwart demo: STALWART_STORE must be one of {', '.join(STORE_CHOICES)}, not {store!r}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+        return 2
+    settings = PaymentsSettings(payments=args.payments, concurrency=args.concurrency, seed=args.seed, store=store)
+
+    def started(urls: list[str]) -> None:
+        err.print(
+            f"stalwart demo: payments API on {urls[0]} (without the middleware) and {urls[1]} "
+            f"(IdempotencyMiddleware, {store} store); {settings.payments} payments per side",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+    try:
+        with _quiet_stalwart_logger("psycopg.pool"):
+            result = run_payments(settings, on_start=started)  # stops everything on Ctrl-C
+    except DemoError as exc:
+        err.print(f"stalwart demo: {exc}", soft_wrap=True, highlight=False, markup=False)
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps(result.document()) + "\n")
+        sys.stdout.flush()
+    else:
+        Console().print(render_payments(result))
+    return 0
+
+
+STORE_CHOICES = ("sqlite", "redis", "postgres")
+"""The ``payments`` scenario's stores (``--store``, or ``STALWART_STORE``)."""
+
+SCENARIOS: dict[str, Callable[[argparse.Namespace], int]] = {"outage": _outage, "payments": _payments}
 """Scenario name → function running it and returning the exit code."""
 
 
@@ -99,25 +145,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what to demonstrate (default: %(default)s)",
     )
     parser.add_argument(
-        "--requests", type=_positive_int, default=defaults.requests, help="requests per side (default: %(default)s)"
+        "--requests",
+        type=_positive_int,
+        default=defaults.requests,
+        help="outage scenario: requests per side (default: %(default)s)",
     )
     parser.add_argument(
         "--concurrency",
         type=_positive_int,
         default=defaults.concurrency,
-        help="most requests in flight per side; later ones wait in a queue (default: %(default)s)",
+        help="most requests (payments) in flight per side; later ones wait in a queue (default: %(default)s)",
     )
     parser.add_argument(
         "--seed",
         type=int,
         default=defaults.seed,
-        help="seed of the upstream's faults and of the retry jitter (default: %(default)s)",
+        help="seed of the upstream's faults and the retry jitter, or of the payments' fates (default: %(default)s)",
     )
     parser.add_argument(
         "--duration",
         type=_duration,
         default=defaults.duration,
-        help="seconds over which the requests are spread, 5-600 (default: %(default)s)",
+        help="outage scenario: seconds over which the requests are spread, 5-600 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--payments",
+        type=_positive_int,
+        default=200,
+        help="payments scenario: payments per side (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=STORE_CHOICES,
+        default=None,
+        help="payments scenario: the idempotency store (default: $STALWART_STORE, else sqlite)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object with the results instead of the tables"

@@ -89,6 +89,9 @@ class PostgresStore:
         ValueError: an invalid ``schema``, ``table`` or ``connect_timeout``.
     """
 
+    requires_secret = True
+    """This store keeps no scope secret: ``IdempotencyMiddleware`` refuses to start (ValueError) without ``secret``."""
+
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],

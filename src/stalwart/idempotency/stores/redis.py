@@ -93,6 +93,9 @@ class RedisStore:
         ValueError: an invalid ``prefix``, ``shards`` or ``index_grace``, or a client that decodes responses.
     """
 
+    requires_secret = True
+    """This store keeps no scope secret: ``IdempotencyMiddleware`` refuses to start (ValueError) without ``secret``."""
+
     def __init__(
         self,
         client: Redis | RedisCluster,
