@@ -122,23 +122,25 @@ async def test_concurrent_strict_claims_abandon_once(store: RedisStore) -> None:
 @pytest.mark.parametrize("shards", [1, 4])
 async def test_every_script_touches_a_single_slot(request: pytest.FixtureRequest, shards: int) -> None:
     s = redis_store(request, shards=shards)
-    calls: list[tuple[str, ...]] = []
+    calls: list[tuple[str, tuple[str, ...]]] = []
     names = ["_claim", "_heartbeat", "_complete", "_release", "_abandon", "_get", "_purge_one", "_abandoned_one"]
 
-    def recording(script: Any) -> Any:
+    def recording(name: str, script: Any) -> Any:
         async def call(keys: list[str], args: list[Any], client: Any = None) -> Any:
-            calls.append(tuple(keys))
+            calls.append((name, tuple(keys)))
             return await script(keys=keys, args=args, client=client)
 
         return call
 
     for name in names:
-        setattr(s, name, recording(getattr(s, name)))
+        setattr(s, name, recording(name, getattr(s, name)))
     try:
         for _ in range(12):
             r, a = rid(), token()
-            rec = (await claim(s, r, a, lease_ttl=0.01, retention=0.01)).record
-            await s.heartbeat(r, owner_token=a, fence=rec.fence, lease_ttl=0.01, retention=0.01)
+            # A lease long enough that no step depends on timing; only the retention of the completed record is
+            # short, so that purge has something to remove.
+            rec = (await claim(s, r, a, lease_ttl=30.0, retention=30.0)).record
+            await s.heartbeat(r, owner_token=a, fence=rec.fence, lease_ttl=30.0, retention=30.0)
             await s.abandon(r, owner_token=a, fence=rec.fence)
             await s.list_abandoned()
             await s.complete(r, owner_token=a, fence=rec.fence, response=RESPONSE, retention=0.01)
@@ -150,12 +152,22 @@ async def test_every_script_touches_a_single_slot(request: pytest.FixtureRequest
         await s.release(r, owner_token=a, fence=rec.fence)
     finally:
         await s.aclose()
-    scripts_with_keys = [keys for keys in calls if keys]
-    assert len(scripts_with_keys) >= 12 * 7 + 2
+    scripts_with_keys = [keys for _, keys in calls if keys]
+    # Every per-record transition ran (12 records + the released one); counts of the index scripts depend on what
+    # the indexes hold, so only their slots are checked.
+    per_record = [name for name, keys in calls if keys and name in {"_claim", "_heartbeat", "_abandon", "_complete"}]
+    assert per_record.count("_claim") == 13
+    assert per_record.count("_heartbeat") == per_record.count("_abandon") == per_record.count("_complete") == 12
+    assert any(name == "_release" and keys for name, keys in calls)
     for keys in scripts_with_keys:
         assert len({key_slot(k.encode()) for k in keys}) == 1, keys
     used_slots = {key_slot(keys[0].encode()) for keys in scripts_with_keys}
-    assert len(used_slots) == (1 if shards == 1 else 4)
+    if shards == 1:
+        assert len(used_slots) == 1
+    else:
+        # Records pick a shard by hash: 13 random records need not cover all 4 (about a 1 in 10 chance), but they
+        # cannot all land in one (about 1 in 10**7).
+        assert 2 <= len(used_slots) <= shards
 
 
 async def test_sharded_fences_increase_per_record_and_never_repeat(request: pytest.FixtureRequest) -> None:
