@@ -35,7 +35,7 @@ lint: $(STAMP)
 
 test: $(STAMP) services lint
 	$(BIN)/coverage run -m pytest
-	$(BIN)/coverage report | tail -n 1
+	$(BIN)/coverage report --format=total | sed "s/^/coverage: /; s/$$/%/"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

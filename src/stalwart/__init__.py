@@ -4,8 +4,6 @@ Timeouts and deadlines, retries with backoff and jitter, circuit breakers, bulkh
 httpx client, for asyncio and sync code. Everything public is re-exported here; implementation modules are private.
 """
 
-from __future__ import annotations
-
 from ._adaptive import AdaptiveTimeout, AdaptiveTimeoutKey
 from ._backoff import Backoff, Jitter
 from ._breaker import CircuitBreaker, CircuitState, CircuitStatistics
