@@ -23,6 +23,7 @@ from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _events
+from ._breaker_link import attach, shared_machine
 from ._breaker_settings import (
     BreakerSettings,
     CircuitBreakerConfig,
@@ -93,14 +94,17 @@ class CircuitBreaker(Policy):
             ``Rejected`` errors and cancellation are always excluded.
         on_result: ``(result) -> bool``; true marks a returned value as a failure (e.g. an HTTP 503 response).
         critical: the health endpoint answers 503 while this breaker is open (default ``False``).
-        store: shared state backend; ``None`` (default) keeps state in this process.
+        store: a :class:`~stalwart._breaker_link.CircuitStore` sharing the breaker's state with other processes
+            (``stalwart.redis.RedisCircuitStore``), or ``None`` (default) to keep it in this process. With a store,
+            outcomes are batched and the state is refreshed in the background: no call waits on the store, and
+            the breaker decides locally while the store cannot be reached.
         clock: the monotonic clock (default: the system clock).
         random: ``() -> float`` in [0, 1) for the jitter of a ``Backoff`` used as ``reset_timeout``.
 
     Raises:
-        TypeError: a parameter has the wrong type.
-        ValueError: a parameter is out of range (named in the message), or ``success_threshold >
-            half_open_max_calls``.
+        TypeError: a parameter has the wrong type (``store`` not a ``CircuitStore``).
+        ValueError: a parameter is out of range (named in the message), ``success_threshold >
+            half_open_max_calls``, or the store cannot use ``name``.
     """
 
     __slots__ = (
@@ -142,8 +146,6 @@ class CircuitBreaker(Policy):
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
-        if store is not None:
-            raise NotImplementedError("shared breaker state (store=...) is not available yet")
         if on_result is not None and not callable(on_result):
             raise TypeError(f"on_result must be a callable (result) -> bool, got {on_result!r}")
         settings = BreakerSettings(
@@ -170,7 +172,8 @@ class CircuitBreaker(Policy):
         self._plain = on_result is None
         self._monotonic = clock.monotonic
         self._lock = threading.Lock()
-        self._core = BreakerMachine(settings, now=clock.monotonic(), random=random)
+        shared = None if store is None else shared_machine(store, settings, now=clock.monotonic(), random=random)
+        self._core = BreakerMachine(settings, now=clock.monotonic(), random=random) if shared is None else shared
         self.config = CircuitBreakerConfig(
             failure_threshold=settings.failure_threshold,
             success_threshold=settings.success_threshold,
@@ -190,6 +193,15 @@ class CircuitBreaker(Policy):
             clock=clock,
             random=random,
         )
+        if shared is not None:  # last: from here on the store's thread may sync and publish
+            attach(
+                store,
+                name,
+                shared,
+                lock=self._lock,
+                publish=self._publish,
+                monotonic=clock.monotonic,
+            )
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self._core.state.value!r})"

@@ -33,23 +33,19 @@ Counts made during the outage are not sent later. The thread is a daemon; call :
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import threading
 from typing import Any, Self
 
 import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from stalwart._budget import RetryBudgetStatistics
 from stalwart._clock import SYSTEM_CLOCK, Clock
 from stalwart._config import check_int, check_percent, to_seconds, to_seconds_or_none
 
-__all__ = ["RedisRetryBudget"]
+from ._common import REDIS_ERRORS, OutageLog, SyncThread, check_client, check_key_part, client_from_url
 
-logger = logging.getLogger("stalwart")
+__all__ = ["RedisRetryBudget"]
 
 _SLICES = 10
 
@@ -145,11 +141,9 @@ class RedisRetryBudget:
         clock: Clock = SYSTEM_CLOCK,
         close_client: bool = False,
     ) -> None:
-        if not isinstance(client, redis.Redis | redis.RedisCluster):
-            raise TypeError(f"client must be a synchronous redis.Redis or redis.RedisCluster, got {client!r}")
-        for value, parameter in ((name, "name"), (prefix, "prefix")):
-            if not isinstance(value, str) or not value or "{" in value or "}" in value:
-                raise ValueError(f"{parameter} must be a non-empty str without '{{' or '}}', got {value!r}")
+        check_client(client)
+        check_key_part(name, "name")
+        check_key_part(prefix, "prefix")
         if not isinstance(clock, Clock):
             raise TypeError(f"clock must implement the Clock protocol, got {clock!r}")
         self.name = name
@@ -174,16 +168,16 @@ class RedisRetryBudget:
         self._inflight = (0, 0)  # calls and retries of the sync in progress
         self._fleet = (0, 0)  # the fleet's calls and retries at the last sync
         self._shared = False  # whether the last sync reached Redis (False until the first one does)
-        self._warned = False
+        self._outage = OutageLog(
+            f"retry budget {name!r}", "using a local budget until it can", "sharing the fleet's budget"
+        )
         self._local = _LocalWindow(self._ttl)
         self._granted = 0
         self._refused = 0
-        self._closing = threading.Event()
         self._closed = False
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: SyncThread | None = None
         if self._interval is not None:
-            self._thread = threading.Thread(target=self._run, name=f"stalwart-budget-{name}", daemon=True)
+            self._thread = SyncThread(f"stalwart-budget-{name}", self._interval, self.sync)
             self._thread.start()
 
     @classmethod
@@ -204,13 +198,7 @@ class RedisRetryBudget:
                 by the client (the next sync is the retry).
             **kwargs: the constructor's keyword arguments.
         """
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 0),  # the next sync is the retry
-        )
-        return cls(client, name, close_client=True, **kwargs)
+        return cls(client_from_url(url, socket_timeout), name, close_client=True, **kwargs)
 
     # ------------------------------------------------------------------ the hook protocol
     def record_success(self, first: bool) -> None:
@@ -229,8 +217,8 @@ class RedisRetryBudget:
                 self._granted += 1
             else:
                 self._refused += 1
-        if allowed:
-            self._wake.set()  # let the fleet hear of it soon
+        if allowed and self._thread is not None:
+            self._thread.wake()  # let the fleet hear of it soon
         return allowed
 
     def _take_calls(self) -> int:
@@ -275,35 +263,18 @@ class RedisRetryBudget:
             try:
                 reply = self._script(keys=[self.key], args=[calls, retries, self._slice_ms, _SLICES])
                 fleet = (int(reply[0]), int(reply[1]))
-            except (RedisError, OSError, ValueError, TypeError, IndexError) as exc:
+            except REDIS_ERRORS as exc:
                 with self._lock:
                     self._inflight = (0, 0)
                     self._shared = False
-                    warn, self._warned = not self._warned, True
-                if warn:
-                    logger.warning(
-                        "stalwart: retry budget %r cannot reach Redis (%s: %s); using a local budget until it can",
-                        self.name,
-                        type(exc).__name__,
-                        exc,
-                    )
+                self._outage.failed(exc)
                 return False
             with self._lock:
                 self._fleet = fleet
                 self._inflight = (0, 0)
                 self._shared = True
-                recovered, self._warned = self._warned, False
-            if recovered:
-                logger.info("stalwart: retry budget %r reaches Redis again; sharing the fleet's budget", self.name)
+            self._outage.answered()
             return True
-
-    def _run(self) -> None:
-        interval = self._interval
-        while not self._closing.is_set():
-            self.sync()
-            self._wake.wait(interval)
-            self._wake.clear()
-        self.sync()  # the last counts
 
     # ------------------------------------------------------------------ lifecycle and introspection
     @property
@@ -332,10 +303,8 @@ class RedisRetryBudget:
         if self._closed:
             return
         self._closed = True
-        self._closing.set()
-        self._wake.set()
         if self._thread is not None:
-            self._thread.join()  # it syncs one last time
+            self._thread.stop()  # it syncs one last time
         else:
             self.sync()
         if self._close_client:

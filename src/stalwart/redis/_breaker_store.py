@@ -1,0 +1,517 @@
+"""``RedisCircuitStore``: circuit breakers shared by a fleet of processes through Redis.
+
+``CircuitBreaker(name, ..., store=RedisCircuitStore(client, prefix=...))`` keeps the breaker's state and window
+counts in Redis, so that the processes of a service trip, probe and close together: when one replica sees the outage,
+all stop calling.
+
+Layout. Per breaker, two keys under one hash tag (one slot on Redis Cluster)::
+
+    {<prefix>:<name>}:state    hash: state, epoch, open period, openings, probe counts, consecutive failures, ...
+    {<prefix>:<name>}:window   count window: a string of one byte per outcome (a ring); time window: a hash of
+                               per-second buckets c<second>/f<second>/s<second> on the server's clock
+
+Every change is made by one Lua script (:data:`_SYNC`), atomically: it applies a proposed transition (a local trip,
+compare-and-set on the epoch; a manual one, unconditionally), adds the batched outcomes and judges them, handles the
+probes (permits, outcomes, permits given back) and the open period, and returns the fleet's breaker. Times come from
+the server's ``TIME``, so hosts' clocks never disagree. Keys expire ``ttl`` seconds after the last sync.
+
+Batching and staleness. The hot path never talks to Redis: in CLOSED a call takes the local permit and its outcome is
+recorded locally, as without a store. A background thread (one per store, the synchronous client; no event loop ever
+waits on Redis) runs the script for each breaker every ``flush_interval`` seconds (0.1 by default), and at once when a
+batch reaches ``flush_size`` outcomes (rate models) or failures (consecutive model), when this process trips, and
+when a probe is wanted or has ended. So:
+
+* a transition made by another process is seen here within ``flush_interval`` plus one round trip;
+* outcomes reach the fleet's window within ``flush_interval`` (or ``flush_size`` outcomes) plus one round trip;
+* hence the fleet opens on outcomes spread over processes at most ``flush_interval`` + a round trip after they
+  happen, and every process stops calling at most ``2 x flush_interval`` + two round trips after them (0.2 s by
+  default); a process that trips on its own outcomes stops at once and the others within ``flush_interval`` + two
+  round trips.
+
+HALF_OPEN across the fleet. Once the open period has passed, a caller asks the fleet for a probe permit; its own call
+is rejected (``retry_after=None``) and the thread is woken. The script moves the fleet's breaker to HALF_OPEN and
+hands out at most ``half_open_max_calls`` permits per HALF_OPEN period in total, to the processes that asked. A
+permit unused for a sync interval, or whose call ended without an outcome, is given back. A process that dies holding
+a permit cannot keep the fleet in HALF_OPEN: once all permits are out, the period ends after ``max_half_open_wait``
+(the breaker's) or else ``probe_lease`` seconds (the store's), and the breaker goes back to OPEN.
+
+Outage. When Redis cannot be reached, every breaker of the store goes on as a local breaker from its current state
+(one warning on the ``stalwart`` logger; no call fails because of Redis). A trip made meanwhile is proposed to the
+fleet when Redis answers again (applied if the fleet did not move meanwhile, or has no state, e.g. after a restart);
+otherwise the fleet's state is adopted (logged once). Outcomes counted during the outage are not sent. Create stores
+after forking worker processes (threads do not survive ``fork``); every process should configure a breaker alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Self
+
+import redis
+
+from stalwart._breaker_link import BreakerLink
+from stalwart._breaker_settings import CircuitState
+from stalwart._breaker_shared import FleetView, SyncRequest
+from stalwart._config import check_int, to_seconds, to_seconds_or_none
+from stalwart._windows import CountWindow
+
+from ._common import REDIS_ERRORS, OutageLog, SyncThread, check_client, check_key_part, client_from_url
+
+__all__ = ["RedisCircuitStore"]
+
+logger = logging.getLogger("stalwart")
+
+_SYNC = """
+local skey, wkey = KEYS[1], KEYS[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local model, size = tonumber(ARGV[1]), tonumber(ARGV[2])
+local fail_threshold, success_threshold = tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_probes, rate_threshold, judging = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local tracks_slow, slow_threshold = ARGV[8] == '1', tonumber(ARGV[9])
+local wait_ms, next_open, ttl = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+
+local raw = redis.call('HGETALL', skey)
+local h = {}
+for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+local function num(f) return tonumber(h[f] or '0') or 0 end
+local fresh = h.ep == nil
+local st, ep, rs, rt = h.st or 'closed', num('ep'), h.rs or 'initial', h.rt or ''
+if fresh then ep = now end
+local ou, on, lo, hs = num('ou'), num('on'), num('lo'), num('hs')
+local pr, pk, pf, ps = num('pr'), num('pk'), num('pf'), num('ps')
+local cn, pc, pfl = num('cn'), num('pc'), num('pfl')
+local ri, wc, wf, ws = num('ri'), num('wc'), num('wf'), num('ws')
+local cfg, mismatch = h.cfg or ARGV[29], 0
+if cfg ~= ARGV[29] then mismatch = 1 end
+
+local function exceeded(calls, count, threshold)
+  return calls > 0 and count * 100.0 >= threshold * calls
+end
+
+local function move(to, reason, rate, open_ms)
+  ep = ep + 1
+  st, rs, rt = to, reason, rate or ''
+  pr, pk, pf, ps = 0, 0, 0, 0
+  cn, pc, pfl = 0, 0, 0
+  if to ~= 'open' and to ~= 'forced_open' then
+    ri, wc, wf, ws = 0, 0, 0, 0
+    if model ~= 0 then redis.call('DEL', wkey) end
+  end
+  if to == 'open' then
+    on, lo, ou = on + 1, open_ms, now + open_ms
+  else
+    ou = 0
+    if to == 'half_open' then hs = now elseif to == 'closed' then on, lo = 0, 0 end
+  end
+end
+
+local function judge()
+  if wc < judging then return end
+  if exceeded(wc, wf, rate_threshold) then
+    move('open', 'failure_rate', tostring(100.0 * wf / wc), next_open)
+  elseif tracks_slow and exceeded(wc, ws, slow_threshold) then
+    move('open', 'slow_call_rate', tostring(100.0 * ws / wc), next_open)
+  end
+end
+
+local function tally(codes, sign)
+  for i = 1, #codes do
+    local b = string.byte(codes, i)
+    if b % 2 == 1 then wf = wf + sign end
+    if b >= 2 then ws = ws + sign end
+  end
+end
+
+-- 1. a proposed transition
+local applied = 0
+if ARGV[24] ~= '' then
+  local expected = ARGV[28]
+  local manual_only = st == 'disabled' or st == 'metrics_only' or st == 'forced_open'
+  if expected == '' or fresh or (tonumber(expected) == ep and not manual_only) then
+    local rate = ARGV[26]
+    if rate == '' then rate = nil end
+    move(ARGV[24], ARGV[25], rate, tonumber(ARGV[27]))
+    applied = 1
+  end
+end
+
+-- 2. outcomes of CLOSED / METRICS_ONLY, judged in CLOSED
+local same = tonumber(ARGV[13]) == ep
+local counting = same and (st == 'closed' or st == 'metrics_only')
+local ok, failed, slow = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+if model == 0 then
+  if counting and ok + failed > 0 then
+    pc, pfl = pc + ok + failed, pfl + failed
+    if ok > 0 then cn = tonumber(ARGV[17]) else cn = cn + failed end
+    if st == 'closed' and cn >= fail_threshold then move('open', 'consecutive_failures', nil, next_open) end
+  end
+elseif model == 1 then
+  local codes = ARGV[18]
+  local k = #codes
+  if counting and k > 0 then
+    if k >= size then
+      codes = string.sub(codes, k - size + 1)
+      redis.call('SET', wkey, codes)
+      ri, wc, wf, ws = 0, size, 0, 0
+      tally(codes, 1)
+    else
+      local evict = wc + k - size
+      if evict > 0 then
+        local start = (ri + k - evict) % size
+        local first = math.min(evict, size - start)
+        local old = redis.call('GETRANGE', wkey, start, start + first - 1)
+        if first < evict then old = old .. redis.call('GETRANGE', wkey, 0, evict - first - 1) end
+        tally(old, -1)
+      end
+      local first = math.min(k, size - ri)
+      redis.call('SETRANGE', wkey, ri, string.sub(codes, 1, first))
+      if first < k then redis.call('SETRANGE', wkey, 0, string.sub(codes, first + 1)) end
+      tally(codes, 1)
+      wc, ri = math.min(size, wc + k), (ri + k) % size
+      if wf < 0 then wf = 0 end
+      if ws < 0 then ws = 0 end
+    end
+    if st == 'closed' then judge() end
+  end
+else
+  local second = math.floor(now / 1000)
+  if counting and ok + failed > 0 then
+    redis.call('HINCRBY', wkey, 'c' .. second, ok + failed)
+    if failed > 0 then redis.call('HINCRBY', wkey, 'f' .. second, failed) end
+    if slow > 0 then redis.call('HINCRBY', wkey, 's' .. second, slow) end
+  end
+  local fields = redis.call('HGETALL', wkey)
+  local stale = {}
+  wc, wf, ws = 0, 0, 0
+  for i = 1, #fields, 2 do
+    local bucket = tonumber(string.sub(fields[i], 2))
+    if bucket == nil or bucket <= second - size or bucket > second then
+      stale[#stale + 1] = fields[i]
+    else
+      local kind, v = string.sub(fields[i], 1, 1), tonumber(fields[i + 1])
+      if kind == 'c' then wc = wc + v elseif kind == 'f' then wf = wf + v else ws = ws + v end
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', wkey, unpack(stale)) end
+  if st == 'closed' then judge() end
+end
+
+-- 3. probes of the current HALF_OPEN period
+if same and st == 'half_open' then
+  pr = math.max(0, pr - tonumber(ARGV[22]))
+  pk, pf, ps = pk + tonumber(ARGV[19]), pf + tonumber(ARGV[20]), ps + tonumber(ARGV[21])
+  if model == 0 then
+    if pf > 0 then
+      move('open', 'probes_failed', nil, next_open)
+    elseif pk >= success_threshold then
+      move('closed', 'probes_succeeded')
+    end
+  elseif pk + pf > 0 then
+    local remaining = max_probes - pk - pf
+    if exceeded(max_probes, pf, rate_threshold) then
+      move('open', 'failure_rate', tostring(100.0 * pf / max_probes), next_open)
+    elseif tracks_slow and exceeded(max_probes, ps, slow_threshold) then
+      move('open', 'slow_call_rate', tostring(100.0 * ps / max_probes), next_open)
+    elseif not exceeded(max_probes, pf + remaining, rate_threshold)
+        and not (tracks_slow and exceeded(max_probes, ps + remaining, slow_threshold)) then
+      move('closed', 'probes_succeeded')
+    end
+  end
+end
+if st == 'half_open' and pr >= max_probes and now - hs >= wait_ms then
+  move('open', 'max_half_open_wait', nil, next_open)
+end
+
+-- 4. the open period and probe permits
+local demand, granted = tonumber(ARGV[23]), 0
+if st == 'open' and demand > 0 and now >= ou then move('half_open', 'reset_timeout') end
+if st == 'half_open' and demand > 0 and pr < max_probes then
+  granted = math.min(demand, max_probes - pr)
+  pr = pr + granted
+end
+
+redis.call('HSET', skey, 'st', st, 'ep', ep, 'rs', rs, 'rt', rt, 'ou', ou, 'on', on, 'lo', lo, 'hs', hs,
+  'pr', pr, 'pk', pk, 'pf', pf, 'ps', ps, 'cn', cn, 'pc', pc, 'pfl', pfl, 'ri', ri, 'wc', wc, 'wf', wf, 'ws', ws,
+  'cfg', cfg)
+redis.call('PEXPIRE', skey, ttl)
+if model ~= 0 and redis.call('EXISTS', wkey) == 1 then redis.call('PEXPIRE', wkey, ttl) end
+
+local calls, failures, slows = wc, wf, ws
+if st == 'half_open' then
+  calls, failures, slows = pk + pf, pf, ps
+elseif model == 0 then
+  calls, failures, slows = pc, pfl, 0
+end
+local remaining = 0
+if st == 'open' then remaining = math.max(0, ou - now) end
+return {st, ep, rs, rt, remaining, on, lo, granted, applied, calls, failures, slows, cn, pr, mismatch}
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _view(reply: Any) -> tuple[FleetView, bool]:
+    """The script's reply as a :class:`FleetView`, and whether the fleet's settings differ from ours."""
+    rate = _text(reply[3])
+    view = FleetView(
+        state=CircuitState(_text(reply[0])),
+        epoch=int(reply[1]),
+        reason=_text(reply[2]),
+        rate=float(rate) if rate else None,
+        open_remaining=int(reply[4]) / 1000.0,
+        openings=int(reply[5]),
+        last_open_duration=int(reply[6]) / 1000.0,
+        granted=int(reply[7]),
+        applied=bool(int(reply[8])),
+        calls=int(reply[9]),
+        failures=int(reply[10]),
+        slow=int(reply[11]),
+        consecutive=int(reply[12]),
+        probes=int(reply[13]),
+    )
+    return view, bool(int(reply[14]))
+
+
+class _Attached:
+    """One breaker attached to the store: its link, keys and the script arguments fixed by its settings."""
+
+    __slots__ = ("keys", "link", "static", "warned")
+
+    def __init__(self, link: BreakerLink, prefix: str, probe_lease: float) -> None:
+        settings = link.settings
+        window = settings.window
+        if window is None:
+            model, size = 0, 0
+        elif isinstance(window, CountWindow):
+            model, size = 1, window.size
+        else:
+            model, size = 2, int(window.seconds)
+        wait = settings.max_half_open_wait if settings.max_half_open_wait is not None else probe_lease
+        slow = settings.slow_call_duration
+        self.link = link
+        tag = f"{{{prefix}:{link.name}}}"
+        self.keys = [f"{tag}:state", f"{tag}:window"]
+        self.static: list[Any] = [
+            model,
+            size,
+            settings.failure_threshold,
+            settings.success_threshold,
+            settings.half_open_max_calls,
+            repr(settings.failure_rate_threshold),
+            settings.judging_calls,
+            0 if slow is None else 1,
+            repr(settings.slow_call_rate_threshold),
+            _ms(wait),
+        ]
+        self.warned = False
+
+
+class RedisCircuitStore:
+    """Circuit-breaker state shared by every process using the same Redis and ``prefix``.
+
+    Pass it as ``store=`` to :class:`~stalwart.CircuitBreaker` (or ``registry.breaker(name, store=...)``); one store
+    serves any number of breakers with one background thread. The module docstring describes the layout, the
+    batching and its staleness bound, HALF_OPEN across the fleet, and the fallback to local state.
+
+    Args:
+        client: a synchronous ``redis.Redis`` (or ``redis.RedisCluster``) client; give it socket timeouts (the
+            background thread waits on it, never a call). :meth:`from_url` builds one.
+        prefix: the key prefix; no ``{`` or ``}``; default ``"stalwart:breaker"``. Breaker names must not contain
+            braces either.
+        flush_interval: seconds between syncs (> 0, default ``0.1``): how stale a process's view of the fleet
+            may be; ``None`` starts no thread: call :meth:`sync` yourself (tests do).
+        flush_size: outcomes (rate models) or failures (consecutive model) after which a breaker's batch is sent at
+            once (``int`` >= 1, default 1000).
+        probe_lease: seconds after which a HALF_OPEN period whose probe permits are all out ends (back to OPEN),
+            for breakers without ``max_half_open_wait`` (> 0, default ``60.0``): a process that dies holding a
+            permit delays the fleet's recovery by at most this much.
+        ttl: seconds after the last sync at which a breaker's keys expire (> 0, default one day).
+        close_client: whether :meth:`close` closes ``client`` too (``from_url`` sets it).
+
+    Raises:
+        TypeError, ValueError: an invalid parameter, naming it.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        *,
+        prefix: str = "stalwart:breaker",
+        flush_interval: float | None = 0.1,
+        flush_size: int = 1000,
+        probe_lease: float = 60.0,
+        ttl: float = 86400.0,
+        close_client: bool = False,
+    ) -> None:
+        check_client(client)
+        self.prefix = check_key_part(prefix, "prefix")
+        self._interval = to_seconds_or_none(flush_interval, "flush_interval", allow_zero=False)
+        self.flush_size = check_int(flush_size, "flush_size", minimum=1)
+        self._probe_lease = to_seconds(probe_lease, "probe_lease", allow_zero=False)
+        self._ttl = to_seconds(ttl, "ttl", allow_zero=False)
+        self._client = client
+        self._close_client = close_client
+        self._script = client.register_script(_SYNC)
+        self._attached: list[_Attached] = []
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._outage = OutageLog(
+            f"circuit breakers (store prefix {prefix!r})",
+            "each breaker decides locally until it can",
+            "sharing the fleet's breakers",
+        )
+        self._thread = (
+            None if self._interval is None else SyncThread(f"stalwart-breakers-{prefix}", self._interval, self.sync)
+        )
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, *, socket_timeout: float = 1.0, **kwargs: Any) -> RedisCircuitStore:
+        """A store with its own client for ``url`` (``redis://``, ``rediss://``, ``unix://``), closed by :meth:`close`.
+
+        Args:
+            url: the server URL.
+            socket_timeout: seconds for connecting and for each command (default ``1.0``); commands are not retried
+                by the client (the next sync is the retry).
+            **kwargs: the constructor's keyword arguments.
+        """
+        return cls(client_from_url(url, socket_timeout), close_client=True, **kwargs)
+
+    # ------------------------------------------------------------------ the CircuitStore protocol
+    def attach(self, link: BreakerLink) -> None:
+        """Keep ``link``'s breaker in step with the fleet from now on (its first sync happens in the background).
+
+        Raises:
+            ValueError: the breaker's name contains ``{`` or ``}``.
+            RuntimeError: the store is closed.
+        """
+        check_key_part(link.name, "name")
+        if self._closed:
+            raise RuntimeError("this RedisCircuitStore is closed")
+        entry = _Attached(link, self.prefix, self._probe_lease)
+        with self._lock:
+            self._attached.append(entry)
+        link.set_wake(self._wake)
+        if self._thread is not None:
+            self._thread.start()
+            self._thread.wake()
+
+    def _wake(self) -> None:
+        if self._thread is not None:
+            self._thread.wake()
+
+    def keys(self, name: str) -> tuple[str, str]:
+        """The keys of the breaker called ``name``: ``(state hash, window)``."""
+        tag = f"{{{self.prefix}:{name}}}"
+        return f"{tag}:state", f"{tag}:window"
+
+    # ------------------------------------------------------------------ syncing
+    def sync(self) -> bool:
+        """Sync every attached breaker now (one round trip each); return whether Redis answered for all.
+
+        The background thread calls it every ``flush_interval``; call it yourself with ``flush_interval=None``.
+        Never raises for a Redis problem (the breakers fall back to local state; logged once per outage).
+        """
+        with self._sync_lock:
+            with self._lock:
+                attached = list(self._attached)
+            answered = True
+            for entry in attached:
+                answered = self._sync_one(entry) and answered
+            return answered
+
+    def _sync_one(self, entry: _Attached) -> bool:
+        link = entry.link
+        request = link.begin()
+        try:
+            reply = self._script(keys=entry.keys, args=self._args(entry, request))
+            view, mismatch = _view(reply)
+        except REDIS_ERRORS as exc:
+            link.fail(request)
+            self._outage.failed(exc)
+            return False
+        self._outage.answered()
+        if mismatch and not entry.warned:
+            entry.warned = True
+            logger.warning(
+                "stalwart: circuit breaker %r is configured differently in another process of the fleet; "
+                "the processes judge its shared state with their own settings",
+                link.name,
+            )
+        link.end(view)
+        return True
+
+    def _args(self, entry: _Attached, request: SyncRequest) -> list[Any]:
+        proposal = request.proposal
+        if proposal is None:
+            proposed: list[Any] = ["", "", "", 0, ""]
+        else:
+            proposed = [
+                proposal.state.value,
+                proposal.reason,
+                "" if proposal.rate is None else repr(proposal.rate),
+                _ms(proposal.open_duration),
+                "" if proposal.expected_epoch is None else proposal.expected_epoch,
+            ]
+        return [
+            *entry.static,
+            _ms(request.next_open),
+            _ms(self._ttl),
+            request.epoch,
+            request.ok,
+            request.failed,
+            request.slow,
+            request.trailing,
+            request.codes,
+            request.probe_ok,
+            request.probe_failed,
+            request.probe_slow,
+            request.returned,
+            request.demand,
+            *proposed,
+            "|".join(str(value) for value in entry.static),
+        ]
+
+    # ------------------------------------------------------------------ lifecycle and introspection
+    @property
+    def connected(self) -> bool:
+        """Whether the last sync of every attached breaker reached Redis (``False`` before the first one)."""
+        with self._lock:
+            attached = list(self._attached)
+        return bool(attached) and all(entry.link.connected for entry in attached)
+
+    def close(self) -> None:
+        """Stop the thread after a last sync, and close the client if the store owns it. Idempotent; blocking.
+
+        The breakers keep working, as local breakers.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._thread.stop()
+        else:
+            self.sync()
+        with self._lock:
+            attached, self._attached = self._attached, []
+        for entry in attached:
+            entry.link.disconnect()
+        if self._close_client:
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RedisCircuitStore(prefix={self.prefix!r}, flush_interval={self._interval!r})"

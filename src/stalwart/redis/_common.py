@@ -1,0 +1,161 @@
+"""Pieces shared by the Redis-backed objects of ``stalwart.redis`` (the retry budget, the circuit store).
+
+Both follow one pattern: the hot path never talks to Redis; a background daemon thread with the *synchronous* client
+runs one Lua script per object every interval (or at once when woken), and when Redis cannot be reached the object
+decides from local state, logs that once, and logs once again when Redis answers. This module holds that pattern's
+parts:
+
+* :func:`check_client`, :func:`check_key_part`, :func:`client_from_url`: validation and a client built for a
+  background thread (socket timeouts, no client-side retries: the next sync is the retry);
+* :data:`REDIS_ERRORS`: what a failed round trip (or a malformed reply) can raise;
+* :class:`OutageLog`: the "logged once" rule;
+* :class:`SyncThread`: the background loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+__all__ = ["REDIS_ERRORS", "OutageLog", "SyncThread", "check_client", "check_key_part", "client_from_url"]
+
+logger = logging.getLogger("stalwart")
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, ValueError, TypeError, IndexError)
+"""Errors a sync treats as "Redis cannot be reached": the client's errors, socket errors, and a malformed reply."""
+
+
+def check_client(client: object) -> None:
+    """Refuse anything but a synchronous ``redis.Redis`` or ``redis.RedisCluster``.
+
+    Raises:
+        TypeError: ``client`` is an asyncio client or not a Redis client.
+    """
+    if not isinstance(client, redis.Redis | redis.RedisCluster):
+        raise TypeError(f"client must be a synchronous redis.Redis or redis.RedisCluster, got {client!r}")
+
+
+def check_key_part(value: object, parameter: str) -> str:
+    """A non-empty ``str`` without ``{`` or ``}`` (it goes inside a key's hash tag).
+
+    Raises:
+        ValueError: naming ``parameter``.
+    """
+    if not isinstance(value, str) or not value or "{" in value or "}" in value:
+        raise ValueError(f"{parameter} must be a non-empty str without '{{' or '}}', got {value!r}")
+    return value
+
+
+def client_from_url(url: str, socket_timeout: float) -> redis.Redis:
+    """A synchronous client for ``url`` for a background thread: ``socket_timeout`` seconds to connect and per
+    command, and no client-side retries (the next sync is the retry)."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class OutageLog:
+    """Log a lost Redis once per outage (WARNING) and its return once (INFO), on the ``stalwart`` logger.
+
+    Args:
+        what: the object, for the messages (``"retry budget 'payments'"``).
+        fallback: what it does meanwhile (``"using a local budget until it can"``).
+        back: what it does again (``"sharing the fleet's budget"``).
+    """
+
+    __slots__ = ("_back", "_down", "_fallback", "_lock", "_what")
+
+    def __init__(self, what: str, fallback: str, back: str) -> None:
+        self._what = what
+        self._fallback = fallback
+        self._back = back
+        self._down = False
+        self._lock = threading.Lock()
+
+    @property
+    def down(self) -> bool:
+        """Whether the last report was a failure."""
+        return self._down
+
+    def failed(self, exc: BaseException) -> None:
+        """A round trip failed: warn if it is the first failure since Redis last answered."""
+        with self._lock:
+            warn, self._down = not self._down, True
+        if warn:
+            logger.warning(
+                "stalwart: %s cannot reach Redis (%s: %s); %s", self._what, type(exc).__name__, exc, self._fallback
+            )
+
+    def answered(self) -> None:
+        """A round trip succeeded: say so if Redis had been lost."""
+        with self._lock:
+            recovered, self._down = self._down, False
+        if recovered:
+            logger.info("stalwart: %s reaches Redis again; %s", self._what, self._back)
+
+
+class SyncThread:
+    """A daemon thread calling ``step()`` every ``interval`` seconds, or at once when woken; one last time on stop.
+
+    ``step`` must not raise (it reports Redis problems itself); an unexpected exception is logged and the loop goes on.
+
+    Args:
+        name: the thread's name.
+        interval: seconds between steps (> 0).
+        step: the work of one round.
+    """
+
+    __slots__ = ("_interval", "_name", "_step", "_stopping", "_thread", "_wake")
+
+    def __init__(self, name: str, interval: float, step: Callable[[], object]) -> None:
+        self._name = name
+        self._interval = interval
+        self._step = step
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        """Run a step as soon as the current one (if any) ends. Never blocks on Redis; safe under any lock."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop after one last step and wait for the thread (blocking; idempotent)."""
+        self._stopping.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._safe_step()
+            self._wake.wait(self._interval)
+            self._wake.clear()
+        self._safe_step()  # the last counts
+
+    def _safe_step(self) -> None:
+        try:
+            self._step()
+        except Exception:  # pragma: no cover - a bug in step(); the thread must not die
+            logger.exception("stalwart: %s failed", self._name)
