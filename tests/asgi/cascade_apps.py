@@ -4,11 +4,11 @@
 
 * ``c``: ``GET /work?mode=fast|hang`` answers at once or hangs until cancelled; ``GET /stats`` reports how many
   requests started, finished, and were cancelled by their deadline, and the budgets the handler saw.
-* ``b``: ``GET /work?mode=...`` calls C (``CASCADE_DOWNSTREAM``) with the time it has left as
-  ``Request-Deadline-Ms`` and answers with C's status and body plus its own budget.
+* ``b``: ``GET /work?mode=...`` calls C (``CASCADE_DOWNSTREAM``) through ``AsyncResilientTransport`` (one
+  attempt), which sends the time B has left as ``Request-Deadline-Ms``, and answers with C's status and body plus
+  its own budget.
 
-Both run behind ``DeadlineMiddleware`` (buffer 0.25 s). B sets the outgoing header by hand, from
-``stalwart.remaining_time()``: the resilient httpx transport will do the same by itself.
+Both run behind ``DeadlineMiddleware`` (buffer 0.25 s).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import stalwart as sw
-from stalwart._deadline_headers import format_request_deadline_ms
 from stalwart.asgi import DeadlineMiddleware
+from stalwart.httpx import AsyncResilientTransport, ResilienceConfig
 
 BUFFER = 0.25
 stats: dict[str, Any] = {"started": 0, "finished": 0, "cancelled": 0, "budgets": []}
@@ -50,14 +50,23 @@ async def c_stats(request: Request) -> Response:
 
 async def b_work(request: Request) -> Response:
     budget = sw.remaining_time()
-    left = sw.remaining_time()
-    headers = {} if left is None else {"Request-Deadline-Ms": format_request_deadline_ms(left)}
-    async with httpx.AsyncClient(timeout=None) as client:
-        answer = await client.get(
-            os.environ["CASCADE_DOWNSTREAM"] + "/work", params=dict(request.query_params), headers=headers
-        )
-    body = answer.json()
-    return JSONResponse({"service": "b", "budget": budget, "downstream": body}, status_code=answer.status_code)
+    try:
+        answer = await client().get(os.environ["CASCADE_DOWNSTREAM"] + "/work", params=dict(request.query_params))
+    except sw.DeadlineExceeded:
+        return JSONResponse({"service": "b", "budget": budget, "error": "deadline"}, status_code=504)
+    return JSONResponse({"service": "b", "budget": budget, "downstream": answer.json()}, status_code=answer.status_code)
+
+
+_client: httpx.AsyncClient | None = None
+
+
+def client() -> httpx.AsyncClient:
+    """B's client: the resilient transport, one attempt, which sends the attempt's time left to C by itself."""
+    global _client
+    if _client is None:
+        config = ResilienceConfig(max_attempts=1, use_breaker=False)
+        _client = httpx.AsyncClient(transport=AsyncResilientTransport(config=config, registry=sw.Registry()))
+    return _client
 
 
 async def ready(request: Request) -> Response:

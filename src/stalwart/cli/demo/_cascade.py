@@ -36,7 +36,7 @@ from stalwart._registry import Registry
 from stalwart.asgi import DeadlineMiddleware
 from stalwart.httpx import AsyncResilientTransport, ResilienceConfig
 
-from ._cascade_apps import ASGIApp, DeadlineHeaderTransport, Gauge, ServiceC, counting, relay
+from ._cascade_apps import ASGIApp, Gauge, ServiceC, counting, relay
 from ._clients import classify, fallback
 from ._server import bind_loopback, serving, url_of
 from ._summary import Kind, Outcome, percentile
@@ -184,7 +184,7 @@ def _client(
     if not resilient:
         return httpx.AsyncClient(base_url=url)  # httpx's defaults: 5 s timeouts, 100 connections
     transport = AsyncResilientTransport(
-        DeadlineHeaderTransport(_pool(), timeout),
+        _pool(),
         config=hop_config(timeout),
         registry=registry,
         fallback=fallback if with_fallback else None,

@@ -9,8 +9,7 @@
 
 A and B count the requests they are working on (:class:`Gauge`): the **pile-up**. On the resilient side each
 service runs behind :class:`~stalwart.asgi.DeadlineMiddleware` and calls the next one through
-:class:`~stalwart.httpx.AsyncResilientTransport`; :class:`DeadlineHeaderTransport`, under the resilient transport,
-sends the attempt's time left as ``Request-Deadline-Ms``.
+:class:`~stalwart.httpx.AsyncResilientTransport`, which sends each attempt's time left as ``Request-Deadline-Ms``.
 """
 
 from __future__ import annotations
@@ -23,12 +22,10 @@ from typing import Any, TypeAlias
 import httpx
 
 from stalwart._clock import SYSTEM_CLOCK, Clock
-from stalwart._deadline import remaining_time
-from stalwart._deadline_headers import format_request_deadline_ms
 
 from ._clients import FALLBACK_HEADER
 
-__all__ = ["DeadlineHeaderTransport", "Gauge", "ServiceC", "counting", "relay"]
+__all__ = ["Gauge", "ServiceC", "counting", "relay"]
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
@@ -174,30 +171,3 @@ def relay(client: httpx.AsyncClient, path: str = "/work") -> ASGIApp:
         await _answer(send, response.status_code, response.content, extra)
 
     return service
-
-
-class DeadlineHeaderTransport(httpx.AsyncBaseTransport):
-    """Sends each attempt's time left as ``Request-Deadline-Ms``: ``min(attempt timeout, ambient time left)``.
-
-    Placed under :class:`~stalwart.httpx.AsyncResilientTransport` (as its inner transport), it sees every
-    attempt. It stands in for the header the resilient transport is to stamp by itself (issue 6).
-
-    Args:
-        inner: the transport that sends.
-        attempt_timeout: the resilient transport's per-attempt timeout, seconds.
-    """
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, attempt_timeout: float) -> None:
-        self._inner = inner
-        self._timeout = attempt_timeout
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Stamp the header, then send."""
-        left = remaining_time()
-        limit = self._timeout if left is None or left > self._timeout else left
-        request.headers["Request-Deadline-Ms"] = format_request_deadline_ms(limit)
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        """Close the inner transport."""
-        await self._inner.aclose()
