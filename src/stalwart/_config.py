@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import TypeVar
 
-__all__ = ["check_int", "check_percent", "to_float", "to_seconds", "to_seconds_or_none"]
+C = TypeVar("C")
+
+__all__ = ["check_clock", "check_int", "check_percent", "to_float", "to_seconds", "to_seconds_or_none"]
 
 
 def to_seconds(value: float | timedelta, parameter: str, *, allow_zero: bool = True, allow_inf: bool = False) -> float:
@@ -91,3 +94,16 @@ def check_percent(value: float, parameter: str) -> float:
     if not 0 < value <= 100:  # also refuses NaN (and compares huge ints exactly, without converting them)
         raise ValueError(f"{parameter} must be a percentage in (0, 100], got {value!r}")
     return float(value)
+
+
+def check_clock(clock: C, *methods: str) -> C:
+    """Check ``clock`` is a clock *instance* with a callable ``monotonic()`` (and the other ``methods`` named), not
+    a class or ``None``.
+
+    Raises:
+        TypeError: naming ``clock``.
+    """
+    needed = ("monotonic", *methods)
+    if isinstance(clock, type) or not all(callable(getattr(clock, name, None)) for name in needed):
+        raise TypeError(f"clock must be a Clock instance ({', '.join(f'{n}()' for n in needed)}), got {clock!r}")
+    return clock

@@ -32,7 +32,7 @@ from datetime import timedelta
 from types import TracebackType
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import to_float, to_seconds
+from ._config import check_clock, to_float, to_seconds
 from ._events import DeadlineExpired, emit, hooks_installed
 from ._exceptions import DeadlineExceeded
 
@@ -63,8 +63,7 @@ class Deadline:
         if math.isnan(at):  # a NaN deadline would be neither expired nor have time left
             raise ValueError("at must be an instant in seconds on the clock, got NaN")
         object.__setattr__(self, "at", at)
-        if not callable(getattr(self.clock, "monotonic", None)):
-            raise TypeError(f"clock must implement the Clock protocol, got {self.clock!r}")
+        check_clock(self.clock)
 
     @classmethod
     def after(cls, seconds: float | timedelta, *, clock: Clock = SYSTEM_CLOCK) -> Deadline:
@@ -342,6 +341,7 @@ class deadline:  # noqa: N801 - a context manager used like a function, as conte
 
     Raises:
         ValueError: ``seconds`` is negative or NaN.
+        TypeError: ``seconds`` is not a number, ``timedelta`` or ``None``, or ``clock`` is not a clock.
         DeadlineExceeded: (async form) the deadline expired inside the scope.
     """
 
@@ -349,7 +349,7 @@ class deadline:  # noqa: N801 - a context manager used like a function, as conte
 
     def __init__(self, seconds: float | timedelta | None, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._seconds = math.inf if seconds is None else to_seconds(seconds, "seconds", allow_inf=True)
-        self._clock = clock
+        self._clock = check_clock(clock)
         self._token: Token[Deadline | None] | None = None
         self._deadline: Deadline | None = None
         self._scope: AsyncScope | None = None

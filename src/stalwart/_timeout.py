@@ -18,7 +18,7 @@ from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import to_seconds
+from ._config import check_clock, to_seconds
 from ._deadline import enter_async_scope, enter_sync_scope, exit_sync_scope
 from ._exceptions import DeadlineExceeded
 from ._policy import Policy, check_decoratable, refuse_coroutine
@@ -69,14 +69,14 @@ class Timeout(Policy):
 
     Raises:
         ValueError: ``seconds`` is zero, negative, NaN or infinite.
-        TypeError: ``seconds`` is not a number or a ``timedelta``.
+        TypeError: ``seconds`` is not a number or a ``timedelta``, or ``clock`` is not a clock.
     """
 
     __slots__ = ("_clock", "_seconds")
 
     def __init__(self, seconds: float | timedelta, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._seconds = to_seconds(seconds, "seconds", allow_zero=False)
-        self._clock = clock
+        self._clock = check_clock(clock)
 
     @property
     def seconds(self) -> float:
