@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import httpx
 
 from stalwart._backoff import Backoff
 from stalwart._config import check_int, to_seconds, to_seconds_or_none
+from stalwart._hedge import Hedge, PercentileDelay
 from stalwart._retry_policy import RetryBudgetHook
 
 from ._classify import BREAKER_FAILURE_STATUSES, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, RETRYABLE_STATUSES
@@ -109,6 +111,11 @@ class ResilienceConfig:
             possible) and the body is read afterwards under httpx's read timeout. ``ResilientClient`` turns it on.
         use_breaker: keep a circuit breaker per origin (default ``True``).
         use_bulkhead: keep a bulkhead per origin (default ``True``).
+        hedge: hedged requests, async transport only (docs/http-client.md, "Hedging"): a delay in seconds (or a
+            ``timedelta``, or a learned ``Hedge.percentile(...)``) after which a request that has not answered is sent
+            again, or a :class:`~stalwart.Hedge` (its ``delay`` and ``max_hedged`` are used; the transport classifies
+            outcomes itself and hedges draw from the origin's retry budget). Only requests that may be sent more than
+            once are hedged (``retry_methods``, or carrying ``idempotency_header``). Default ``None``: no hedging.
         budget: the retry budget (docs/http-client.md, "Retry budget"). Default ``PerOriginBudget()``: one
             ``RetryBudget.ratio(percent=20.0, ttl=10.0, min_per_second=10)`` per origin, named after it, so retries
             to an origin are at most 20 % of its calls over the last 10 s plus 10 per second. Any callable
@@ -147,6 +154,7 @@ class ResilienceConfig:
     auto_idempotency_key: bool = False
     on_result: Callable[[httpx.Response], bool] | None = None
     rate_limit_reset_header: str | None = None
+    hedge: Hedge | float | timedelta | PercentileDelay | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -182,6 +190,11 @@ class ResilienceConfig:
         if self.on_result is not None and not callable(self.on_result):
             raise TypeError(f"on_result must be a callable (response) -> bool or None, got {self.on_result!r}")
         set_(self, "rate_limit_reset_header", _header(self.rate_limit_reset_header, "rate_limit_reset_header"))
+        hedge = self.hedge
+        if hedge is not None and not isinstance(hedge, Hedge):
+            if isinstance(hedge, bool) or not isinstance(hedge, int | float | timedelta | PercentileDelay):
+                raise TypeError(f"hedge must be a delay in seconds, a Hedge or None, got {hedge!r}")
+            set_(self, "hedge", Hedge(hedge if isinstance(hedge, PercentileDelay) else to_seconds(hedge, "hedge")))
         budget = self.budget
         if budget is not None and not isinstance(budget, RetryBudgetHook) and not callable(budget):
             raise TypeError(f"budget must be a retry budget, a callable (name, clock) -> budget or None: {budget!r}")

@@ -32,6 +32,7 @@ from ._config import ResilienceConfig
 if TYPE_CHECKING:
     from stalwart._breaker import CircuitBreaker
     from stalwart._bulkhead import Bulkhead
+    from stalwart._hedge import Hedge
 
 __all__ = [
     "RAW_HEADERS",
@@ -270,6 +271,7 @@ class TransportCore:
     _read: bool
     _on_result: Callable[[httpx.Response], bool] | None
     _auto_key: str | None
+    _hedge: Hedge | None
 
     def _setup(
         self,
@@ -290,7 +292,7 @@ class TransportCore:
 
             registry = default_registry
         self._config = config
-        self._buffer = config.max_attempts > 1
+        self._buffer = config.max_attempts > 1 or config.hedge is not None  # bodies read ahead, to be resent
         self._rules = RetryRules(
             max_attempts=config.max_attempts, backoff=config.backoff, max_retry_after=config.max_retry_after
         )
@@ -309,6 +311,7 @@ class TransportCore:
         self._on_result = config.on_result
         self._read = config.read_response or config.on_result is not None  # the predicate may read the body
         self._auto_key = config.idempotency_header if config.auto_idempotency_key else None
+        self._hedge = cast("Hedge | None", config.hedge)
 
     @property
     def config(self) -> ResilienceConfig:

@@ -34,6 +34,7 @@ from stalwart._types import NEVER_HANDLED
 
 from ._classify import is_retryable_exception
 from ._config import ResilienceConfig
+from ._hedging import send_hedged
 from ._origin import (
     AsyncFallback,
     SyncFallback,
@@ -165,6 +166,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
             replayable = isinstance(request.stream, httpx.AsyncByteStream)
             if replayable:
                 await request.aread()  # retries resend these very bytes
+        if self._hedge is not None and replayable and self.may_resend(request):
+            return await send_hedged(self, request, origin, bulkhead, ambient)
         attempt = 0
         start = 0.0
         previous = 0.0
@@ -317,7 +320,7 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
 
     Raises:
         TypeError: ``config`` is not a ``ResilienceConfig``, or ``fallback`` is not a sync callable.
-        ValueError: ``name`` is empty.
+        ValueError: ``name`` is empty, or ``config.hedge`` is set (hedging needs the async transport).
     """
 
     def __init__(
@@ -333,6 +336,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
         wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self._setup(config=config, registry=registry, name=name, clock=clock, random=random, wall_clock=wall_clock)
+        if config.hedge is not None:
+            raise ValueError("hedge: hedging needs AsyncResilientTransport (a thread cannot be cancelled)")
         self._transport = httpx.HTTPTransport() if transport is None else transport
         if fallback is not None and check_decoratable(fallback, self):
             raise TypeError("ResilientTransport needs a sync fallback; use AsyncResilientTransport for an async one")
