@@ -409,3 +409,14 @@ def test_sync_paths_refuse_a_coroutine_and_give_the_slot_back() -> None:
     with pytest.raises(TypeError, match="coroutine"):
         wrapped()
     assert_idle(bulkhead, max_keys=1)
+
+
+async def test_its_shared_limit_is_served_at_health_bulkheads_once_registered() -> None:
+    registry = sw.Registry()
+    bulkhead = KeyedBulkhead("users", max_per_key=2, max_concurrent=4)
+    registry.register(bulkhead.shared)
+    await bulkhead.acquire("ann")
+    try:
+        assert registry.bulkheads_snapshot() == {"users": {"active": 1, "queued": 0, "available": 3}}
+    finally:
+        bulkhead.release("ann")
