@@ -29,6 +29,7 @@ from ._retry_policy import (
     RetryBudgetHook,
     RetryDecision,
     RetryRules,
+    add_give_up_note,
     give_up_note,
 )
 from ._retry_testing import current_mode
@@ -406,4 +407,4 @@ class Retry(Policy):
         if hooks_installed():
             emit(RetryGaveUp(self._name, attempts, elapsed, reason, exc))
         if exc is not None:
-            exc.add_note(give_up_note(self._name, attempts, elapsed, reason))
+            add_give_up_note(exc, self, give_up_note(self._name, attempts, elapsed, reason))

@@ -47,6 +47,7 @@ __all__ = [
     "RetryBudgetHook",
     "RetryDecision",
     "RetryRules",
+    "add_give_up_note",
     "give_up_note",
     "valid_retry_after",
 ]
@@ -212,6 +213,29 @@ def give_up_note(name: str, attempts: int, elapsed: float, reason: GiveUpReason)
     """
     plural = "attempt" if attempts == 1 else "attempts"
     return f"stalwart: {name!r} gave up after {attempts} {plural} over {elapsed:.3f}s ({_REASON_TEXT[reason]})"
+
+
+class _OwnedNote(str):
+    """A note that remembers which policy added it (a ``str``, as PEP 678 requires)."""
+
+    owner: int
+
+
+def add_give_up_note(exc: BaseException, owner: object, note: str) -> None:
+    """Add ``note`` to ``exc``, replacing a note the same ``owner`` (a policy) added to it before.
+
+    One exception object can end many calls: a failed future or task that many callers await (single-flight, a
+    shared connection attempt) raises the *same* instance in each of them. Appending a note per call made its
+    ``__notes__`` grow without bound (and every traceback print longer), as re-raising one instance grows its
+    traceback (ipython PR #8017). Each policy keeps one note per exception, its latest; notes of other policies
+    (nested retries) and the caller's own notes are kept.
+    """
+    tagged = _OwnedNote(note)
+    tagged.owner = id(owner)
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list) and notes:
+        notes[:] = [n for n in notes if not (isinstance(n, _OwnedNote) and n.owner == tagged.owner)]
+    exc.add_note(tagged)
 
 
 @runtime_checkable
