@@ -8,6 +8,7 @@ import json
 import pytest
 from rich.console import Console
 
+from stalwart.cli import main
 from stalwart.cli.demo import _cascade_report
 from stalwart.cli.demo._cascade import CascadeResult, CascadeSettings, CascadeSide, run_cascade, summarize_side
 from stalwart.cli.demo._cascade_apps import Gauge, ServiceC
@@ -102,3 +103,13 @@ def test_a_short_run_shows_the_pile_up_and_no_wasted_work_with_stalwart() -> Non
     assert resilient.max_in_flight_b < plain.max_in_flight_b
     assert resilient.fallback > 0
     assert resilient.p99_ms < plain.p99_ms
+
+
+def test_stalwart_demo_scenario_cascade_runs_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    canned = CascadeResult(plain=side(requests=1), resilient=side(requests=1), settings=CascadeSettings())
+    monkeypatch.setattr(_cascade_report, "run_cascade", lambda settings, **_: canned)
+    assert main(["demo", "--scenario", "cascade", "--json", "--seed", "3"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document == canned.document()

@@ -2,7 +2,8 @@
 
 Each scenario is a function ``(args) -> exit code`` registered in :data:`SCENARIOS` under the name
 ``--scenario`` takes. The default, ``outage``, is :mod:`._outage`; ``payments`` is :mod:`._payments` (its options:
-``--payments``, ``--store``); later scenarios (``cascade``) register here too and may add their own options in
+``--payments``, ``--store``); ``cascade`` is :mod:`._cascade` (its own workload; ``--seed``, ``--json``); later
+scenarios register here too and may add their own options in
 :func:`add_arguments`.
 
 A scenario lets ``KeyboardInterrupt`` (Ctrl-C) propagate once it has stopped what it started; :func:`stalwart.cli.main`
@@ -131,7 +132,18 @@ def _payments(args: argparse.Namespace) -> int:
 STORE_CHOICES = ("sqlite", "redis", "postgres")
 """The ``payments`` scenario's stores (``--store``, or ``STALWART_STORE``)."""
 
-SCENARIOS: dict[str, Callable[[argparse.Namespace], int]] = {"outage": _outage, "payments": _payments}
+
+def _cascade(args: argparse.Namespace) -> int:
+    from ._cascade_report import cascade_command  # noqa: PLC0415 - loaded only when this scenario runs
+
+    return cascade_command(args)
+
+
+SCENARIOS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "cascade": _cascade,
+    "outage": _outage,
+    "payments": _payments,
+}
 """Scenario name → function running it and returning the exit code."""
 
 
