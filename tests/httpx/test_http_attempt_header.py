@@ -6,7 +6,7 @@ import httpx
 import pytest
 from _http_harness import Harness
 
-from stalwart.httpx._origin import RAW_HEADERS, AttemptHeader
+from stalwart.httpx._wire import RAW_HEADERS, AttemptHeader
 
 
 def test_the_internal_header_layout_probe_holds_for_the_installed_httpx() -> None:

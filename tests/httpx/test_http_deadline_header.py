@@ -15,7 +15,7 @@ from stalwart import DeadlineExceeded, current_deadline, deadline
 from stalwart._registry import Registry
 from stalwart.asgi import DeadlineMiddleware
 from stalwart.httpx import AsyncResilientTransport, ResilienceConfig, ResilientTransport
-from stalwart.httpx._origin import DeadlineHeader
+from stalwart.httpx._wire import DeadlineHeader
 from stalwart.testing import FakeClock
 
 URL = "https://api.example.com/items"

@@ -21,17 +21,21 @@ from ._classify import (
 )
 from ._client import ResilientClient
 from ._config import ResilienceConfig
+from ._operations import SEED_OPERATIONS, Operation
 from ._options import PerOriginBudget
-from ._transport import AsyncResilientTransport, ResilientTransport
+from ._sync_transport import ResilientTransport
+from ._transport import AsyncResilientTransport
 
 __all__ = [
     "AsyncResilientTransport",
     "IDEMPOTENT_METHODS",
+    "Operation",
     "PerOriginBudget",
     "RETRYABLE_STATUSES",
     "ResilienceConfig",
     "ResilientClient",
     "ResilientTransport",
+    "SEED_OPERATIONS",
     "is_breaker_failure_exception",
     "is_breaker_failure_status",
     "is_idempotent_request",

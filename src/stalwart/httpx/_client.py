@@ -36,7 +36,9 @@ class ResilientClient:
 
     The defaults are the seed's: 10 s per attempt, 3 attempts with exponential backoff from 1 s (full jitter), a
     breaker per origin opening after 5 consecutive failures for 30 s, 20 concurrent requests per origin, and an
-    optional fallback. Use it as an async context manager (or call :meth:`aclose`)::
+    optional fallback. The seed's ``ResilientServiceClient`` (bulkheads per operation type: reads 50, writes 20,
+    search 10, and ``get_status()``) is ``ResilientClient(name, base_url, ResilienceConfig(operations=
+    SEED_OPERATIONS))``. Use it as an async context manager (or call :meth:`aclose`)::
 
         async with ResilientClient("payments", "https://payments.internal", fallback=cached) as client:
             response = await client.post("/charges", json=charge, headers={"Idempotency-Key": key})
@@ -102,6 +104,8 @@ class ResilientClient:
             }
         httpx_client_kwargs.setdefault("timeout", httpx.Timeout(config.timeout))
         self._client = httpx.AsyncClient(base_url=base_url, transport=self._transport, **httpx_client_kwargs)
+        if self._client.base_url.host:  # the base URL's breaker and bulkheads exist (and show in health) at once
+            self._transport.origin(self._client.base_url)
 
     def __repr__(self) -> str:
         return f"ResilientClient({self._name!r}, {str(self._client.base_url)!r})"
@@ -132,6 +136,13 @@ class ResilientClient:
         """The bulkhead of ``base_url``'s origin (``None`` with ``use_bulkhead=False`` or no ``base_url``)."""
         base = self._client.base_url
         return self._transport.origin(base).bulkhead if base.host else None
+
+    def get_status(self) -> dict[str, dict[str, int]]:
+        """The seed's status report: ``{bulkhead name: {"active": int, "queued": int, "available": int}}`` for the
+        client's bulkheads — the base URL's origin bulkhead and one per configured operation
+        (``"{name}:{scheme}://{host}:{port}:{operation}"``), plus those of other origins once used. The shape of
+        ``/health/bulkheads``, where the registry serves the same bulkheads."""
+        return self._transport.get_status()
 
     async def request(self, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
         """Send a request (``httpx.AsyncClient.request`` arguments) under the policy.

@@ -15,6 +15,7 @@ from stalwart._hedge import Hedge, PercentileDelay
 from stalwart._retry_policy import RetryBudgetHook
 
 from ._classify import BREAKER_FAILURE_STATUSES, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, RETRYABLE_STATUSES
+from ._operations import Operation, OperationTable
 from ._options import BudgetFactory, PerOriginBudget
 
 __all__ = ["ResilienceConfig"]
@@ -111,6 +112,11 @@ class ResilienceConfig:
             possible) and the body is read afterwards under httpx's read timeout. ``ResilientClient`` turns it on.
         use_breaker: keep a circuit breaker per origin (default ``True``).
         use_bulkhead: keep a bulkhead per origin (default ``True``).
+        operations: bulkheads per operation type (docs/http-client.md, "Bulkheads per operation"): a sequence of
+            :class:`~stalwart.httpx.Operation` (e.g. ``SEED_OPERATIONS``: search 10, writes 20, reads 50), matched
+            in order against each request's method and URL path; the first that covers a request gives it its own
+            bulkhead per origin, registered as ``"{origin name}:{operation}"``, used instead of the origin's
+            bulkhead. Requests no operation covers use the origin's bulkhead. Default ``()``.
         hedge: hedged requests, async transport only (docs/http-client.md, "Hedging"): a delay in seconds (or a
             ``timedelta``, or a learned ``Hedge.percentile(...)``) after which a request that has not answered is sent
             again, or a :class:`~stalwart.Hedge` (its ``delay`` and ``max_hedged`` are used; the transport classifies
@@ -150,6 +156,7 @@ class ResilienceConfig:
     read_response: bool = False
     use_breaker: bool = True
     use_bulkhead: bool = True
+    operations: tuple[Operation, ...] = ()
     budget: RetryBudgetHook | BudgetFactory | None = DEFAULT_BUDGET
     auto_idempotency_key: bool = False
     on_result: Callable[[httpx.Response], bool] | None = None
@@ -190,6 +197,10 @@ class ResilienceConfig:
         if self.on_result is not None and not callable(self.on_result):
             raise TypeError(f"on_result must be a callable (response) -> bool or None, got {self.on_result!r}")
         set_(self, "rate_limit_reset_header", _header(self.rate_limit_reset_header, "rate_limit_reset_header"))
+        operations: object = self.operations
+        if isinstance(operations, Operation) or not isinstance(operations, Iterable):
+            raise TypeError(f"operations must be a sequence of Operation, got {operations!r}")
+        set_(self, "operations", OperationTable(operations).operations)  # validates: types, unique names
         hedge = self.hedge
         if hedge is not None and not isinstance(hedge, Hedge):
             if isinstance(hedge, bool) or not isinstance(hedge, int | float | timedelta | PercentileDelay):

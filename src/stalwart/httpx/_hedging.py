@@ -41,7 +41,8 @@ from stalwart._retry_testing import current_mode
 from stalwart._types import NEVER_HANDLED
 
 from ._classify import is_retryable_exception
-from ._origin import Origin, clamp_timeouts, discard_async
+from ._origin import Origin
+from ._wire import clamp_timeouts, discard_async
 
 if TYPE_CHECKING:
     from stalwart._hedge import Hedge, PercentileDelay

@@ -1,20 +1,18 @@
-"""What the sync and async transports share: construction, per-origin state, request preparation, classification
-glue, events and notes. The driver loops themselves live in ``_transport.py``, one per flavour.
+"""What the sync and async transports share: construction, per-origin state, classification glue, events and
+notes. The driver loops live in ``_transport.py`` (async) and ``_sync_transport.py``; what each attempt does to the
+request and its response (stamped headers, clamped timeouts, discarded responses) in ``_wire.py``.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import httpx
 
 from stalwart._clock import Clock
 from stalwart._deadline import Deadline
-from stalwart._deadline_headers import GRPC_TIMEOUT_HEADER, format_grpc_timeout, format_request_deadline_ms
 from stalwart._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
 from stalwart._registry import Registry
 from stalwart._retry_policy import RetryBudgetHook, RetryDecision, RetryRules, give_up_note
@@ -28,6 +26,8 @@ from ._classify import (
     request_was_not_sent,
 )
 from ._config import ResilienceConfig
+from ._operations import OperationTable, bulkhead_status
+from ._wire import AttemptHeader, DeadlineHeader, wall_time
 
 if TYPE_CHECKING:
     from stalwart._breaker import CircuitBreaker
@@ -35,20 +35,12 @@ if TYPE_CHECKING:
     from stalwart._hedge import Hedge
 
 __all__ = [
-    "RAW_HEADERS",
     "AsyncFallback",
-    "AttemptHeader",
-    "DeadlineHeader",
     "Origin",
     "OriginKey",
-    "StampedHeader",
     "SyncFallback",
     "TransportCore",
-    "clamp_timeouts",
-    "discard_async",
-    "discard_sync",
     "origin_name",
-    "wall_time",
 ]
 
 SyncFallback: TypeAlias = Callable[[httpx.Request, BaseException], httpx.Response]
@@ -59,156 +51,13 @@ AsyncFallback: TypeAlias = Callable[[httpx.Request, BaseException], httpx.Respon
 
 OriginKey: TypeAlias = tuple[bytes, bytes, int | None]
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-_CACHED = 64
-_ABSENT = object()
-_SECOND = itemgetter(1)
-_TIMEOUT_KEYS = ("connect", "read", "write", "pool")
-
-
-def _raw_headers_supported() -> bool:
-    """Whether ``httpx.Headers`` keeps its entries in ``_list`` as ``(name, lowercase name, value)`` byte triples
-    (true from httpx 0.18 to at least 0.28)."""
-    try:
-        entries = httpx.Headers({"X-Probe": "1"})._list
-    except Exception:
-        return False
-    return isinstance(entries, list) and entries == [(b"X-Probe", b"x-probe", b"1")]
-
-
-RAW_HEADERS = _raw_headers_supported()
-
-
-class StampedHeader:
-    """Sets a header on a request for the duration of one attempt (the base of :class:`AttemptHeader` and
-    :class:`DeadlineHeader`).
-
-    The header is added before the attempt and removed after it, so the caller's request (``response.request``)
-    ends as the caller built it; a header of the same name the caller set is replaced for the attempt and restored
-    afterwards. The common case (the caller did not set it) appends one raw entry to ``httpx.Headers``' internal
-    list and pops it afterwards, when a probe at import confirms that layout: ``headers[name] = value`` costs about
-    a microsecond, and a header left on the request costs about two more in httpx's cookie handling, which walks
-    every request header of every response. Otherwise the public API is used. Headers stamped on one request are
-    unstamped in the reverse order.
-
-    Args:
-        name: the header name (ASCII).
-        raw: use the internal list when possible (default: when the probe succeeded).
-    """
-
-    __slots__ = ("lower", "name", "raw", "raw_name")
-
-    def __init__(self, name: str, *, raw: bool = RAW_HEADERS) -> None:
-        self.name = name
-        self.raw_name = name.encode("ascii")
-        self.lower = self.raw_name.lower()
-        self.raw = raw
-
-    def stamp_value(self, request: httpx.Request, value: bytes) -> object:
-        """Set the header to ``value`` (ASCII); returns the token to hand to :meth:`unstamp`."""
-        headers = request.headers
-        if self.raw:
-            entries: list[tuple[bytes, bytes, bytes]] = headers._list
-            if self.lower not in map(_SECOND, entries):  # scanned in C
-                stamped = (self.raw_name, self.lower, value)
-                entries.append(stamped)
-                return stamped
-        original = headers.get(self.name, _ABSENT)
-        headers[self.name] = value.decode("ascii")
-        return original
-
-    def unstamp(self, request: httpx.Request, token: object) -> None:
-        """Undo :meth:`stamp_value`."""
-        if type(token) is tuple:
-            entries = request.headers._list
-            if entries[-1] is token:
-                entries.pop()
-                return
-            for index in range(len(entries) - 1, -1, -1):
-                if entries[index] is token:
-                    del entries[index]
-                    return
-        elif token is _ABSENT:
-            request.headers.pop(self.name, None)
-        else:
-            request.headers[self.name] = cast("str", token)
-
-
-class AttemptHeader(StampedHeader):
-    """Stamps the attempt number (``1`` on the first) on a request for the duration of one attempt."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, name: str, *, raw: bool = RAW_HEADERS) -> None:
-        super().__init__(name, raw=raw)
-        self.values = tuple(str(n).encode("ascii") for n in range(_CACHED))
-
-    def stamp(self, request: httpx.Request, attempt: int) -> object:
-        """Set the header for attempt ``attempt``; returns the token to hand to :meth:`unstamp`."""
-        return self.stamp_value(request, self.values[attempt] if attempt < _CACHED else b"%d" % attempt)
-
-
-class DeadlineHeader(StampedHeader):
-    """Stamps the time an attempt may take on a request, as a relative budget (the next service starts its own
-    clock on arrival, so clock skew between the hosts does not matter).
-
-    ``Request-Deadline-Ms`` (any name but ``grpc-timeout``) carries whole milliseconds, rounded down
-    (:func:`stalwart._deadline_headers.format_request_deadline_ms`); ``grpc-timeout`` uses gRPC's format
-    (:func:`~stalwart._deadline_headers.format_grpc_timeout`).
-    """
-
-    __slots__ = ("format",)
-
-    def __init__(self, name: str, *, raw: bool = RAW_HEADERS) -> None:
-        super().__init__(name, raw=raw)
-        grpc = self.lower == GRPC_TIMEOUT_HEADER.encode("ascii")
-        self.format: Callable[[float], str] = format_grpc_timeout if grpc else format_request_deadline_ms
-
-    def stamp(self, request: httpx.Request, seconds: float) -> object:
-        """Set the header to a budget of ``seconds``; returns the token to hand to :meth:`unstamp`."""
-        return self.stamp_value(request, self.format(seconds).encode("ascii"))
-
-
-DRAIN_LIMIT = 65536
-"""Bytes of a discarded response's body read before closing it, so its connection goes back to the pool (closing
-an unread response closes its connection). Larger or unsized bodies are not read: the connection is dropped."""
-
-
-def _drainable(response: httpx.Response) -> bool:
-    length = response.headers.get("content-length")
-    return length is not None and length.isdigit() and int(length) <= DRAIN_LIMIT
-
-
-async def discard_async(response: httpx.Response) -> None:
-    """Close a response the caller will not see, draining a small body first to keep its connection alive."""
-    try:
-        if _drainable(response):
-            await response.aread()
-    except Exception:  # noqa: S110 - a broken body only means the connection is not reused
-        pass
-    finally:
-        await response.aclose()
-
-
-def discard_sync(response: httpx.Response) -> None:
-    """Sync twin of :func:`discard_async`."""
-    try:
-        if _drainable(response):
-            response.read()
-    except Exception:  # noqa: S110 - a broken body only means the connection is not reused
-        pass
-    finally:
-        response.close()
-
-
-def wall_time() -> float:
-    """The wall-clock time in POSIX seconds, used only to read an HTTP-date ``Retry-After`` (never for durations)."""
-    return datetime.now(UTC).timestamp()
 
 
 class Origin:
-    """The state kept per origin (scheme, host, port): its name, breaker, bulkhead and retry budget."""
+    """The state kept per origin (scheme, host, port): its name, breaker, bulkhead, retry budget, and the bulkheads
+    of its operations (by operation name)."""
 
-    __slots__ = ("breaker", "budget", "bulkhead", "name")
+    __slots__ = ("breaker", "budget", "bulkhead", "name", "operations")
 
     def __init__(
         self,
@@ -216,11 +65,18 @@ class Origin:
         breaker: CircuitBreaker | None,
         bulkhead: Bulkhead | None,
         budget: RetryBudgetHook | None = None,
+        operations: dict[str, Bulkhead] | None = None,
     ) -> None:
         self.name = name
         self.breaker = breaker
         self.bulkhead = bulkhead
         self.budget = budget
+        self.operations = {} if operations is None else operations
+
+    def bulkhead_for(self, table: OperationTable, request: httpx.Request) -> Bulkhead | None:
+        """The bulkhead of the operation covering ``request``, or the origin's own."""
+        operation = table.select(request.method, request.url.path)
+        return self.bulkhead if operation is None else self.operations[operation.name]
 
 
 def origin_name(prefix: str, url: httpx.URL) -> str:
@@ -232,22 +88,6 @@ def origin_name(prefix: str, url: httpx.URL) -> str:
         host = f"[{host}]"
     port = url.port or _DEFAULT_PORTS.get(scheme, 0)
     return f"{prefix}:{scheme}://{host}:{port}"
-
-
-def clamp_timeouts(request: httpx.Request, limit: float) -> None:
-    """Clamp httpx's per-phase timeouts of ``request`` (``extensions["timeout"]``: connect/read/write/pool) to
-    ``limit`` seconds, the time the attempt may take; a missing or ``None`` phase timeout becomes ``limit``."""
-    extensions = request.extensions
-    timeouts: dict[str, float | None] | None = extensions.get("timeout")
-    if timeouts is None:
-        extensions["timeout"] = dict.fromkeys(_TIMEOUT_KEYS, limit)
-        return
-    for value in timeouts.values():
-        if value is None or value > limit:
-            extensions["timeout"] = {
-                key: limit if value is None or value > limit else value for key, value in timeouts.items()
-            }
-            return
 
 
 class TransportCore:
@@ -272,6 +112,7 @@ class TransportCore:
     _on_result: Callable[[httpx.Response], bool] | None
     _auto_key: str | None
     _hedge: Hedge | None
+    _operations: OperationTable | None
 
     def _setup(
         self,
@@ -312,6 +153,7 @@ class TransportCore:
         self._read = config.read_response or config.on_result is not None  # the predicate may read the body
         self._auto_key = config.idempotency_header if config.auto_idempotency_key else None
         self._hedge = cast("Hedge | None", config.hedge)
+        self._operations = OperationTable(config.operations) if config.operations else None
 
     @property
     def config(self) -> ResilienceConfig:
@@ -356,7 +198,34 @@ class TransportCore:
             budget = budget(name, self._clock) if self._buffer else None  # nothing to budget without retries
             if budget is not None and not isinstance(budget, RetryBudgetHook):
                 raise TypeError(f"the budget factory must return a retry budget, got {budget!r}")
-        return Origin(name, breaker, bulkhead, budget)
+        operations = {
+            operation.name: self._registry.bulkhead(
+                f"{name}:{operation.name}",
+                max_concurrent=operation.max_concurrent,
+                max_queue=operation.max_queue,
+                queue_timeout=operation.queue_timeout,
+            )
+            for operation in config.operations
+        }
+        return Origin(name, breaker, bulkhead, budget, operations)
+
+    def bulkheads(self) -> dict[str, Bulkhead]:
+        """Every bulkhead of this transport's origins so far, by registry name: each origin's own and its
+        operations'."""
+        found: dict[str, Bulkhead] = {}
+        for origin in self._origins.values():
+            if origin.bulkhead is not None:
+                found[origin.name] = origin.bulkhead
+            for operation, bulkhead in origin.operations.items():
+                found[f"{origin.name}:{operation}"] = bulkhead
+        return found
+
+    def get_status(self) -> dict[str, dict[str, int]]:
+        """The seed's status report: ``{bulkhead name: {"active", "queued", "available"}}`` for every bulkhead of
+        this transport (:meth:`bulkheads`; the ``/health/bulkheads`` shape). Origins appear once used (or once
+        :meth:`origin` was called for them)."""
+        # (a Bulkhead's frozen statistics do not match _operations._Stats' settable attributes for mypy)
+        return bulkhead_status(cast("dict[str, Any]", self.bulkheads()))
 
     def may_resend(self, request: httpx.Request) -> bool:
         """Whether ``request`` may be sent again after it may have reached the server: an idempotent method, or

@@ -1,4 +1,4 @@
-"""``AsyncResilientTransport`` and ``ResilientTransport``: the standard HTTP policy around any httpx transport.
+"""``AsyncResilientTransport``: the standard HTTP policy around any async httpx transport.
 
 Each request runs a short driver loop in the standard order (DESIGN.md §2)::
 
@@ -11,7 +11,8 @@ Each request runs a short driver loop in the standard order (DESIGN.md §2)::
 * Decisions come from the pure modules: ``_classify`` (methods, statuses, errors, ``Retry-After``) and
   :class:`stalwart._retry_policy.RetryRules` (attempts, backoff, pushback cap, never sleeping past the deadline).
 
-The two drivers are written separately and kept line for line alike; read one against the other.
+The sync driver (``ResilientTransport``, in ``_sync_transport.py``) is written separately and kept line for line
+alike; read one against the other. Hedged requests leave this loop for ``_hedging.send_hedged``.
 """
 
 from __future__ import annotations
@@ -35,36 +36,14 @@ from stalwart._types import NEVER_HANDLED
 from ._classify import is_retryable_exception
 from ._config import ResilienceConfig
 from ._hedging import send_hedged
-from ._origin import (
-    AsyncFallback,
-    SyncFallback,
-    TransportCore,
-    clamp_timeouts,
-    discard_async,
-    discard_sync,
-)
+from ._origin import AsyncFallback, TransportCore
 from ._watchdog import Watchdog
+from ._wire import checked, clamp_timeouts, discard_async, expired, status_error
 
-__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+__all__ = ["AsyncResilientTransport"]
 
 _DEFAULT_CONFIG = ResilienceConfig()
 _REJECTING = (CircuitState.OPEN, CircuitState.FORCED_OPEN)
-
-
-def _expired(attempt: int) -> DeadlineExceeded:
-    return DeadlineExceeded(f"the deadline passed before attempt {attempt} could start", timeout=0.0)
-
-
-def _status_error(request: httpx.Request, response: httpx.Response) -> httpx.HTTPStatusError:
-    return httpx.HTTPStatusError(
-        f"server error {response.status_code} for {request.method} {request.url}", request=request, response=response
-    )
-
-
-def _checked(result: object) -> httpx.Response:
-    if not isinstance(result, httpx.Response):
-        raise TypeError(f"a fallback must return an httpx.Response, got {result!r}")
-    return result
 
 
 class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
@@ -130,7 +109,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
             return await self._fall_back(request, exc)
         if response.status_code in self._failure_statuses:
             try:
-                result = await self._fall_back(request, _status_error(request, response))
+                result = await self._fall_back(request, status_error(request, response))
             except BaseException:
                 await response.aclose()
                 raise
@@ -142,15 +121,15 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
     async def _fall_back(self, request: httpx.Request, exc: BaseException) -> httpx.Response:
         fallback = cast("AsyncFallback", self._fallback)
         if self._fallback_is_async:
-            return _checked(await cast("Awaitable[httpx.Response]", fallback(request, exc)))
-        return _checked(fallback(request, exc))
+            return checked(await cast("Awaitable[httpx.Response]", fallback(request, exc)))
+        return checked(fallback(request, exc))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy; return the final response (unclosed) or raise the last error."""
         url = request.url
         origin = self._origins.get((url.raw_scheme, url.raw_host, url.port)) or self.origin(url)
         breaker = origin.breaker
-        bulkhead = origin.bulkhead
+        bulkhead = origin.bulkhead if self._operations is None else origin.bulkhead_for(self._operations, request)
         budget = origin.budget
         inner = self._transport
         monotonic = self._monotonic
@@ -179,7 +158,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
             if ambient is not None:
                 left = ambient.remaining()
                 if left <= 0.0:
-                    raise _expired(attempt)
+                    raise expired(attempt)
                 if limit is None or left < limit:
                     limit = left
                     binding = True
@@ -308,192 +287,3 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Close the inner transport."""
         await self._transport.aclose()
-
-
-class ResilientTransport(TransportCore, httpx.BaseTransport):
-    """A sync httpx transport applying the standard HTTP policy around an inner transport.
-
-    The twin of :class:`AsyncResilientTransport` (same arguments, behaviour and defaults; ``fallback`` must be a
-    sync callable), for ``httpx.Client(transport=ResilientTransport(...))``. Sync code cannot be pre-empted, so the
-    per-attempt limit (``timeout``, or the time left on the ambient deadline) is applied by clamping httpx's
-    connect/read/write/pool timeouts to it.
-
-    Raises:
-        TypeError: ``config`` is not a ``ResilienceConfig``, or ``fallback`` is not a sync callable.
-        ValueError: ``name`` is empty, or ``config.hedge`` is set (hedging needs the async transport).
-    """
-
-    def __init__(
-        self,
-        transport: httpx.BaseTransport | None = None,
-        *,
-        config: ResilienceConfig = _DEFAULT_CONFIG,
-        registry: Registry | None = None,
-        fallback: SyncFallback | None = None,
-        name: str = "http",
-        clock: Clock = SYSTEM_CLOCK,
-        random: Callable[[], float] = _random.random,
-        wall_clock: Callable[[], float] | None = None,
-    ) -> None:
-        self._setup(config=config, registry=registry, name=name, clock=clock, random=random, wall_clock=wall_clock)
-        if config.hedge is not None:
-            raise ValueError("hedge: hedging needs AsyncResilientTransport (a thread cannot be cancelled)")
-        self._transport = httpx.HTTPTransport() if transport is None else transport
-        if fallback is not None and check_decoratable(fallback, self):
-            raise TypeError("ResilientTransport needs a sync fallback; use AsyncResilientTransport for an async one")
-        self._fallback = fallback
-        if fallback is not None:  # keeps the fallback's frame off the path of transports without one
-            self.handle_request = self._handle_with_fallback  # type: ignore[method-assign]
-
-    @property
-    def transport(self) -> httpx.BaseTransport:
-        """The inner transport."""
-        return self._transport
-
-    def _handle_with_fallback(self, request: httpx.Request) -> httpx.Response:
-        """``handle_request`` when a fallback is configured (installed per instance by ``__init__``)."""
-        fallback = cast("SyncFallback", self._fallback)
-        try:
-            response = type(self).handle_request(self, request)
-        except Exception as exc:  # never KeyboardInterrupt, SystemExit, GeneratorExit
-            return _checked(fallback(request, exc))
-        if response.status_code in self._failure_statuses:
-            try:
-                result = _checked(fallback(request, _status_error(request, response)))
-            except BaseException:
-                response.close()
-                raise
-            if result is not response:
-                response.close()
-            return result
-        return response
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` under the policy; return the final response (unclosed) or raise the last error."""
-        url = request.url
-        origin = self._origins.get((url.raw_scheme, url.raw_host, url.port)) or self.origin(url)
-        breaker = origin.breaker
-        bulkhead = origin.bulkhead
-        budget = origin.budget
-        inner = self._transport
-        monotonic = self._monotonic
-        read = self._read
-        timeout = self._timeout
-        header = self._attempt_header
-        ambient = current_deadline()
-        propagate = None if ambient is None else self._deadline_header  # the time left travels downstream
-        if self._auto_key is not None:
-            self.add_idempotency_key(request)
-        replayable = True
-        if self._buffer and not isinstance(request.stream, httpx.ByteStream):
-            replayable = isinstance(request.stream, httpx.SyncByteStream)
-            if replayable:
-                request.read()  # retries resend these very bytes
-        attempt = 0
-        start = 0.0
-        previous = 0.0
-        permit = 0
-        while True:
-            attempt += 1
-            limit = timeout
-            if ambient is not None:
-                left = ambient.remaining()
-                if left <= 0.0:
-                    raise _expired(attempt)
-                if limit is None or left < limit:
-                    limit = left
-            if limit is not None:  # sync code cannot be pre-empted: httpx's timeouts carry the attempt's limit
-                clamp_timeouts(request, limit)
-            if breaker is not None:
-                permit = breaker.acquire()  # CircuitOpenError ends the retries
-            if bulkhead is not None:
-                try:
-                    bulkhead.acquire_sync()
-                except BaseException:
-                    if breaker is not None:
-                        breaker.release(permit)
-                    raise
-            # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient deadline,
-            # the time left on it or the attempt's own timeout when smaller).
-            stamp = None if header is None else header.stamp(request, attempt)
-            sent = None if propagate is None else propagate.stamp(request, cast("float", limit))
-            began = monotonic()
-            if attempt == 1:
-                start = began
-            try:
-                response = inner.handle_request(request)
-                if read:
-                    response.read()
-            except BaseException as exc:
-                if propagate is not None:
-                    propagate.unstamp(request, sent)
-                if header is not None:
-                    header.unstamp(request, stamp)
-                if bulkhead is not None:
-                    bulkhead.release()
-                now = monotonic()
-                if isinstance(exc, NEVER_HANDLED):
-                    if breaker is not None:
-                        breaker.release(permit)
-                    raise
-                transient = is_retryable_exception(exc)
-                if breaker is not None:
-                    if transient:
-                        breaker.record_failure(permit, now - began)
-                    else:
-                        breaker.release(permit)
-                if budget is not None and transient:
-                    budget.record_failure(attempt == 1)
-                retryable = self.error_retryable(exc, request, replayable=replayable)
-                decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
-                if not decision.retry:
-                    self.gave_up(origin, attempt, now - start, decision.reason, exc)
-                    raise
-                if breaker is not None and breaker.state in _REJECTING:
-                    self.gave_up(origin, attempt, now - start, "circuit_open", exc)
-                    raise
-                if budget is not None and not budget.try_acquire_retry():
-                    self.budget_refused(origin, budget, attempt, now - start, exc)
-                    raise
-                self.scheduled(origin, attempt, decision.delay, decision.reason, exc=exc, elapsed=now - start)
-            else:
-                if propagate is not None:
-                    propagate.unstamp(request, sent)
-                if header is not None:
-                    header.unstamp(request, stamp)
-                if bulkhead is not None:
-                    bulkhead.release()
-                status = response.status_code
-                if breaker is not None:
-                    if status in self._failure_statuses:
-                        breaker.record_failure(permit, monotonic() - began)
-                    else:
-                        breaker.record_success(permit, monotonic() - began)
-                if status not in self._retry_statuses and (
-                    self._on_result is None or not self.result_rejected(response)
-                ):
-                    if budget is not None:
-                        budget.record_success(attempt == 1)
-                    return response
-                if budget is not None:
-                    budget.record_failure(attempt == 1)
-                now = monotonic()
-                retryable = replayable and self.may_resend(request)
-                decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=response)
-                if not decision.retry:
-                    self.gave_up(origin, attempt, now - start, decision.reason, None)
-                    return response
-                if breaker is not None and breaker.state in _REJECTING:
-                    self.gave_up(origin, attempt, now - start, "circuit_open", None)
-                    return response
-                if budget is not None and not budget.try_acquire_retry():
-                    self.budget_refused(origin, budget, attempt, now - start, None)
-                    return response
-                discard_sync(response)  # closed (its connection back in the pool) before sleeping
-                self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
-            previous = decision.backoff_delay
-            self._clock.sleep(decision.delay)
-
-    def close(self) -> None:
-        """Close the inner transport."""
-        self._transport.close()
