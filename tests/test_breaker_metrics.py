@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import CollectorRegistry, generate_latest
 
 import stalwart as sw
 from stalwart.instrumentation import OpenTelemetryMetrics
@@ -145,10 +147,54 @@ def test_bulkhead_rejections_are_not_breaker_calls(otel: OpenTelemetryMetrics, r
 
 
 def test_default_registry_and_lazy_import() -> None:
-    import stalwart.instrumentation as instrumentation
+    import stalwart.instrumentation as instrumentation  # noqa: PLC0415 - the lazy attribute access is under test
 
     assert instrumentation.LoggingHook is sw.LoggingHook
     with pytest.raises(AttributeError):
         instrumentation.Nope  # type: ignore[attr-defined]  # noqa: B018
     hook = OpenTelemetryMetrics(meter_provider=MeterProvider())
     assert hook.registry is sw.registry
+
+
+def test_the_documented_prometheus_scrape(registry: sw.Registry) -> None:
+    """OpenTelemetryMetrics -> PrometheusMetricReader -> prometheus_client.generate_latest(), as docs show (no
+    server: the exporter's collector is registered in a private CollectorRegistry)."""
+    scrape_registry = CollectorRegistry()
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=scrape_registry)])
+    hook = OpenTelemetryMetrics(meter_provider=provider, registry=registry).install()
+    try:
+        clock = FakeClock()
+        breaker = registry.breaker("payments", failure_threshold=1, window=None, clock=clock)
+        breaker.call(lambda: None)
+        with pytest.raises(Boom):
+            breaker.call(_raise)
+        with pytest.raises(sw.CircuitOpenError):
+            breaker.call(lambda: None)
+        rates = registry.breaker("search", window=sw.CountWindow(2), minimum_calls=2, slow_call_duration=1.0)
+        rates.call(lambda: None)
+        rates.call(lambda: None)
+        text = generate_latest(scrape_registry).decode()
+    finally:
+        hook.uninstall()
+        provider.shutdown()
+    lines = text.splitlines()
+
+    def sample(prefix: str) -> str:
+        found = [line for line in lines if line.startswith(prefix)]
+        assert found, f"{prefix!r} not in the scrape:\n{text}"
+        return found[0]
+
+    for outcome, value in (("success", "1.0"), ("failure", "1.0"), ("rejected", "1.0")):
+        line = sample(
+            f'stalwart_circuit_breaker_calls_total{{circuit_breaker_name="payments",circuit_breaker_outcome="{outcome}"'
+        )
+        assert line.endswith(f" {value}")
+    assert sample("stalwart_circuit_breaker_call_duration_seconds_bucket{")
+    boundaries = {line.split('le="')[1].split('"')[0] for line in lines if "_call_duration_seconds_bucket{" in line}
+    assert {"0.005", "0.25", "1.0", "10.0", "+Inf"} <= boundaries  # seconds, not the SDK's millisecond defaults
+    assert sample('stalwart_circuit_breaker_state_changes_total{circuit_breaker_name="payments"')
+    open_state = sample('stalwart_circuit_breaker_state{circuit_breaker_name="payments",circuit_breaker_state="open"')
+    assert open_state.endswith(" 1.0")
+    assert sample('stalwart_circuit_breaker_failure_rate_percent{circuit_breaker_name="search"').endswith(" 0.0")
+    assert sample('stalwart_circuit_breaker_slow_call_rate_percent{circuit_breaker_name="search"')
+    assert sample('stalwart_circuit_breaker_window_calls{circuit_breaker_name="payments"')

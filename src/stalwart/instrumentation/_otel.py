@@ -26,7 +26,9 @@ instrument                                       unit      kind                 
 ================================================ ========= ====================== ==================================
 
 Attributes are low-cardinality by construction: breaker names (one per dependency or host) and closed sets of
-values. Call durations are measured only while a hook is installed, which installing this one does.
+values. The duration histogram advises bucket boundaries in seconds (:data:`DURATION_BUCKETS`); a view configured
+on the meter provider overrides them. Call durations are measured only while a hook is installed, which installing
+this one does.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ STATE = "circuit_breaker.state"
 
 _STATES = tuple(state.value for state in CircuitState)
 
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
+"""Bucket boundaries (seconds) of the call-duration histogram: OpenTelemetry's HTTP duration buckets up to 10 s, then
+30 s and 60 s (the SDK's default boundaries, 0 to 10,000, suit milliseconds, not seconds)."""
+
 
 class OpenTelemetryMetrics:
     """Export circuit-breaker metrics through OpenTelemetry (instrument names and attributes in the module table).
@@ -83,7 +89,10 @@ class OpenTelemetryMetrics:
             "stalwart.circuit_breaker.calls", unit="{call}", description="Calls through a circuit breaker, by outcome"
         )
         self._duration = meter.create_histogram(
-            "stalwart.circuit_breaker.call.duration", unit="s", description="Duration of calls a breaker admitted"
+            "stalwart.circuit_breaker.call.duration",
+            unit="s",
+            description="Duration of calls a breaker admitted",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
         self._transitions = meter.create_counter(
             "stalwart.circuit_breaker.state_changes", unit="{transition}", description="Circuit breaker transitions"
