@@ -34,6 +34,9 @@ def test_invalid_configuration() -> None:
         SQLiteStore("x.db", table="t; DROP TABLE x")
     with pytest.raises(ValueError, match="busy_timeout"):
         SQLiteStore("x.db", busy_timeout=-1)
+    for bad in ("OFF", "EXTRA", "full; DROP TABLE x", "", None):
+        with pytest.raises(ValueError, match="synchronous"):
+            SQLiteStore("x.db", synchronous=bad)  # type: ignore[arg-type]
 
 
 async def test_wal_and_full_sync(tmp_path: Path) -> None:
@@ -44,6 +47,16 @@ async def test_wal_and_full_sync(tmp_path: Path) -> None:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     synchronous = await store._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
     assert synchronous == 2  # FULL
+    await store.aclose()
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("NORMAL", 1), ("normal", 1), ("FULL", 2)])
+async def test_synchronous_option(tmp_path: Path, setting: str, expected: int) -> None:
+    store = SQLiteStore(tmp_path / "s.db", synchronous=setting)
+    assert await claim(store, "r")
+    assert await store._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]) == expected
+    assert await store._run(lambda conn: conn.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+    assert not await claim(store, "r")
     await store.aclose()
 
 

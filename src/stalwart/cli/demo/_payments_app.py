@@ -152,6 +152,7 @@ def create_app(
     charge_delay: float = 0.0,
     config: IdempotencyConfig | None = None,
     close_store: bool = True,
+    l1_cache: int = 0,
 ) -> FastAPI:
     """Build the payments API.
 
@@ -162,6 +163,7 @@ def create_app(
         charge_delay: seconds each charge takes (the payment provider's latency; default 0).
         config: the middleware's settings (default: a 30 s lease, 24 h retention).
         close_store: close the store when the app's lifespan ends (default True).
+        l1_cache: the middleware's in-process cache of completed records, entries (default 0: off).
 
     Raises:
         ValueError: the store needs a secret and none is given (raised here, at start-up, not on the first request:
@@ -216,6 +218,7 @@ def create_app(
             resolver=state_resolver(principal="principal", tenant=None),
             secret=secret,
             config=config or IdempotencyConfig(lease_ttl=30.0, retention=24 * 3600.0),
+            l1_cache=l1_cache,
         )
     app.add_middleware(BearerAuth)  # added last = outermost: auth before idempotency
     return app
