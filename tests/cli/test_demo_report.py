@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from stalwart.cli.demo._report import DemoProgress, render_report
-from stalwart.cli.demo._summary import DemoResult, SideSummary, Transition
+from stalwart.cli.demo._summary import BudgetEffect, DemoResult, SideSummary, Transition
 
 PLAIN = SideSummary(2000, 1582, 0, 418, 12.2, 2540.4, 3075.8, 0, 200)
 RESILIENT = SideSummary(2000, 1348, 652, 0, 8.1, 112.0, 365.1, 237, 20)
@@ -77,6 +77,40 @@ def test_schedule_transitions_and_settings() -> None:
     assert _rows(text, "12.26") == [["12.26", "closed → open", "outage"]]
     assert _rows(text, "17.09") == [["17.09", "half_open → closed", "recovery"]]
     assert "stalwart side: reset_timeout 1 s; attempts 3" in text
+
+
+def test_retry_budget_rows_and_columns() -> None:
+    budget = BudgetEffect(
+        no_retry_load=400, outage_calls=25, outage_retries=3, blip_retries=4, blip_refused=0, granted=250, refused=2
+    )
+    result = DemoResult(
+        plain=PLAIN,
+        resilient=RESILIENT,
+        transitions=(),
+        phases=(("blip", "503", 4.0, 5.0), ("outage", "every call: 503", 12.0, 16.0)),
+        calls={"plain": {"blip": 100, "outage": 200}, "resilient": {"blip": 10, "outage": 25}},
+        retries={"blip": 4, "outage": 3},
+        refused={"degraded": 2},
+        budget=budget,
+    )
+    text = _render(result)
+    assert _rows(text, "of which retries") == [["of which retries", "0", "3"]]
+    assert _rows(text, "outage load ÷ no-retry load (400)") == [
+        ["outage load ÷ no-retry load (400)", "0.50x", "0.06x (within 1.2x)"]
+    ]
+    assert _rows(text, "retries refused by the budget") == [
+        ["retries refused by the budget", "-", "2 of 252 (blip: 0)"]
+    ]
+    assert _rows(text, "blip") == [["blip", "4.0-5.0", "503", "100", "10", "4", "0"]]
+    assert _rows(text, "outage") == [["outage", "12.0-16.0", "every call: 503", "200", "25", "3", "0"]]
+
+
+def test_an_outage_load_above_the_limit_says_so() -> None:
+    budget = BudgetEffect(
+        no_retry_load=10, outage_calls=13, outage_retries=3, blip_retries=0, blip_refused=0, granted=3, refused=0
+    )
+    result = DemoResult(plain=PLAIN, resilient=RESILIENT, transitions=(), budget=budget)
+    assert _rows(_render(result), "outage load ÷ no-retry load (10)")[0][2] == "1.30x (ABOVE 1.2x)"
 
 
 def test_progress_draws_nothing_when_not_a_terminal_and_counts() -> None:

@@ -40,7 +40,7 @@ def test_json_numbers_are_consistent() -> None:
     assert done.stdout.endswith("\n")
     assert done.stdout.count("\n") == 1
     document = json.loads(done.stdout)
-    assert set(document) == {"plain", "resilient", "breaker_transitions"}
+    assert set(document) == {"plain", "resilient", "breaker_transitions", "retry_budget"}
     plain, resilient = document["plain"], document["resilient"]
     for side in (plain, resilient):
         assert set(side) == SIDE_KEYS
@@ -63,6 +63,16 @@ def test_json_numbers_are_consistent() -> None:
     times = [t["at_s"] for t in transitions]
     assert times == sorted(times)
     assert all(0 <= at <= 30 for at in times)
+    # The retry budget (on by default): during the outage the upstream gets at most 1.2x the load of a client
+    # that sends each request once, and no retry of the blip was refused.
+    budget = document["retry_budget"]
+    assert budget["no_retry_load_during_outage"] == 60  # 300 requests over 20 s, the outage is 12-16 s
+    assert budget["upstream_calls_during_outage"] == resilient["upstream_calls_during_outage"]
+    assert 0 <= budget["retries_during_outage"] <= budget["upstream_calls_during_outage"]
+    assert budget["upstream_calls_during_outage"] <= 1.2 * budget["no_retry_load_during_outage"]
+    assert budget["within_limit"] is True
+    assert budget["blip_retries_refused"] == 0
+    assert budget["retries_granted"] >= resilient["retries"]
 
 
 def _ports(line: str) -> list[int]:

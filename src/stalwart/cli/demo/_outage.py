@@ -8,28 +8,40 @@ its workload) runs on its own thread and event loop, so a burst on one side does
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import socket
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
 from stalwart._clock import SYSTEM_CLOCK, Clock
-from stalwart._events import CircuitStateChanged, Event, add_hook, remove_hook
+from stalwart._events import CircuitStateChanged, Event, RetryBudgetExhausted, add_hook, remove_hook
 from stalwart._registry import Registry
-from stalwart.httpx import ResilienceConfig
+from stalwart._retry_policy import RetryBudgetHook
+from stalwart.httpx import PerOriginBudget, ResilienceConfig
 
 from ._clients import CountingTransport, demo_config, plain_client, resilient_client, sender
 from ._schedule import FaultSchedule, describe
 from ._server import bind_loopback, serving, url_of
-from ._summary import DemoResult, Kind, Outcome, Transition, retries_from_attempts, summarize
+from ._summary import (
+    BudgetEffect,
+    DemoResult,
+    Kind,
+    Outcome,
+    Transition,
+    due_between,
+    retries_from_attempts,
+    summarize,
+)
 from ._threads import LoopThread, run_side_by_side
 from ._upstream import FaultUpstream
 from ._workload import arrival_offsets, run_open_loop
 
-__all__ = ["DemoSettings", "TransitionRecorder", "run_outage"]
+__all__ = ["BudgetWatch", "DemoSettings", "TransitionRecorder", "run_outage"]
 
 DEFAULT_SEED = 2015
 """The fixed default seed (any integer works; the same seed gives the same fates)."""
@@ -89,6 +101,63 @@ class TransitionRecorder:
             self.transitions.append(Transition(at_s, event.from_state, event.to_state))
 
 
+class BudgetWatch:
+    """The resilient side's retry budget, watched: builds it and counts its refusals per phase.
+
+    Passed as the config's ``budget`` factory, :meth:`build` makes exactly the budget the transport makes by
+    default (``factory``, default ``PerOriginBudget()``: 20 % of the last 10 s of calls plus 10 retries per second,
+    per origin) and keeps it, so its statistics can be read after the run. As a stalwart hook it counts the
+    ``RetryBudgetExhausted`` events of those budgets, by the phase of ``schedule`` they fell in.
+
+    Args:
+        schedule: the upstream's schedule.
+        clock: the clock of the schedule (``origin`` is on it).
+        origin: ``clock.monotonic()`` at the start of the run; settable later.
+        factory: the budget factory to watch (default ``PerOriginBudget()``, the transport's default).
+    """
+
+    def __init__(
+        self,
+        schedule: FaultSchedule,
+        clock: Clock = SYSTEM_CLOCK,
+        origin: float = 0.0,
+        factory: Callable[[str, Clock], RetryBudgetHook] | None = None,
+    ) -> None:
+        self.schedule = schedule
+        self.clock = clock
+        self.origin = origin
+        self.factory: Callable[[str, Clock], RetryBudgetHook] = PerOriginBudget() if factory is None else factory
+        self.budgets: list[RetryBudgetHook] = []
+        self.refused: Counter[str] = Counter()
+
+    def build(self, name: str, clock: Clock) -> RetryBudgetHook:
+        """The budget of the origin ``name`` (the config's ``budget`` factory)."""
+        budget = self.factory(name, clock)
+        self.budgets.append(budget)
+        return budget
+
+    def __call__(self, event: Event) -> None:
+        """Count a refusal by one of the watched budgets."""
+        if isinstance(event, RetryBudgetExhausted) and any(b.name == event.name for b in self.budgets):
+            self.refused[self.schedule.phase_at(self.clock.monotonic() - self.origin).name] += 1
+
+    def granted(self) -> int:
+        """Retries the watched budgets granted."""
+        return sum(_statistics(budget)[0] for budget in self.budgets)
+
+    def refusals(self) -> int:
+        """Retries the watched budgets refused."""
+        return sum(_statistics(budget)[1] for budget in self.budgets)
+
+
+def _statistics(budget: RetryBudgetHook) -> tuple[int, int]:
+    statistics = getattr(budget, "statistics", None)
+    if statistics is None:
+        return 0, 0
+    stats = statistics()
+    return int(stats.granted), int(stats.refused)
+
+
 def _settings_lines(config: ResilienceConfig) -> tuple[tuple[str, str], ...]:
     backoff = config.backoff
     return (
@@ -102,6 +171,7 @@ def _settings_lines(config: ResilienceConfig) -> tuple[tuple[str, str], ...]:
         ("breaker opens after", f"{config.failure_threshold} consecutive failures"),
         ("reset_timeout", f"{config.reset_timeout:g} s"),
         ("bulkhead", f"{config.max_concurrent} in flight, queue {config.max_queue}"),
+        ("retry budget", "the default: retries at most 20 % of the last 10 s of calls + 10 per second"),
         ("fallback", "a default answer"),
     )
 
@@ -178,7 +248,8 @@ def run_outage(
     Everything started here (threads, servers, clients, the event hook) is stopped on the way out.
     """
     schedule = FaultSchedule.outage(settings.duration)
-    config = demo_config(settings.concurrency)
+    watch = BudgetWatch(schedule, clock)
+    config = dataclasses.replace(demo_config(settings.concurrency), budget=watch.build)
     recorder = TransitionRecorder()
     sockets: list[socket.socket] = []
     try:
@@ -206,6 +277,7 @@ def run_outage(
         for side in sides:
             side.upstream.start(start)
         recorder.origin = start
+        watch.origin = start
         threads = [
             LoopThread(
                 f"stalwart-demo-{side.name}",
@@ -214,15 +286,27 @@ def run_outage(
             for side in sides
         ]
         add_hook(recorder)
+        add_hook(watch)
         try:
             run_side_by_side(threads)
         finally:
+            remove_hook(watch)
             remove_hook(recorder)
     finally:
         for sock in sockets:
             sock.close()
     (plain_outcomes, plain_counter), (resilient_outcomes, resilient_counter) = (t.result() for t in threads)
     plain, resilient = sides
+    outage = schedule.phase("outage")
+    budget = BudgetEffect(
+        no_retry_load=due_between(arrival_offsets(settings.requests, settings.duration), outage.start, outage.end),
+        outage_calls=resilient.upstream.calls_during("outage"),
+        outage_retries=resilient.upstream.retries_during("outage"),
+        blip_retries=resilient.upstream.retries_during("blip"),
+        blip_refused=watch.refused["blip"],
+        granted=watch.granted(),
+        refused=watch.refusals(),
+    )
     return DemoResult(
         plain=summarize(
             plain_outcomes,
@@ -242,4 +326,7 @@ def run_outage(
         calls={side.name: dict(side.upstream.calls) for side in sides},
         slow={"plain": _slower_than(plain_outcomes, SLOW), "resilient": _slower_than(resilient_outcomes, SLOW)},
         settings=_settings_lines(config),
+        retries=dict(resilient.upstream.retries),
+        refused=dict(watch.refused),
+        budget=budget,
     )

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from ._summary import DemoResult, Kind, SideSummary
+from ._summary import BudgetEffect, DemoResult, Kind, SideSummary
 
 __all__ = ["DemoProgress", "render_report"]
 
@@ -91,7 +91,30 @@ def _better(plain: float, resilient: float, *, higher_is_better: bool) -> str | 
     return "resilient" if (resilient > plain) == higher_is_better else "plain"
 
 
-def _comparison(plain: SideSummary, resilient: SideSummary, slow: Mapping[str, int]) -> Table:
+def _budget_rows(table: Table, plain: SideSummary, budget: BudgetEffect) -> None:
+    """The retry budget's effect: the outage load against the load without retries, and the refusals."""
+    table.add_row("  of which retries", "0", str(budget.outage_retries))
+    load = budget.no_retry_load
+    plain_ratio = plain.upstream_calls_during_outage / load if load else 0.0
+    mark = "within" if budget.within_limit else "ABOVE"
+    table.add_row(
+        *_row(
+            f"outage load ÷ no-retry load ({load})",
+            f"{plain_ratio:.2f}x",
+            f"{budget.ratio:.2f}x ({mark} {budget.limit:g}x)",
+            _better(plain_ratio, budget.ratio, higher_is_better=False),
+        )
+    )
+    table.add_row(
+        "retries refused by the budget",
+        "-",
+        f"{budget.refused} of {budget.granted + budget.refused} (blip: {budget.blip_refused})",
+    )
+
+
+def _comparison(
+    plain: SideSummary, resilient: SideSummary, slow: Mapping[str, int], budget: BudgetEffect | None = None
+) -> Table:
     table = Table(title="stalwart demo: the same workload, with and without stalwart", title_justify="left")
     table.add_column("")
     table.add_column(LABELS["plain"], justify="right")
@@ -136,6 +159,8 @@ def _comparison(plain: SideSummary, resilient: SideSummary, slow: Mapping[str, i
             _better(plain.upstream_calls_during_outage, resilient.upstream_calls_during_outage, higher_is_better=False),
         )
     )
+    if budget is not None:
+        _budget_rows(table, plain, budget)
     return table
 
 
@@ -146,11 +171,18 @@ def _phases(result: DemoResult) -> Table:
     table.add_column("the upstream does")
     table.add_column("calls: plain", justify="right")
     table.add_column("calls: stalwart", justify="right")
+    measured = result.budget is not None
+    if measured:
+        table.add_column("retries", justify="right")
+        table.add_column("refused", justify="right")
     for name, description, start, end in result.phases:
         span = f"{start:.1f}-{end:.1f}"
         plain = result.calls.get("plain", {}).get(name, 0)
         resilient = result.calls.get("resilient", {}).get(name, 0)
-        table.add_row(name, span, description, str(plain), str(resilient))
+        cells = [name, span, description, str(plain), str(resilient)]
+        if measured:
+            cells += [str(result.retries.get(name, 0)), str(result.refused.get(name, 0))]
+        table.add_row(*cells)
     return table
 
 
@@ -184,7 +216,7 @@ def _settings(result: DemoResult) -> Text:
 
 def render_report(result: DemoResult) -> RenderableType:
     """The whole report: comparison table, schedule table, breaker state changes and settings."""
-    parts: list[RenderableType] = [_comparison(result.plain, result.resilient, result.slow)]
+    parts: list[RenderableType] = [_comparison(result.plain, result.resilient, result.slow, result.budget)]
     if result.phases:
         parts.append(_phases(result))
     parts.append(_transitions(result))

@@ -3,10 +3,13 @@
 Per side (``plain`` and ``resilient``) the demo reports a :class:`SideSummary`; the breaker's state changes are
 :class:`Transition` objects. :func:`demo_document` builds the one JSON object ``stalwart demo --json`` prints::
 
-    {"plain": {...}, "resilient": {...}, "breaker_transitions": [{"at_s": 4.02, "from": "closed", "to": "open"}]}
+    {"plain": {...}, "resilient": {...}, "breaker_transitions": [{"at_s": 4.02, "from": "closed", "to": "open"}],
+     "retry_budget": {...}}
 
 Each side has exactly the keys ``requests``, ``succeeded``, ``fallback``, ``failed``, ``p50_ms``, ``p95_ms``,
-``p99_ms``, ``retries`` and ``upstream_calls_during_outage``.
+``p99_ms``, ``retries`` and ``upstream_calls_during_outage``. ``retry_budget`` (present when the run measured it) is
+:meth:`BudgetEffect.as_dict`: the resilient side's load during the outage against the load without retries, and
+what the retry budget granted and refused.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 __all__ = [
+    "BUDGET_LIMIT",
+    "BudgetEffect",
     "DemoResult",
     "Kind",
     "Outcome",
     "SideSummary",
     "Transition",
     "demo_document",
+    "due_between",
     "percentile",
     "retries_from_attempts",
     "summarize",
@@ -108,6 +114,67 @@ class Transition:
         return {"at_s": self.at_s, "from": self.from_state, "to": self.to_state}
 
 
+BUDGET_LIMIT = 1.2
+"""The most load the resilient side may put on the upstream during the outage, as a multiple of the load without
+retries (issue 4: a retry budget must not let retries multiply an outage)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetEffect:
+    """What the resilient side's retry budget did, and the outage load it allowed.
+
+    Attributes:
+        no_retry_load: calls a client sending each request once would make during the outage: the requests due
+            while it lasts (from the workload's schedule).
+        outage_calls: calls the resilient side's upstream received during the outage.
+        outage_retries: how many of those were retries (their ``Stalwart-Attempt`` header is above 1).
+        blip_retries: retries the upstream received during the blip.
+        blip_refused: retries the budget refused during the blip (0: the blip was fully retried).
+        granted: retries the budget granted over the run.
+        refused: retries the budget refused over the run.
+        limit: the largest acceptable ``ratio`` (default :data:`BUDGET_LIMIT`).
+    """
+
+    no_retry_load: int
+    outage_calls: int
+    outage_retries: int
+    blip_retries: int
+    blip_refused: int
+    granted: int
+    refused: int
+    limit: float = BUDGET_LIMIT
+
+    @property
+    def ratio(self) -> float:
+        """``outage_calls / no_retry_load`` (0.0 when no request was due during the outage)."""
+        return self.outage_calls / self.no_retry_load if self.no_retry_load else 0.0
+
+    @property
+    def within_limit(self) -> bool:
+        """Whether the outage load stayed at most ``limit`` times the load without retries."""
+        return self.ratio <= self.limit
+
+    def as_dict(self) -> dict[str, int | float | bool]:
+        """The JSON shape (``ratio`` rounded to 3 decimals)."""
+        return {
+            "no_retry_load_during_outage": self.no_retry_load,
+            "upstream_calls_during_outage": self.outage_calls,
+            "retries_during_outage": self.outage_retries,
+            "outage_load_ratio": round(self.ratio, 3),
+            "limit": self.limit,
+            "within_limit": self.within_limit,
+            "blip_retries": self.blip_retries,
+            "blip_retries_refused": self.blip_refused,
+            "retries_granted": self.granted,
+            "retries_refused": self.refused,
+        }
+
+
+def due_between(offsets: Iterable[float], start: float, end: float) -> int:
+    """How many requests are due in ``[start, end)`` (offsets in seconds since the start of the run)."""
+    return sum(1 for offset in offsets if start <= offset < end)
+
+
 def percentile(sorted_values: Sequence[float], percent: float) -> float:
     """The nearest-rank percentile: the smallest value with at least ``percent`` % of the values at or below it.
 
@@ -159,13 +226,21 @@ def summarize(outcomes: Iterable[Outcome], *, retries: int, upstream_calls_durin
     )
 
 
-def demo_document(plain: SideSummary, resilient: SideSummary, transitions: Iterable[Transition]) -> dict[str, Any]:
-    """The object ``stalwart demo --json`` prints."""
-    return {
+def demo_document(
+    plain: SideSummary,
+    resilient: SideSummary,
+    transitions: Iterable[Transition],
+    budget: BudgetEffect | None = None,
+) -> dict[str, Any]:
+    """The object ``stalwart demo --json`` prints (``retry_budget`` only when ``budget`` is given)."""
+    document: dict[str, Any] = {
         "plain": plain.as_dict(),
         "resilient": resilient.as_dict(),
         "breaker_transitions": [t.as_dict() for t in transitions],
     }
+    if budget is not None:
+        document["retry_budget"] = budget.as_dict()
+    return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +255,9 @@ class DemoResult:
         calls: upstream calls per side (``"plain"``, ``"resilient"``) per phase name.
         slow: per side, requests that took longer than one second (report only; not in the JSON document).
         settings: ``(label, value)`` pairs describing how the resilient side is configured.
+        retries: per phase name, the retries the resilient side's upstream received.
+        refused: per phase name, the retries the resilient side's budget refused.
+        budget: the retry budget's effect (``None`` when not measured).
     """
 
     plain: SideSummary
@@ -189,7 +267,10 @@ class DemoResult:
     calls: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     slow: Mapping[str, int] = field(default_factory=dict)
     settings: tuple[tuple[str, str], ...] = ()
+    retries: Mapping[str, int] = field(default_factory=dict)
+    refused: Mapping[str, int] = field(default_factory=dict)
+    budget: BudgetEffect | None = None
 
     def document(self) -> dict[str, Any]:
         """The object ``stalwart demo --json`` prints (see :func:`demo_document`)."""
-        return demo_document(self.plain, self.resilient, self.transitions)
+        return demo_document(self.plain, self.resilient, self.transitions, self.budget)

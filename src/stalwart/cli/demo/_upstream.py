@@ -4,7 +4,9 @@
 the call's fate with :func:`decide` from a random source seeded by ``(seed, id, n)`` where ``n`` counts the calls
 seen for that id (so the first attempt of request 17 meets the same fate on every upstream built with the same
 seed, and its retries get fresh draws), waits, and answers. It counts the calls it receives per phase: that count
-is how the demo measures the load that reached the upstream during the outage.
+is how the demo measures the load that reached the upstream during the outage. It also counts, per phase, the calls
+that were retries, as a server sees them: a ``Stalwart-Attempt`` header above 1 (the stalwart transport numbers its
+attempts; a plain client sends no such header).
 
 ``GET /health`` always answers 200 and is not counted.
 """
@@ -24,7 +26,10 @@ from stalwart._clock import SYSTEM_CLOCK, Clock
 
 from ._schedule import FaultSchedule, decide
 
-__all__ = ["FaultUpstream"]
+__all__ = ["ATTEMPT_HEADER", "FaultUpstream"]
+
+ATTEMPT_HEADER = "stalwart-attempt"
+"""The attempt-number header the stalwart transport sends by default (``ResilienceConfig.attempt_header``)."""
 
 
 class FaultUpstream:
@@ -39,6 +44,7 @@ class FaultUpstream:
     Attributes:
         schedule: the schedule it follows.
         calls: calls received per phase name (a :class:`collections.Counter`).
+        retries: calls received per phase name whose ``Stalwart-Attempt`` header says they were retries.
 
     The schedule's clock starts at :meth:`start`; before that the elapsed time counts as 0 (the first phase).
     The counters are updated on the server's event loop and may be read from another thread.
@@ -47,6 +53,7 @@ class FaultUpstream:
     def __init__(self, schedule: FaultSchedule, *, seed: int = 0, clock: Clock = SYSTEM_CLOCK) -> None:
         self.schedule = schedule
         self.calls: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
         self._seed = seed
         self._clock = clock
         self._origin: float | None = None
@@ -67,6 +74,10 @@ class FaultUpstream:
         """Calls received while the phase called ``phase_name`` was on (0 for an unknown name)."""
         return self.calls[phase_name]
 
+    def retries_during(self, phase_name: str) -> int:
+        """Retries received while the phase called ``phase_name`` was on (0 for an unknown name)."""
+        return self.retries[phase_name]
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
         await self._app(scope, receive, send)
@@ -75,6 +86,9 @@ class FaultUpstream:
         rid: int = request.path_params["rid"]
         phase = self.schedule.phase_at(self.elapsed())
         self.calls[phase.name] += 1
+        attempt = request.headers.get(ATTEMPT_HEADER)
+        if attempt is not None and attempt != "1":
+            self.retries[phase.name] += 1
         nth = self._seen[rid]
         self._seen[rid] = nth + 1
         fate = decide(phase.kind, self.schedule.profile, _random.Random(f"{self._seed}:{rid}:{nth}").random)
