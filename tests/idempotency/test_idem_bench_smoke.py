@@ -23,6 +23,7 @@ if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
 
 import _harness  # noqa: E402
+import _idem_report  # noqa: E402
 import bench_idempotency  # noqa: E402
 
 
@@ -80,11 +81,11 @@ def test_the_replay_row_replays(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def test_percentile_and_table_helpers() -> None:
-    assert bench_idempotency._pct([3.0, 1.0, 2.0], 0.5) == 2.0
-    assert bench_idempotency._pct([1.0, 2.0, 3.0, 4.0], 0.9) == 4.0
+    assert _idem_report._pct([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert _idem_report._pct([1.0, 2.0, 3.0, 4.0], 0.9) == 4.0
     table = [["row", "p50"], ["bare", "1.00 ms"]]
-    assert bench_idempotency._text_table(table).splitlines()[1].startswith("----")
-    assert bench_idempotency._md_table(table).splitlines()[1] == "|---|---|"
+    assert _idem_report._text_table(table).splitlines()[1].startswith("----")
+    assert _idem_report._md_table(table).splitlines()[1] == "|---|---|"
     assert bench_idempotency.payment(b"k").endswith(b"\r\n\r\n" + bench_idempotency.BODY)
 
 
@@ -94,7 +95,7 @@ def _leftovers() -> set[Path]:
 
 def _servers() -> int:
     done = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-    return sum(1 for line in done.stdout.splitlines() if "bench_idempotency.py --serve" in line)
+    return sum(1 for line in done.stdout.splitlines() if "_idem_fleet.py --serve" in line)
 
 
 def _tiny(stores: str, tmp_path: Path) -> str:
