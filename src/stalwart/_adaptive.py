@@ -189,8 +189,6 @@ class AdaptiveTimeout(Policy):
         estimate = self._keys.get(key)
         return self._initial if estimate is None else estimate.limit
 
-    _limit = current_limit  # the name used before keys existed (stalwart._hedge reads it)
-
     # -- recording --------------------------------------------------------------------------------------------------
 
     def record(self, seconds: float, key: Hashable = None) -> None:

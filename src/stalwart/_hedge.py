@@ -85,7 +85,7 @@ class PercentileDelay:
     @property
     def current(self) -> float:
         """The delay now, in seconds."""
-        return self._estimator._limit()
+        return self._estimator.current_limit()
 
     @property
     def samples(self) -> int:
