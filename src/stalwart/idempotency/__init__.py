@@ -1,4 +1,4 @@
-"""Idempotency keys for HTTP APIs (spec: ``/work/shared/specs/idempotency.md``; guide: ``docs/idempotency.md``).
+"""Idempotency keys for HTTP APIs (guide: ``docs/idempotency.md``; public names: ``docs/api.md``).
 
 A retried request with the same ``Idempotency-Key`` is executed at most once per (scope, key); repeats get the stored
 response replayed byte for byte. :class:`IdempotencyMiddleware` is pure ASGI (Starlette, FastAPI, any ASGI app);
