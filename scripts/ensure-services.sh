@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure Redis and PostgreSQL are reachable for the test suite (DESIGN.md §4).
+# Makes sure Redis and PostgreSQL are reachable for the test suite (REDIS_URL / DATABASE_URL; see README.md).
 # - running: nothing to do;
 # - installed but stopped: start them;
 # - not installed: install them with apt-get, or stop with a message saying what to install.

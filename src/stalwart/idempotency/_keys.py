@@ -1,6 +1,6 @@
 """Idempotency-Key header parsing and scope derivation (pure).
 
-Header parsing follows the spec §2.3 (``/work/shared/specs/idempotency.md``), itself from the IETF draft
+Header parsing follows the idempotency specification §2.3 (summarised in ``docs/idempotency.md``), from the IETF draft
 draft-ietf-httpapi-idempotency-key-header: the field value is a Structured Field *Item* whose bare item is an
 sf-string (RFC 8941 §3.3.3); parameters are allowed and ignored. In **lenient** mode (the default, because
 Stripe-style clients send the bare value) an unquoted value made only of visible ASCII without ``"``, ``,``, ``;``

@@ -63,7 +63,7 @@ _STREAM_EXTENSIONS = ("http.response.pathsend", "http.response.zerocopy", "http.
 
 
 class IdempotencyMiddleware:
-    """Idempotency keys for an ASGI app (spec: ``/work/shared/specs/idempotency.md``; guide: docs/idempotency.md).
+    """Idempotency keys for an ASGI app (the behaviour and the configuration are described in docs/idempotency.md).
 
     Args:
         app: the ASGI app to protect (place authentication outside this middleware).
