@@ -24,7 +24,14 @@ from typing import Any
 
 from ._keys import length_prefixed
 
-__all__ = ["FP_VERSION", "FORBIDDEN_FINGERPRINT_HEADERS", "FingerprintSpec", "canonical_json", "compute_fingerprint"]
+__all__ = [
+    "FP_VERSION",
+    "FORBIDDEN_FINGERPRINT_HEADERS",
+    "FingerprintSpec",
+    "canonical_json",
+    "compute_fingerprint",
+    "header_values",
+]
 
 FP_VERSION = 1
 """Version of the fingerprint definition; stored on each record and compared on every hit."""
@@ -48,6 +55,16 @@ FORBIDDEN_FINGERPRINT_HEADERS = frozenset(
 """Headers that never belong to a fingerprint (credentials, per-attempt values, tracing)."""
 
 _MISSING = object()
+
+
+def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    """The values of every request header line called ``name`` (given in lower case), in order.
+
+    Names are compared without regard to case: the ASGI spec asks servers to lower-case header names but does not
+    require it, and some (and test transports) pass them as the client wrote them.
+    """
+    size = len(name)
+    return [v for k, v in headers if len(k) == size and k.lower() == name]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +126,7 @@ def compute_fingerprint(
         method: the HTTP method (upper-cased here).
         raw_path: the path exactly as received (ASGI ``raw_path``; percent-encoding preserved).
         query: the raw query string bytes.
-        headers: the request's raw ``(name, value)`` pairs, names lower-case as ASGI gives them.
+        headers: the request's raw ``(name, value)`` pairs (names matched in any case).
         body: the request body bytes as received.
     """
     parts: list[bytes] = [b"idem-fp-v1", method.upper().encode("ascii", "replace"), raw_path]
@@ -121,7 +138,7 @@ def compute_fingerprint(
         parts.append(query)
     content_type = b""
     for name in spec._header_bytes:
-        values = [v for k, v in headers if k == name]
+        values = header_values(headers, name)
         if name == b"content-type":
             values = [_normalise_content_type(v) for v in values]
             content_type = values[0] if values else b""

@@ -25,7 +25,7 @@ from stalwart._exceptions import CircuitOpenError, StoreUnavailable
 
 from ._answers import Answers, ReplayCache
 from ._execution import Execution, heartbeat_loop
-from ._fingerprint import FP_VERSION, compute_fingerprint
+from ._fingerprint import FP_VERSION, compute_fingerprint, header_values
 from ._identity import Identity, Resolver
 from ._keys import InvalidKey, check_secret, parse_key_header, scope_id
 from ._options import IdempotencyConfig
@@ -195,7 +195,7 @@ class IdempotencyMiddleware:
             # OPTIONS (CORS preflight) is never intercepted, whatever ``methods`` says (spec §2.2).
             await self.app(scope, receive, send)
             return
-        values = [v for k, v in scope["headers"] if k == b"idempotency-key"]
+        values = header_values(scope["headers"], b"idempotency-key")  # any case: ASGI need not lower-case names
         if not values:
             if route.cfg.required:
                 extra = [(b"link", self._docs_link)] if self._docs_link else []

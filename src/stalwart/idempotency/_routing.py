@@ -9,6 +9,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ._fingerprint import header_values
 from ._options import IdempotencyConfig
 from ._replay import HeaderFilter
 
@@ -108,13 +109,12 @@ def _match_routes(routes: Any, scope: Scope, depth: int) -> Any:
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | object | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                if int(value) > limit:
-                    return TOO_LARGE
-            except ValueError:
-                pass
+    for value in header_values(scope["headers"], b"content-length"):
+        try:
+            if int(value) > limit:
+                return TOO_LARGE
+        except ValueError:
+            pass
     chunks: list[bytes] = []
     size = 0
     while True:
