@@ -35,6 +35,8 @@ BODY_OMITTED_HEADER = b"idempotency-body-omitted"
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"}
 )
+_NO_CONTENT = frozenset({204, 304})
+"""Statuses (besides 1xx) whose responses carry no content and no recomputed ``content-length``."""
 _REGENERATED = frozenset({b"date", b"server", b"x-request-id", b"traceparent", b"content-length"})
 
 
@@ -70,17 +72,20 @@ def replay_response(record: Record, replay_header: bytes) -> Response:
     """The replay of a COMPLETED record: exact status and body, stored headers, recomputed length, the marker.
 
     A record whose body was omitted replays its status and headers with an empty body and
-    ``Idempotency-Body-Omitted: true``.
+    ``Idempotency-Body-Omitted: true``. Statuses without content (1xx, 204, 304) get no ``content-length``: RFC 9110
+    §8.6 forbids it on 1xx and 204, and on a 304 it would have to state the length of a 200, not 0.
     """
-    assert record.status is not None
+    status = record.status
+    assert status is not None
     headers = list(record.headers)
     body = record.body
     if record.body_omitted:
         headers.append((BODY_OMITTED_HEADER, b"true"))
         body = b""
-    headers.append((b"content-length", str(len(body)).encode()))
+    if status >= 200 and status not in _NO_CONTENT:
+        headers.append((b"content-length", str(len(body)).encode()))
     headers.append((replay_header, b"true"))
-    return record.status, headers, body
+    return status, headers, body
 
 
 class ProblemFactory:
