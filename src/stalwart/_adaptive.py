@@ -23,7 +23,7 @@ from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import check_int, to_seconds
+from ._config import check_int, to_float, to_seconds
 from ._deadline import current_deadline, enter_async_scope, enter_sync_scope, exit_sync_scope
 from ._exceptions import DeadlineExceeded
 from ._latency_window import LatencyWindow, new_window
@@ -361,6 +361,7 @@ def _check_fraction(value: float, parameter: str) -> float:
 def _check_positive(value: float, parameter: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{parameter} must be a number, got {value!r}")
-    if not 0.0 < value < _INF:  # also refuses NaN
+    number = to_float(value)  # an int too large for a float becomes inf, refused below (not OverflowError)
+    if not 0.0 < number < _INF:  # also refuses NaN
         raise ValueError(f"{parameter} must be finite and > 0, got {value!r}")
-    return float(value)
+    return number

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ._deadline import current_deadline
 from ._events import RetryBudgetExhausted, RetryGaveUp, emit, hooks_installed
 from ._exceptions import Rejected
-from ._retry_policy import GiveUpReason, give_up_note
+from ._retry_policy import GiveUpReason, add_give_up_note, give_up_note
 from ._retry_testing import current_mode
 from ._types import NEVER_HANDLED
 
@@ -251,7 +251,7 @@ class Race:
             result, self.last_result = self.last_result, _NOTHING
             return result
         if self.launched > 1:
-            exc.add_note(give_up_note(self.hedge._name, self.launched, elapsed, reason))
+            add_give_up_note(exc, self.hedge, give_up_note(self.hedge._name, self.launched, elapsed, reason))
         raise exc
 
     # ------------------------------------------------------------------ clean-up

@@ -34,7 +34,8 @@ class CompartmentFullError(BulkheadFullError):
         self.key = key
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.name, self.max_concurrent, self.key))
+        # The instance dict carries `key` and the PEP 678 notes, as the other stalwart exceptions' state does.
+        return (type(self), (self.name, self.max_concurrent, self.key), self.__dict__)
 
 
 @dataclass(frozen=True, slots=True)
