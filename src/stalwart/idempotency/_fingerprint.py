@@ -9,7 +9,8 @@ the request body bytes. Options: hash the RFC 8785 (JCS) form of a JSON body ins
 
 The fingerprint is computed once, before the handler runs, from the buffered body, and stored with
 :data:`FP_VERSION`. A body that cannot be canonicalised (not JSON, duplicate names, NaN, lone surrogates, a failing
-``fields`` callable) is hashed as raw bytes under a distinct tag, so the two forms never collide.
+``fields`` callable, a number no IEEE 754 double holds exactly) is hashed as raw bytes under a distinct tag, so the two
+forms never collide.
 """
 
 from __future__ import annotations
@@ -185,8 +186,42 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_EXACT_INT = 2**53
+
+
+def _check_lossless(text: str, value: float) -> None:
+    # JCS spells every number as its IEEE 754 double, so two numbers sharing a double would share a canonical form
+    # (2**53 and 2**53 + 1; 0.3 and 0.30000000000000001) although the handler, or a Decimal field, tells them apart.
+    # Only the number that the double's own shortest spelling denotes is canonicalised; any other is not I-JSON
+    # (RFC 7493 §2.2) and the body is hashed as raw bytes.
+    if not math.isfinite(value) or Decimal(text) != Decimal(repr(value)):
+        raise ValueError("number not exactly representable as an IEEE 754 double (not I-JSON)")
+
+
+def _parse_int(text: str) -> int:
+    value = int(text)
+    if not -_EXACT_INT <= value <= _EXACT_INT:
+        try:
+            _check_lossless(text, float(value))
+        except OverflowError:
+            raise ValueError("integer too large for an IEEE 754 double") from None
+    return value
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    _check_lossless(text, value)
+    return value
+
+
 def _loads_strict(body: bytes) -> Any:
-    return json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    return json.loads(
+        body,
+        parse_constant=_reject_constant,
+        parse_int=_parse_int,
+        parse_float=_parse_float,
+        object_pairs_hook=_no_duplicates,
+    )
 
 
 def _resolve_pointer(document: Any, pointer: str) -> Any:
