@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from stalwart._clock import Clock
 from stalwart._types import is_never_handled
 
-from ._record import Outcome, StoredResponse, classify_outcome
+from ._record import Outcome, State, StoredResponse, classify_outcome
 from ._replay import ProblemFactory
 from ._state import IdempotencyState
 from ._store import IdempotencyStore
@@ -217,47 +217,76 @@ class Execution:
     # -- store writes ---------------------------------------------------------------------------------------------
 
     async def _complete(self, response: StoredResponse) -> None:
+        stored, retried = await self._write_with_retries(
+            "storing the result",
+            lambda: self._store.complete(
+                self.record_id,
+                owner_token=self.owner,
+                fence=self.fence,
+                response=response,
+                retention=self.route.retention,
+            ),
+        )
+        if stored is None:
+            self._count("completion_write_failures")
+            logger.error(
+                "idempotency: could not store the result; the real response is delivered and the record will lapse "
+                "into ABANDONED when its lease expires"
+            )
+        elif not stored and not (retried and await self._completed_by_us()):
+            # (After a failed attempt a refused compare may only mean that attempt landed: its answer was lost.)
+            self._count("lease_lost")
+            logger.warning(
+                "idempotency: lease lost before completion (fence %d); the result is delivered, not stored",
+                self.fence,
+            )
+
+    async def _release(self) -> None:
+        released, _ = await self._write_with_retries(
+            "releasing the record",
+            lambda: self._store.release(self.record_id, owner_token=self.owner, fence=self.fence),
+        )
+        if released is None:
+            logger.warning("idempotency: releasing the record failed; its lease will lapse")
+
+    async def _write_with_retries(self, what: str, write: Callable[[], Awaitable[bool]]) -> tuple[bool | None, bool]:
+        """Run a compare-and-set write within the completion budget (spec §2.8 step 9).
+
+        Returns:
+            The store's answer (None when it never answered) and whether an attempt failed before it (an attempt
+            that failed may still have been applied).
+        """
         route = self.route
         deadline = self._clock.monotonic() + route.completion_budget
         delay = 0.05
+        failed = False
         for attempt in range(1, route.completion_attempts + 1):
             remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 break
             try:
                 async with asyncio.timeout(min(remaining, route.store_timeout)):
-                    ok = await self._store.complete(
-                        self.record_id,
-                        owner_token=self.owner,
-                        fence=self.fence,
-                        response=response,
-                        retention=route.retention,
-                    )
+                    return await write(), failed
             except Exception as exc:
-                logger.warning("idempotency: storing the result failed (attempt %d): %r", attempt, exc)
+                failed = True
+                logger.warning("idempotency: %s failed (attempt %d): %r", what, attempt, exc)
                 if attempt < route.completion_attempts:
                     await self._clock.asleep(min(delay, max(0.0, deadline - self._clock.monotonic())))
                     delay *= 2
-                continue
-            if not ok:
-                self._count("lease_lost")
-                logger.warning(
-                    "idempotency: lease lost before completion (fence %d); the result is delivered, not stored",
-                    self.fence,
-                )
-            return
-        self._count("completion_write_failures")
-        logger.error(
-            "idempotency: could not store the result; the real response is delivered and the record will lapse "
-            "into ABANDONED when its lease expires"
-        )
+        return None, failed
 
-    async def _release(self) -> None:
+    async def _completed_by_us(self) -> bool:
         try:
             async with asyncio.timeout(self.route.store_timeout):
-                await self._store.release(self.record_id, owner_token=self.owner, fence=self.fence)
-        except Exception as exc:
-            logger.warning("idempotency: releasing the record failed; its lease will lapse: %r", exc)
+                record = await self._store.get(self.record_id)
+        except Exception:
+            return False
+        return (
+            record is not None
+            and record.state is State.COMPLETED
+            and record.owner_token == self.owner
+            and record.fence == self.fence
+        )
 
     async def _shielded_abandon(self) -> None:
         # Shutdown or cancellation: a short, shielded CAS; a second cancellation does not stop it.
