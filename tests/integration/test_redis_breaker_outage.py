@@ -193,3 +193,21 @@ async def test_with_the_background_thread_no_call_waits_or_fails(
     finally:
         store.close()
     assert breaker.state is sw.CircuitState.CLOSED
+
+
+def test_a_store_that_never_reached_redis_leaves_a_working_local_breaker(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with caplog.at_level(logging.WARNING, logger="stalwart"):
+        store = RedisCircuitStore.from_url(url, flush_interval=None, socket_timeout=0.5)
+        breaker = sw.CircuitBreaker("cache", failure_threshold=1, reset_timeout=1e6, store=store)
+        try:
+            assert breaker.call(ok) == "ok"
+            assert not store.sync()
+            assert not store.sync()
+            with pytest.raises(Boom):
+                breaker.call(boom)
+            with pytest.raises(sw.CircuitOpenError):  # the local rules apply
+                breaker.call(ok)
+        finally:
+            store.close()
+    assert messages(caplog, "cannot reach Redis") == 1

@@ -397,12 +397,12 @@ class RedisCircuitStore:
         if self._closed:
             raise RuntimeError("this RedisCircuitStore is closed")
         entry = _Attached(link, self.prefix, self._probe_lease)
+        link.set_wake(self._wake)
         with self._lock:
             self._attached.append(entry)
-        link.set_wake(self._wake)
-        if self._thread is not None:
-            self._thread.start()
-            self._thread.wake()
+            if self._thread is not None:
+                self._thread.start()  # once: under the lock, breakers may be attached from several threads
+        self._wake()  # the first sync, in the background
 
     def _wake(self) -> None:
         if self._thread is not None:
