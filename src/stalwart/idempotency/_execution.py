@@ -26,7 +26,7 @@ from ._store import IdempotencyStore
 if TYPE_CHECKING:
     from ._routing import Route
 
-__all__ = ["Execution", "heartbeat_loop"]
+__all__ = ["Execution", "heartbeat_loop", "is_disconnect"]
 
 logger = logging.getLogger("stalwart")
 
@@ -36,7 +36,8 @@ Receive = Callable[[], Awaitable[Message]]
 Count = Callable[[str], None]
 
 
-def _is_disconnect(exc: Exception) -> bool:
+def is_disconnect(exc: Exception) -> bool:
+    """True when ``exc``, raised by the server's ``send``, says the client went away."""
     # Servers report a vanished client as OSError (uvicorn's ClientDisconnected) or a "...Disconnect" exception.
     return isinstance(exc, OSError) or "disconnect" in type(exc).__name__.lower()
 
@@ -110,7 +111,7 @@ class Execution:
         try:
             await self._send(message)
         except Exception as exc:
-            if not _is_disconnect(exc):
+            if not is_disconnect(exc):
                 raise
             self.client_gone = True
             logger.debug("idempotency: client went away; the handler keeps running and its result is stored")

@@ -271,22 +271,19 @@ class IdempotencyMiddleware:
         if route.transactional:
             state = IdempotencyState(key=parsed.key, record_id=record_id, fence=0, attempt=1, secret=secret)
             scope.setdefault("state", {})["idempotency"] = state
-            app_receive = replaying_receive(body, receive, shield=cfg.shield_disconnect)
-            try:
-                await run_transactional(
-                    self.store,
-                    route,
-                    app=self.app,
-                    scope=scope,
-                    receive=app_receive,
-                    send=send,
-                    record_id=record_id,
-                    fingerprint=fingerprint,
-                    state=state,
-                    answers=self._answers,
-                )
-            except StoreUnavailable:
-                await self._unavailable(route, scope, receive, send, body)
+            await run_transactional(
+                self.store,
+                route,
+                app=self.app,
+                scope=scope,
+                receive=replaying_receive(body, receive, shield=cfg.shield_disconnect),
+                send=send,
+                record_id=record_id,
+                fingerprint=fingerprint,
+                state=state,
+                answers=self._answers,
+                unavailable=lambda: self._unavailable(route, scope, receive, send, body),
+            )
             return
         owner = secrets.token_hex(16)
         wait_until = self._clock.monotonic() + route.wait_timeout

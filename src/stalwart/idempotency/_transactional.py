@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from stalwart._exceptions import StoreUnavailable
 
+from ._execution import is_disconnect
 from ._fingerprint import FP_VERSION
 from ._record import Outcome, StoredResponse, classify_outcome
 from ._state import IdempotencyState, _current
@@ -46,73 +47,95 @@ async def run_transactional(
     fingerprint: bytes,
     state: IdempotencyState,
     answers: Answers,
+    unavailable: Callable[[], Awaitable[None]],
 ) -> None:
     """Serve one request in transactional mode (see the module docstring).
 
+    ``unavailable`` answers when the store cannot decide *before* the handler runs (503, or the fail-open run).
+    Once the handler has started, a ``StoreUnavailable`` never means that: one the handler raises propagates like
+    any of its exceptions, a failed commit is answered 503 here (nothing was applied, and the handler must not run
+    again), and a failed rollback means a broken session that the server rolls back by itself.
+
     Raises:
-        StoreUnavailable: the transaction could not be opened (the caller answers 503).
         BaseException: whatever the handler raised, after the rollback.
     """
-    async with store.transaction(record_id, fingerprint=fingerprint, fp_version=FP_VERSION) as tx:
-        if not tx.acquired:
-            await answers.in_progress(send, 1)
-            return
-        if tx.existing is not None:
-            await tx.rollback()
-            await answers.existing(route, scope, send, tx.existing, fingerprint=fingerprint, store_now=tx.now)
-            return
-        state.connection = tx.connection
-        messages: list[Message] = []
-        status: int | None = None
-        headers: list[tuple[bytes, bytes]] = []
-        chunks: list[bytes] = []
-        size = 0
-        complete = False
-
-        async def buffer(message: Message) -> None:
-            nonlocal status, headers, size, complete
-            messages.append(message)
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                headers = list(message.get("headers") or ())
-            elif message["type"] == "http.response.body":
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    complete = True
-
-        token = _current.set(state)
-        try:
-            await app(scope, receive, buffer)
-        finally:
-            _current.reset(token)
-        decision = classify_outcome(
-            status if complete else None,
-            started=state.started if route.marker else True,
-            exception=not complete,
-            release_requested=state.release_requested,
-            release_statuses=route.release_statuses,
-            store_5xx=False,  # rolled back: a 5xx is safely retryable here (Crunchy)
-            release_on_exception=True,
-        )
-        if decision == "store":
-            assert status is not None
-            omitted = size > route.max_stored_body
-            response = StoredResponse(
-                Outcome.RESPONSE,
-                status,
-                route.header_filter.filter(headers),
-                b"" if omitted else b"".join(chunks),
-                omitted,
-            )
-            try:
-                await tx.complete(response, retention=route.retention)
-            except StoreUnavailable as exc:
-                logger.warning("idempotency: transactional commit failed; nothing was applied: %r", exc)
-                await answers.unavailable(send, 1)
+    handler_started = False
+    messages: list[Message] = []
+    try:
+        async with store.transaction(record_id, fingerprint=fingerprint, fp_version=FP_VERSION) as tx:
+            if not tx.acquired:
+                await answers.in_progress(send, 1)
                 return
-        else:
-            await tx.rollback()
+            if tx.existing is not None:
+                await tx.rollback()
+                await answers.existing(route, scope, send, tx.existing, fingerprint=fingerprint, store_now=tx.now)
+                return
+            state.connection = tx.connection
+            status: int | None = None
+            headers: list[tuple[bytes, bytes]] = []
+            chunks: list[bytes] = []
+            size = 0
+            complete = False
+
+            async def buffer(message: Message) -> None:
+                nonlocal status, headers, size, complete
+                messages.append(message)
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                    headers = list(message.get("headers") or ())
+                elif message["type"] == "http.response.body":
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        complete = True
+
+            handler_started = True
+            token = _current.set(state)
+            try:
+                await app(scope, receive, buffer)
+            finally:
+                _current.reset(token)
+            decision = classify_outcome(
+                status if complete else None,
+                started=state.started if route.marker else True,
+                exception=not complete,
+                release_requested=state.release_requested,
+                release_statuses=route.release_statuses,
+                store_5xx=False,  # rolled back: a 5xx is safely retryable here (Crunchy)
+                release_on_exception=True,
+            )
+            if decision == "store":
+                assert status is not None
+                omitted = size > route.max_stored_body
+                response = StoredResponse(
+                    Outcome.RESPONSE,
+                    status,
+                    route.header_filter.filter(headers),
+                    b"" if omitted else b"".join(chunks),
+                    omitted,
+                )
+                try:
+                    await tx.complete(response, retention=route.retention)
+                except StoreUnavailable as exc:
+                    logger.warning("idempotency: transactional commit failed; nothing was applied: %r", exc)
+                    await answers.unavailable(send, 1)
+                    return
+            else:
+                try:
+                    await tx.rollback()
+                except StoreUnavailable as exc:  # a broken session: nothing was committed, the answer stands
+                    logger.warning("idempotency: transactional rollback failed; nothing was committed: %r", exc)
+    except StoreUnavailable:
+        if handler_started:
+            raise  # the handler's own exception (or its transaction's end): never "the store could not decide"
+        await unavailable()
+        return
     for message in messages:
-        await send(message)
+        try:
+            await send(message)
+        except Exception as exc:
+            if not is_disconnect(exc):
+                raise
+            logger.debug("idempotency: client went away; the committed result will be replayed to its retry")
+            return
