@@ -58,7 +58,8 @@ _LOCAL_ERRORS: tuple[type[Exception], ...] = (httpx.UnsupportedProtocol, httpx.L
 """Transport errors caused by the request itself, not by the network or the server: never retried."""
 
 MAX_DELTA_SECONDS = 10**18
-"""Largest ``Retry-After`` delta-seconds accepted; longer values are treated as an overflow (ignored)."""
+"""Largest delta-seconds value read as a number; a longer one is an overflow, read as ``math.inf`` (RFC 9111
+§1.2.2: a recipient treats an overflowing delta-seconds as the largest value it can represent, never ignores it)."""
 
 
 def is_retryable_status(status: int, statuses: frozenset[int] = RETRYABLE_STATUSES) -> bool:
@@ -167,8 +168,11 @@ def parse_delta_seconds(value: str | None) -> float | None:
     """A delta-seconds header value (``1*DIGIT``, RFC 9110 §10.2.3) in seconds, or ``None`` when it must be ignored.
 
     Used for ``Retry-After``'s first form and for the ``RateLimit-Reset`` pushback header of the IETF RateLimit
-    header fields drafts. Surrounding spaces and tabs are allowed; a missing, empty, signed, fractional, non-ASCII
-    or overflowing (more than :data:`MAX_DELTA_SECONDS`) value is ``None``. Never raises.
+    header fields drafts. Surrounding spaces and tabs are allowed; a missing, empty, signed, fractional or non-ASCII
+    value is ``None``. A value above :data:`MAX_DELTA_SECONDS` (any number of digits) is an overflow and reads as
+    ``math.inf``, the longest wait there is (RFC 9111 §1.2.2): a larger request must never mean an earlier retry,
+    so the retry rules give up on it (``retry_after_too_long``) as on any request beyond ``max_retry_after``.
+    Never raises.
     """
     if not isinstance(value, str):
         return None
@@ -176,10 +180,10 @@ def parse_delta_seconds(value: str | None) -> float | None:
     if not (text.isdigit() and text.isascii()):
         return None
     digits = text.lstrip("0")
-    if len(digits) > 19:  # guard int() against absurd lengths before comparing
-        return None
+    if len(digits) > 19:  # beyond MAX_DELTA_SECONDS whatever the digits (and int() never sees absurd lengths)
+        return math.inf
     seconds = int(digits or "0")
-    return float(seconds) if seconds <= MAX_DELTA_SECONDS else None
+    return float(seconds) if seconds <= MAX_DELTA_SECONDS else math.inf
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -189,8 +193,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     (``Fri, 31 Dec 1999 23:59:59 GMT``; see :func:`parse_http_date`), meaning "that instant minus ``now``".
 
     Returns ``None`` — never raises — for a missing, empty, malformed, negative (``-1``), fractional (``1.5``: not
-    delta-seconds), overflowing (more than :data:`MAX_DELTA_SECONDS`) or past value, and when ``now`` is not finite
-    for a date. The caller then falls back to its computed backoff.
+    delta-seconds) or past value, and when ``now`` is not finite for a date. The caller then falls back to its
+    computed backoff. An overflowing delta-seconds (more than :data:`MAX_DELTA_SECONDS`) is ``math.inf``, not
+    ignored (RFC 9111 §1.2.2): the retry rules then give up at once (``retry_after_too_long``), as for any request
+    longer than ``max_retry_after``.
 
     Args:
         value: the raw header value (``None`` when absent).
@@ -198,7 +204,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
             (the server's clock), which makes the result immune to clock skew between the hosts.
 
     Returns:
-        Seconds (``float``, finite, ``>= 0``) or ``None``.
+        Seconds (``float``, ``>= 0``; ``math.inf`` for an overflowing delta-seconds) or ``None``.
     """
     if not isinstance(value, str):
         return None
