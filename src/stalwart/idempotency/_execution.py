@@ -101,7 +101,7 @@ class Execution:
         self.finished = False
         self._settled = False
         self.client_gone = False
-        self._started_at = clock.monotonic()
+        self._started_at = 0.0  # set by http.response.start
 
     # -- ASGI plumbing --------------------------------------------------------------------------------------------
 
@@ -121,6 +121,7 @@ class Execution:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = int(message["status"])
+            self._started_at = self._clock.monotonic()  # max_capture_duration bounds the stream, not the handler
             self.headers = list(message.get("headers") or ())
             self.response_started = True
             route = self.route
