@@ -13,7 +13,8 @@ Layout. Per breaker, two keys under one hash tag (one slot on Redis Cluster)::
 Every change is made by one Lua script (:data:`_SYNC`), atomically: it applies a proposed transition (a local trip,
 compare-and-set on the epoch; a manual one, unconditionally), adds the batched outcomes and judges them, handles the
 probes (permits, outcomes, permits given back) and the open period, and returns the fleet's breaker. Times come from
-the server's ``TIME``, so hosts' clocks never disagree. Keys expire ``ttl`` seconds after the last sync.
+the server's ``TIME``, so hosts' clocks never disagree (a script that reads ``TIME`` before writing needs Redis >= 5,
+which replicates scripts by their effects). Keys expire ``ttl`` seconds after the last sync.
 
 Batching and staleness. The hot path never talks to Redis: in CLOSED a call takes the local permit and its outcome is
 recorded locally, as without a store. A background thread (one per store, the synchronous client; no event loop ever
