@@ -59,6 +59,7 @@ class Execution:
         "fence",
         "finished",
         "headers",
+        "heartbeat",
         "omitted",
         "owner",
         "record_id",
@@ -100,6 +101,8 @@ class Execution:
         self.response_started = False
         self.finished = False
         self._settled = False
+        self.heartbeat: asyncio.Task[None] | None = None
+        """The lease heartbeat, stopped as soon as the outcome is settled (set by the middleware)."""
         self.client_gone = False
         self._started_at = 0.0  # set by http.response.start
 
@@ -175,8 +178,15 @@ class Execution:
             release_on_exception=route.release_on_exception,
         )
 
+    def _stop_heartbeat(self) -> None:
+        # The outcome is being settled: nothing to renew any more. Work the app does after its response (Starlette's
+        # background tasks) must not keep a lease alive, nor renew a record that is completed or released.
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+
     async def _settle_response(self) -> None:
         assert self.status is not None
+        self._stop_heartbeat()
         if self._decide(exception=False) == "store":
             body = b"" if self.omitted else b"".join(self._chunks)
             headers = self.route.header_filter.filter(self.headers)
@@ -193,6 +203,8 @@ class Execution:
 
     async def on_exception(self, exc: BaseException) -> None:
         """Finish the record after the app raised ``exc`` (the caller re-raises it)."""
+        if not self._settled:
+            self._stop_heartbeat()
         if is_never_handled(exc):
             if not self._settled:
                 await self._shielded_abandon()

@@ -430,7 +430,7 @@ class IdempotencyMiddleware:
             problems=self._problems,
             count=self._count,
         )
-        heartbeat = asyncio.create_task(
+        execution.heartbeat = heartbeat = asyncio.create_task(
             heartbeat_loop(
                 self.store, route, record_id=record.record_id, owner=owner, fence=record.fence, clock=self._clock
             )
