@@ -15,7 +15,7 @@ from stalwart._clock import Clock
 from stalwart._deadline import Deadline
 from stalwart._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
 from stalwart._registry import Registry
-from stalwart._retry_policy import RetryBudgetHook, RetryDecision, RetryRules, give_up_note
+from stalwart._retry_policy import RetryBudgetHook, RetryDecision, RetryRules, add_give_up_note, give_up_note
 from stalwart._retry_testing import current_mode
 
 from ._classify import (
@@ -327,17 +327,22 @@ class TransportCore:
 
     def gave_up(self, origin: Origin, attempts: int, elapsed: float, reason: str, exc: BaseException | None) -> None:
         """Note the give-up on ``exc`` (PEP 678) and emit ``RetryGaveUp``, when the loop ran: a first attempt that is
-        simply not retryable (or has no retry allowed) propagates untouched."""
+        simply not retryable (or has no retry allowed) propagates untouched.
+
+        The note is added with :func:`~stalwart._retry_policy.add_give_up_note`, owned by ``origin``: one exception
+        object can end many calls (a cached failed connection attempt, an error an inner transport re-raises), and
+        each origin keeps one note on it, its latest, instead of one per call."""
         if attempts == 1 and reason in ("not_retryable", "max_attempts"):
             return
         if exc is not None:
             if reason == "circuit_open":
                 plural = "attempt" if attempts == 1 else "attempts"
-                exc.add_note(
+                note = (
                     f"stalwart: {origin.name!r} gave up after {attempts} {plural} over {elapsed:.3f}s "
                     "(the circuit breaker opened)"
                 )
             else:
-                exc.add_note(give_up_note(origin.name, attempts, elapsed, reason))  # type: ignore[arg-type]
+                note = give_up_note(origin.name, attempts, elapsed, reason)  # type: ignore[arg-type]
+            add_give_up_note(exc, origin, note)
         if hooks_installed():
             emit(RetryGaveUp(origin.name, attempts, elapsed, reason, exc))
