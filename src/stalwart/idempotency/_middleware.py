@@ -334,8 +334,10 @@ class IdempotencyMiddleware:
             try:
                 async with asyncio.timeout(route.store_timeout):
                     provided = await self.store.default_secret()
-            except TimeoutError as exc:
-                raise StoreUnavailable("timed out reading the store's secret") from exc
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # a timeout, or a driver error the store let escape
+                raise StoreUnavailable(f"reading the store's secret failed: {exc!r}") from exc
             if provided is None:
                 raise StoreUnavailable(f"{type(self.store).__name__} provides no secret; pass secret=")
             self._secret = check_secret(provided)
@@ -358,7 +360,11 @@ class IdempotencyMiddleware:
                             retention=route.retention,
                             reclaim=route.reclaim,
                         )
-                except (StoreUnavailable, TimeoutError) as exc:
+                except RecordDecodeError:
+                    raise  # the record is the problem, not the connection: 503 at once
+                except Exception as exc:  # StoreUnavailable, a timeout, or a driver error the store let escape
+                    if not isinstance(exc, StoreUnavailable | TimeoutError):
+                        logger.warning("idempotency: the store's claim raised %r; treated as unavailable", exc)
                     last = exc
                     continue
                 if permit is not None:

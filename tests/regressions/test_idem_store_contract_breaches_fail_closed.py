@@ -1,0 +1,129 @@
+"""Regression: a store that raised anything but ``StoreUnavailable`` at the claim (or while providing its secret)
+made the middleware crash with the exception instead of answering the spec's 503.
+
+``IdempotencyStore`` is a public protocol: applications write their own stores, and a driver error that escapes the
+wrapping (a ``ConnectionResetError``, an ``asyncpg`` or ``aiomysql`` error, a ``RuntimeError`` from a closed
+executor) reached the server as a 500 without ``Retry-After``; the circuit breaker never counted the failure, and a
+claim applied just before the error was never given back (the ambiguous-claim cleanup only ran for
+``StoreUnavailable`` and timeouts). Spec §2.8 step 7 / §2.14: "Store error, timeout or undecodable record → 503 with
+Retry-After. The handler does not run (G4)". Powertools had the mirror image: persistence errors surfacing as
+unrelated exceptions (aws-powertools/powertools-lambda-python #8473). Any exception of the store at those steps is
+now treated as the store being unavailable (logged), and fails closed the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from stalwart import CircuitBreaker
+from stalwart.idempotency import IdempotencyMiddleware, Identity, MemoryStore, RecordDecodeError
+from stalwart.testing import FakeClock
+
+SECRET = b"s" * 32
+
+
+class BrokenStore(MemoryStore):
+    """A third-party-style store whose driver errors escape its wrapping."""
+
+    def __init__(self, error: Exception, *, apply_first: bool = False) -> None:
+        super().__init__()
+        self.error = error
+        self.apply_first = apply_first
+        self.claims = 0
+
+    async def claim(self, record_id: str, **kwargs: Any) -> Any:
+        self.claims += 1
+        if self.apply_first:
+            await super().claim(record_id, **kwargs)
+        raise self.error
+
+
+class App:
+    calls = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.calls += 1
+        await receive()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"charged"})
+
+
+async def call(mw: Any) -> tuple[int, dict[bytes, bytes]]:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/payments",
+        "raw_path": b"/payments",
+        "query_string": b"",
+        "headers": [(b"idempotency-key", b"k-1")],
+    }
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await mw(scope, receive, send)
+    (start,) = [m for m in messages if m["type"] == "http.response.start"]
+    return start["status"], dict(start["headers"])
+
+
+def middleware(app: App, store: MemoryStore, **kwargs: Any) -> IdempotencyMiddleware:
+    return IdempotencyMiddleware(app, store=store, resolver=lambda s: Identity("alice"), **kwargs)
+
+
+async def test_a_driver_error_at_the_claim_is_503_with_retry_after() -> None:
+    app = App()
+    store = BrokenStore(ConnectionResetError("connection reset by peer"))
+    mw = middleware(app, store, secret=SECRET)
+    status, headers = await call(mw)
+    assert status == 503
+    assert b"retry-after" in headers
+    assert app.calls == 0
+    assert store.claims == 2  # repeated once with the same owner token, like any ambiguous claim
+    assert mw.statistics()["store_unavailable_503"] == 1
+
+
+async def test_a_claim_applied_before_the_error_is_given_back() -> None:
+    app = App()
+    store = BrokenStore(RuntimeError("cannot schedule new futures after shutdown"), apply_first=True)
+    mw = middleware(app, store, secret=SECRET)
+    assert (await call(mw))[0] == 503
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(store) == 0  # the ambiguous-claim cleanup released it
+    assert app.calls == 0
+
+
+async def test_the_breaker_counts_such_errors_as_failures() -> None:
+    breaker = CircuitBreaker("idempotency-store", failure_threshold=1, reset_timeout=30.0, clock=FakeClock())
+    app = App()
+    store = BrokenStore(OSError("network unreachable"))
+    mw = middleware(app, store, secret=SECRET, breaker=breaker)
+    assert (await call(mw))[0] == 503
+    assert store.claims == 2
+    assert (await call(mw))[0] == 503
+    assert store.claims == 2  # the breaker opened and answered without asking the store
+    assert app.calls == 0
+
+
+async def test_an_undecodable_record_is_still_503_at_once() -> None:
+    store = BrokenStore(RecordDecodeError("unknown schema_version 9"))
+    mw = middleware(App(), store, secret=SECRET)
+    assert (await call(mw))[0] == 503
+    assert store.claims == 1  # not retried: the record, not the connection, is the problem
+
+
+async def test_a_driver_error_while_reading_the_stores_secret_is_503() -> None:
+    class NoSecret(MemoryStore):
+        async def default_secret(self) -> bytes:
+            raise ConnectionRefusedError("connection refused")
+
+    app = App()
+    status, headers = await call(middleware(app, NoSecret()))
+    assert status == 503
+    assert b"retry-after" in headers
+    assert app.calls == 0
