@@ -19,8 +19,11 @@ How a measurement is taken:
   stalwart's ``Timeout``) stays in the loop's heap until the chunk ends, and the garbage collector keeps traversing
   those thousands of live handles: a cost that grows with the chunk length and that no program pays. The turn costs
   a few ns per call, the same for every async row.
-* The garbage collector stays enabled (allocation-heavy code pays for its garbage, as it would in production); a
-  full collection runs before each round.
+* The garbage collector stays enabled (allocation-heavy code pays for its garbage, as it would in production). The
+  objects that exist before timing starts (modules, the cases) are frozen (``gc.freeze()``), and a collection runs
+  before every chunk, so each chunk starts from the same collector state and a full collection inside a chunk
+  walks the row's own objects, not every module loaded: otherwise a row's cost depends on how many other rows
+  (and libraries) the run holds.
 """
 
 from __future__ import annotations
@@ -207,29 +210,36 @@ def measure(
     :func:`paired_ratio` relies on.
     """
     live = [c for c in cases if c.unavailable is None]
-    for case in live:
-        case.n = calibrate(case, loop, chunk_seconds)
-    results = {c.name: Result(c) for c in live}
-    groups: dict[str, list[Case]] = {}
-    for case in live:
-        groups.setdefault(case.group, []).append(case)
-    blocks = list(groups.values())
-    for r in range(rounds):
-        if progress is not None:
-            progress(f"round {r + 1}/{rounds}")
-        order: list[Case] = []
-        shift = r % max(len(blocks), 1)
-        for block in blocks[shift:] + blocks[:shift]:
-            k = r % len(block)
-            order.extend(block[k:] + block[:k])
-        if r % 2:
-            order.reverse()
-        gc.collect()
-        for case in order:
-            if case.rebuild:
-                build(case, loop)
-            elapsed = run_once(case, loop, case.n)
-            results[case.name].samples.append(elapsed / case.n)
+    # Everything built so far (modules, cases) is long-lived: move it out of the collector's sight, so a full
+    # collection that lands inside a chunk costs what the row's own garbage costs, not a walk over every module.
+    gc.collect()
+    gc.freeze()
+    try:
+        for case in live:
+            case.n = calibrate(case, loop, chunk_seconds)
+        results = {c.name: Result(c) for c in live}
+        groups: dict[str, list[Case]] = {}
+        for case in live:
+            groups.setdefault(case.group, []).append(case)
+        blocks = list(groups.values())
+        for r in range(rounds):
+            if progress is not None:
+                progress(f"round {r + 1}/{rounds}")
+            order: list[Case] = []
+            shift = r % max(len(blocks), 1)
+            for block in blocks[shift:] + blocks[:shift]:
+                k = r % len(block)
+                order.extend(block[k:] + block[:k])
+            if r % 2:
+                order.reverse()
+            for case in order:
+                if case.rebuild:
+                    build(case, loop)
+                gc.collect()  # every chunk starts from the same collector state
+                elapsed = run_once(case, loop, case.n)
+                results[case.name].samples.append(elapsed / case.n)
+    finally:
+        gc.unfreeze()
     return results
 
 
