@@ -105,7 +105,7 @@ class ResilientClient:
         httpx_client_kwargs.setdefault("timeout", httpx.Timeout(config.timeout))
         self._client = httpx.AsyncClient(base_url=base_url, transport=self._transport, **httpx_client_kwargs)
         if self._client.base_url.host:  # the base URL's breaker and bulkheads exist (and show in health) at once
-            self._transport.origin(self._client.base_url)
+            self._transport.origin_of(self._client.base_url)
 
     def __repr__(self) -> str:
         return f"ResilientClient({self._name!r}, {str(self._client.base_url)!r})"
@@ -129,13 +129,13 @@ class ResilientClient:
     def breaker(self) -> CircuitBreaker | None:
         """The circuit breaker of ``base_url``'s origin (``None`` with ``use_breaker=False`` or no ``base_url``)."""
         base = self._client.base_url
-        return self._transport.origin(base).breaker if base.host else None
+        return self._transport.origin_of(base).breaker if base.host else None
 
     @property
     def bulkhead(self) -> Bulkhead | None:
         """The bulkhead of ``base_url``'s origin (``None`` with ``use_bulkhead=False`` or no ``base_url``)."""
         base = self._client.base_url
-        return self._transport.origin(base).bulkhead if base.host else None
+        return self._transport.origin_of(base).bulkhead if base.host else None
 
     def get_status(self) -> dict[str, dict[str, int]]:
         """The seed's status report: ``{bulkhead name: {"active": int, "queued": int, "available": int}}`` for the

@@ -165,8 +165,29 @@ class TransportCore:
         """The registry holding this transport's breakers and bulkheads."""
         return self._registry
 
-    def origin(self, url: httpx.URL) -> Origin:
-        """The per-origin state for ``url`` (created, and registered, on first use)."""
+    def origin(self, url: str | httpx.URL) -> Origin:
+        """The per-origin state for ``url`` (created, and registered, on first use).
+
+        Args:
+            url: any absolute URL of the origin, as a ``str`` (``"https://api.example.com"``) or an ``httpx.URL``;
+                only its scheme, host and port matter.
+
+        Raises:
+            TypeError: ``url`` is neither a ``str`` nor an ``httpx.URL``.
+            ValueError: ``url`` has no scheme or no host (``"api.example.com"``, ``"/items"``): it names no origin.
+            httpx.InvalidURL: ``url`` is a ``str`` httpx cannot parse.
+        """
+        if not isinstance(url, httpx.URL):
+            if not isinstance(url, str):
+                raise TypeError(f"url must be a str or an httpx.URL, got {url!r}")
+            url = httpx.URL(url)
+        if not url.scheme or not url.host:
+            raise ValueError(f"url must be absolute (a scheme and a host) to name an origin, got {str(url)!r}")
+        return self.origin_of(url)
+
+    def origin_of(self, url: httpx.URL) -> Origin:
+        """:meth:`origin` for a request's URL, unchecked (the drivers' path, on a request's first use of an
+        origin)."""
         key = (url.raw_scheme, url.raw_host, url.port)
         state = self._origins.get(key)
         if state is None:

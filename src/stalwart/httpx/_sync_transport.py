@@ -92,7 +92,7 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy; return the final response (unclosed) or raise the last error."""
         url = request.url
-        origin = self._origins.get((url.raw_scheme, url.raw_host, url.port)) or self.origin(url)
+        origin = self._origins.get((url.raw_scheme, url.raw_host, url.port)) or self.origin_of(url)
         breaker = origin.breaker
         bulkhead = origin.bulkhead if self._operations is None else origin.bulkhead_for(self._operations, request)
         budget = origin.budget
