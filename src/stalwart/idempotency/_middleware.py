@@ -270,12 +270,11 @@ class IdempotencyMiddleware:
                 return
         if route.transactional:
             state = IdempotencyState(key=parsed.key, record_id=record_id, fence=0, attempt=1, secret=secret)
-            scope.setdefault("state", {})["idempotency"] = state
             await run_transactional(
                 self.store,
                 route,
                 app=self.app,
-                scope=scope,
+                scope=_scope_for_app(scope, state),
                 receive=replaying_receive(body, receive, shield=cfg.shield_disconnect),
                 send=send,
                 record_id=record_id,
@@ -418,12 +417,7 @@ class IdempotencyMiddleware:
         state = IdempotencyState(
             key=key, record_id=record.record_id, fence=record.fence, attempt=record.attempt, secret=secret
         )
-        app_scope = scope
-        extensions = scope.get("extensions")
-        if extensions and any(name in extensions for name in _STREAM_EXTENSIONS):
-            # Capture needs every body byte to pass through ``send``.
-            app_scope = {**scope, "extensions": {k: v for k, v in extensions.items() if k not in _STREAM_EXTENSIONS}}
-        app_scope.setdefault("state", {})["idempotency"] = state
+        app_scope = _scope_for_app(scope, state)
         execution = Execution(
             route=route,
             store=self.store,
@@ -473,3 +467,16 @@ class IdempotencyMiddleware:
             return
         self._next_purge = self._clock.monotonic() + self._purge_interval
         self._spawn(self.store.purge())
+
+
+def _scope_for_app(scope: Scope, state: IdempotencyState) -> Scope:
+    """The scope the app sees under a claimed key: the idempotency state published, zero-copy extensions hidden.
+
+    Capture (and, in transactional mode, the buffered response) needs every body byte to pass through ``send``, so
+    ``http.response.pathsend``, ``zerocopy`` and ``trailers`` are withheld; the server's own scope is not changed.
+    """
+    extensions = scope.get("extensions")
+    if extensions and any(name in extensions for name in _STREAM_EXTENSIONS):
+        scope = {**scope, "extensions": {k: v for k, v in extensions.items() if k not in _STREAM_EXTENSIONS}}
+    scope.setdefault("state", {})["idempotency"] = state
+    return scope
