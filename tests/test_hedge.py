@@ -189,16 +189,18 @@ async def test_a_zero_delay_starts_every_attempt_at_once(clock: ManualClock, bac
     assert sorted(backend.cancelled) == [1, 3]
 
 
-async def test_when_two_answer_together_the_older_wins_and_the_other_is_discarded(
+async def test_when_two_answer_together_the_first_to_end_wins_and_the_other_is_discarded(
     clock: ManualClock, backend: Backend
 ) -> None:
+    # Both end before the caller's task wakes up: outcomes are judged in the order the attempts ended, whatever
+    # their age (the hedge ended first here).
     discarded: list[Any] = []
     task = await start(Hedge(1.0, clock=clock, on_discard=discarded.append), backend)
     await clock.advance(1.0)
     backend.answer(2, "b")
     backend.answer(1, "a")
-    assert await task == "a"
-    assert discarded == ["b"]
+    assert await task == "b"
+    assert discarded == ["a"]
     assert backend.cancelled == []
 
 

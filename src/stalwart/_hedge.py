@@ -13,8 +13,10 @@ models for the rules below.
   anyway, a rejected result) is handed to ``on_discard`` (so an HTTP layer can close the response).
 * A *handled* outcome (an exception ``on`` covers, or a result ``on_result`` rejects) is not final: the next attempt
   starts at once instead of after the delay (gRPC's "non-fatal status codes"). When every attempt has ended that
-  way and no attempt may start, the last one to end is the outcome: its exception propagates with a PEP 678 note, or
-  its result is returned.
+  way and no attempt may start, the last one to end is the outcome, whatever the earlier ones were (as with
+  ``Retry``): its exception propagates with a PEP 678 note, or its result is returned.
+* Outcomes are judged in the order the attempts *ended* (not the order they started), also when several end before
+  the caller's task wakes up.
 * A :class:`~stalwart.Rejected` attempt (an open circuit, a full bulkhead) starts no further attempt but does not
   cancel the others: the primary may still answer.
 * Hedges draw from the retry budget: each extra attempt needs ``budget.try_acquire_retry()``; a refusal emits

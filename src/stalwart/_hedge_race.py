@@ -38,12 +38,20 @@ _NOTHING: Any = _Nothing()  # "no result held" (None is a valid result)
 
 
 class _Attempt:
-    __slots__ = ("number", "started", "task")
+    __slots__ = ("number", "race", "started", "task")
 
-    def __init__(self, task: asyncio.Future[Any], number: int, started: float) -> None:
+    def __init__(self, race: Race, task: asyncio.Future[Any], number: int, started: float) -> None:
+        self.race = race
         self.task = task
         self.number = number
         self.started = started
+        task.add_done_callback(self._done)
+
+    def _done(self, _: object) -> None:
+        """The attempt ended: queue it for judging, in the order attempts end (a loop callback: no decisions)."""
+        race = self.race
+        race.finished.append(self)
+        race._wake()
 
 
 class Race:
@@ -54,6 +62,7 @@ class Race:
         "attempts",
         "delay",
         "due",
+        "finished",
         "fn",
         "hedge",
         "kwargs",
@@ -77,6 +86,7 @@ class Race:
         self.kwargs = kwargs
         self.loop = asyncio.get_running_loop()
         self.attempts: list[_Attempt] = []  # attempts not judged yet, oldest first
+        self.finished: list[_Attempt] = []  # attempts ended and not judged yet, in the order they ended
         self.launched = 0
         self.limit = 1 + hedge._max_hedged
         self.recorded = False  # whether an attempt of this call has recorded its outcome in the budget
@@ -134,8 +144,7 @@ class Race:
     def _launch(self) -> None:
         self.launched += 1
         task = asyncio.ensure_future(self.fn(*self.args, **self.kwargs), loop=self.loop)
-        task.add_done_callback(self._wake)
-        self.attempts.append(_Attempt(task, self.launched, self.hedge._clock.monotonic()))
+        self.attempts.append(_Attempt(self, task, self.launched, self.hedge._clock.monotonic()))
         self._arm()
 
     def _may_start(self) -> bool:
@@ -178,16 +187,19 @@ class Race:
     async def _race(self) -> Any:
         self._launch()
         while True:
-            if not self.due and not any(attempt.task.done() for attempt in self.attempts):
+            if not self.due and not self.finished:
                 self.waiter = self.loop.create_future()
                 await self.waiter
                 self.waiter = None
-            for attempt in list(self.attempts):  # outcomes first: a rejection stops a hedge that is due
-                if attempt.task.done():
-                    self.attempts.remove(attempt)
-                    final, value = await self._judge(attempt)
-                    if final:
-                        return value
+            # Outcomes first (a rejection stops a hedge that is due), in the order the attempts ended: when none
+            # answers, the last to end is the call's outcome, as with Retry.
+            finished = self.finished
+            while finished:
+                attempt = finished.pop(0)
+                self.attempts.remove(attempt)
+                final, value = await self._judge(attempt)
+                if final:
+                    return value
             if not self.attempts:  # a handled outcome started nothing new: ``stop`` says why
                 return self._give_up()
             if self.due:
@@ -221,6 +233,7 @@ class Race:
                 budget.record_failure(first)
             self.recorded = True
             await self._discard_last()
+            self.last_exc = None  # the latest outcome replaces an earlier attempt's exception
             self.last_result = result
         elif hedge._handles(exc):
             if budget is not None:
@@ -288,6 +301,7 @@ class Race:
                 cancelled = e
                 for task in pending:
                     task.cancel()
+        self.finished.clear()
         for attempt in attempts:
             task = attempt.task
             if not task.cancelled() and task.exception() is None:

@@ -12,7 +12,8 @@ body read ahead is sent like this when ``ResilienceConfig.hedge`` is set:
   a transient error. The attempts still running are cancelled and awaited, and their responses closed; nothing
   outlives the call. A retryable outcome (a retryable status, a response ``on_result`` rejects, a transient error,
   a per-attempt timeout, a local rejection) is not an answer while another attempt is running: the race waits for
-  the others, and when every attempt has failed, the last one to end is the try's outcome.
+  the others, and when every attempt has failed, the last one to end is the try's outcome. Outcomes are judged in
+  the order the attempts ended, also when several end in one turn of the event loop.
 * **Retries after a failed race are single attempts**, under the usual rules (backoff or pushback, the budget, the
   deadline, the breaker): a struggling dependency gets no further hedges. ``max_attempts`` counts tries, so the
   hedges of the first try come on top of it (bounded by ``max_hedged`` and the budget).
@@ -212,6 +213,7 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
     loop_timer = isinstance(clock, SystemClock)  # the loop's own clock: no timer task needed
     learned: PercentileDelay | None = hedge._learned
     running: dict[asyncio.Task[httpx.Response], tuple[int, float]] = {}
+    finished: list[asyncio.Task[httpx.Response]] = []  # attempts ended and not judged yet, in the order they ended
     timer: asyncio.Future[Any] | None = None
     due = 0.0  # loop time the next hedge is due (loop_timer)
     hedging = True
@@ -220,7 +222,9 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
     def launch() -> None:
         nonlocal timer, due, hedging
         copy, number, limit, binding = call.prepare()
-        running[loop.create_task(call.attempt(copy, limit, binding))] = (number, clock.monotonic())
+        task = loop.create_task(call.attempt(copy, limit, binding))
+        task.add_done_callback(finished.append)  # before asyncio.wait's own callback: in the list once it wakes us
+        running[task] = (number, clock.monotonic())
         if call.number > hedge.max_hedged:
             hedging = False  # every hedge allowed has started
             return
@@ -270,10 +274,11 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
             done, _ = await asyncio.wait(wait, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             fired = timer is not None and timer in done
             if fired:
-                done.discard(cast("asyncio.Future[Any]", timer))
                 timer = None
-            for future in done:
-                task = cast("asyncio.Task[httpx.Response]", future)
+            # In the order the attempts ended: the first answer to end wins; when none answers, the last outcome to
+            # end is the try's (as the retry loop's last attempt is).
+            while finished:
+                task = finished.pop(0)
                 number, started = running.pop(task)
                 if task.cancelled():  # not by us: never swallowed
                     raise asyncio.CancelledError
