@@ -10,7 +10,6 @@ sets the execution-started marker. Middleware order: authentication → idempote
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import logging
 import random as random_module
@@ -28,7 +27,7 @@ from ._execution import Execution, heartbeat_loop
 from ._fingerprint import FP_VERSION, compute_fingerprint, header_values
 from ._identity import Identity, Resolver
 from ._keys import InvalidKey, check_secret, parse_key_header, scope_id
-from ._options import IdempotencyConfig
+from ._options import IdempotencyConfig, override_config
 from ._record import ClaimResult, Record, RecordDecodeError, State
 from ._replay import ProblemFactory, send_response
 from ._routing import NO_ROUTE, TOO_LARGE, Route, compile_template, find_endpoint, read_body, replaying_receive
@@ -179,8 +178,7 @@ class IdempotencyMiddleware:
             if overrides.pop("enabled", True) is False:
                 cached = None
             else:
-                cfg = dataclasses.replace(base.cfg if base is not None else self.config, **overrides)
-                cached = Route(cfg, marker=True)
+                cached = Route(override_config(base.cfg if base is not None else self.config, overrides), marker=True)
             self._endpoint_routes[id(endpoint)] = cached
         return cached  # type: ignore[return-value]
 

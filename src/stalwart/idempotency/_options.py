@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Any
 
 from stalwart._config import check_int, to_seconds, to_seconds_or_none
 
 from ._fingerprint import FingerprintSpec
 from ._keys import is_uuid4
 
-__all__ = ["DEFAULT_DENIED_REPLAY_HEADERS", "DEFAULT_RELEASE_STATUSES", "IdempotencyConfig"]
+__all__ = ["DEFAULT_DENIED_REPLAY_HEADERS", "DEFAULT_RELEASE_STATUSES", "IdempotencyConfig", "override_config"]
 
 logger = logging.getLogger("stalwart")
 
@@ -172,3 +173,19 @@ class IdempotencyConfig:
             )
         if math.isinf(lease):
             raise ValueError("lease_ttl must be finite")
+
+
+def override_config(base: IdempotencyConfig, overrides: dict[str, Any]) -> IdempotencyConfig:
+    """``base`` with a route's overrides (:func:`~stalwart.idempotency.idempotent`), validated like a new config.
+
+    A route that sets its own ``lease_ttl`` but no ``heartbeat_every`` gets the default period for *its* lease
+    (``lease_ttl / 3``) unless ``base`` set an explicit one: the normalised base period belongs to the base lease.
+
+    Raises:
+        ValueError, TypeError: as :class:`IdempotencyConfig` does for an invalid value.
+    """
+    if "lease_ttl" in overrides and "heartbeat_every" not in overrides:
+        assert isinstance(base.lease_ttl, float)  # normalised by __post_init__
+        if base.heartbeat_every == base.lease_ttl / 3:  # the default, derived from the base lease
+            overrides = {**overrides, "heartbeat_every": None}
+    return replace(base, **overrides)
