@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from stalwart._adaptive import AdaptiveTimeout
 from stalwart._breaker import CircuitBreaker
 from stalwart._bulkhead import Bulkhead
 from stalwart._clock import SYSTEM_CLOCK, Clock
@@ -59,7 +60,8 @@ class ResilientClient:
             ``http1``, ``http2``, ``limits`` and ``proxy`` when given).
         clock: monotonic clock (default: the system clock); ``random``: jitter source (default ``random.random``).
         **httpx_client_kwargs: any other ``httpx.AsyncClient`` argument (``headers``, ``auth``, ``timeout``,
-            ``follow_redirects``, ...). ``timeout`` defaults to ``config.timeout`` for every phase. ``mounts``
+            ``follow_redirects``, ...). ``timeout`` defaults to ``config.timeout`` for every phase (none with an
+            ``AdaptiveTimeout``, whose limit the transport enforces). ``mounts``
             transports are wrapped in the same policy. Proxies from the environment are not used (httpx ignores
             them when a transport is given): pass ``proxy=`` explicitly.
 
@@ -102,7 +104,10 @@ class ResilientClient:
             httpx_client_kwargs["mounts"] = {
                 pattern: None if mounted is None else wrap(mounted, fallback) for pattern, mounted in mounts.items()
             }
-        httpx_client_kwargs.setdefault("timeout", httpx.Timeout(config.timeout))
+        timeout = config.timeout  # an adaptive limit is the transport's to enforce (its watchdog), per attempt
+        httpx_client_kwargs.setdefault(
+            "timeout", httpx.Timeout(None if isinstance(timeout, AdaptiveTimeout) else timeout)
+        )
         self._client = httpx.AsyncClient(base_url=base_url, transport=self._transport, **httpx_client_kwargs)
         if self._client.base_url.host:  # the base URL's breaker and bulkheads exist (and show in health) at once
             self._transport.origin_of(self._client.base_url)

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import httpx
 
+from stalwart._adaptive import AdaptiveTimeout
 from stalwart._backoff import Backoff
 from stalwart._config import check_int, to_seconds, to_seconds_or_none
 from stalwart._hedge import Hedge, PercentileDelay
@@ -68,9 +69,14 @@ class ResilienceConfig:
     a breaker opening after 5 consecutive failures for 30 s, 20 concurrent calls per origin.
 
     Attributes:
-        timeout: limit for one attempt, seconds (default ``10.0``; ``None`` for none). In async code the attempt is
-            cancelled and :class:`~stalwart.DeadlineExceeded` raised; in both drivers httpx's connect/read/write/pool
-            timeouts are clamped to it. Always clamped further by the ambient deadline.
+        timeout: limit for one attempt, seconds (default ``10.0``; ``None`` for none), or an
+            :class:`~stalwart.AdaptiveTimeout` whose estimate is the limit (docs/http-client.md, "Adaptive per-attempt
+            timeout"): one estimate per origin (key: the origin's registry name, ``"http:https://api.example.com:443"``)
+            or per origin and operation when ``operations`` cover the request (key: the operation's bulkhead name,
+            ``"...:443:reads"``); every response records its attempt's duration, and an attempt cut by that limit
+            records the limit (a censored sample). In async code the attempt is cancelled and
+            :class:`~stalwart.DeadlineExceeded` raised; in the sync driver httpx's connect/read/write/pool timeouts
+            are clamped to it. Always clamped further by the ambient deadline.
         max_attempts: attempts in total, including the first (default ``3``; ``1`` disables retries).
         backoff: delay between attempts (default ``Backoff.exponential(initial=1.0, multiplier=2.0,
             max_delay=60.0)`` with full jitter).
@@ -136,7 +142,7 @@ class ResilienceConfig:
             half_open_max_calls``.
     """
 
-    timeout: float | None = 10.0
+    timeout: float | AdaptiveTimeout | None = 10.0
     max_attempts: int = 3
     backoff: Backoff = field(default_factory=_default_backoff)
     max_retry_after: float = 60.0
@@ -165,8 +171,13 @@ class ResilienceConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        timeout = to_seconds_or_none(self.timeout, "timeout", allow_zero=False, allow_inf=True)
-        set_(self, "timeout", None if timeout is None or math.isinf(timeout) else timeout)
+        if not isinstance(self.timeout, AdaptiveTimeout):
+            if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float | timedelta | None):
+                raise TypeError(
+                    f"timeout must be seconds, a timedelta, an AdaptiveTimeout or None, got {self.timeout!r}"
+                )
+            timeout = to_seconds_or_none(self.timeout, "timeout", allow_zero=False, allow_inf=True)
+            set_(self, "timeout", None if timeout is None or math.isinf(timeout) else timeout)
         check_int(self.max_attempts, "max_attempts", minimum=1)
         if not isinstance(self.backoff, Backoff):
             raise TypeError(f"backoff must be a Backoff, got {self.backoff!r}")

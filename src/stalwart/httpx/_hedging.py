@@ -59,7 +59,7 @@ _EARLY = 1e-3  # seconds: the loop may run a timer up to its clock resolution ea
 class _Call:
     """The state of one hedged call shared by its attempts: numbering and budget bookkeeping."""
 
-    __slots__ = ("ambient", "bulkhead", "number", "origin", "recorded", "request", "transport")
+    __slots__ = ("ambient", "bulkhead", "key", "number", "origin", "recorded", "request", "transport")
 
     def __init__(
         self,
@@ -76,6 +76,7 @@ class _Call:
         self.ambient = ambient
         self.number = 0  # attempts started
         self.recorded = False  # whether an attempt of the call has recorded its outcome in the budget
+        self.key = None if transport._adaptive is None else origin.timeout_key(transport._operations, request)
 
     def record(self, failure: bool) -> None:
         budget = self.origin.budget
@@ -109,7 +110,8 @@ class _Call:
             stream=original.stream,
             extensions=dict(original.extensions),
         )
-        limit = t._timeout
+        adaptive = t._adaptive
+        limit = t._timeout if adaptive is None else adaptive.current_limit(self.key)
         binding = False
         ambient = self.ambient
         if ambient is not None:
@@ -155,6 +157,8 @@ class _Call:
             error: BaseException = exc
             if isinstance(exc, TimeoutError) and timer.expired() and own is not None:
                 error = DeadlineExceeded(f"attempt timed out after {own:.3f}s", timeout=own)
+                if t._adaptive is not None and not binding:
+                    t._adaptive.record(own, self.key)  # censored: it took at least its limit
             if breaker is not None:
                 if not isinstance(error, NEVER_HANDLED) and is_retryable_exception(error):
                     breaker.record_failure(permit, monotonic() - began)
@@ -165,6 +169,8 @@ class _Call:
             raise error from exc
         if bulkhead is not None:
             bulkhead.release()
+        if t._adaptive is not None:
+            t._adaptive.record(monotonic() - began, self.key)
         if breaker is not None:
             if response.status_code in t._failure_statuses:
                 breaker.record_failure(permit, monotonic() - began)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import httpx
 
+from stalwart._adaptive import AdaptiveTimeout
 from stalwart._clock import Clock
 from stalwart._deadline import Deadline
 from stalwart._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
@@ -55,9 +56,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 class Origin:
     """The state kept per origin (scheme, host, port): its name, breaker, bulkhead, retry budget, and the bulkheads
-    of its operations (by operation name)."""
+    of its operations (by operation name), and the keys of its adaptive timeout estimates."""
 
-    __slots__ = ("breaker", "budget", "bulkhead", "name", "operations")
+    __slots__ = ("breaker", "budget", "bulkhead", "keys", "name", "operations")
 
     def __init__(
         self,
@@ -72,11 +73,20 @@ class Origin:
         self.bulkhead = bulkhead
         self.budget = budget
         self.operations = {} if operations is None else operations
+        self.keys = {operation: f"{name}:{operation}" for operation in self.operations}
 
     def bulkhead_for(self, table: OperationTable, request: httpx.Request) -> Bulkhead | None:
         """The bulkhead of the operation covering ``request``, or the origin's own."""
         operation = table.select(request.method, request.url.path)
         return self.bulkhead if operation is None else self.operations[operation.name]
+
+    def timeout_key(self, table: OperationTable | None, request: httpx.Request) -> str:
+        """The key of ``request``'s adaptive timeout estimate: the origin's name, or the name of the bulkhead of the
+        operation covering it (``"{origin name}:{operation}"``). Few keys: origins times operations."""
+        if table is None:
+            return self.name
+        operation = table.select(request.method, request.url.path)
+        return self.name if operation is None else self.keys[operation.name]
 
 
 def origin_name(prefix: str, url: httpx.URL) -> str:
@@ -104,6 +114,7 @@ class TransportCore:
     _wall_clock: Callable[[], float]
     _origins: dict[OriginKey, Origin]
     _timeout: float | None
+    _adaptive: AdaptiveTimeout | None
     _attempt_header: AttemptHeader | None
     _deadline_header: DeadlineHeader | None
     _retry_statuses: frozenset[int]
@@ -144,7 +155,9 @@ class TransportCore:
         self._random = random
         self._wall_clock = wall_time if wall_clock is None else wall_clock
         self._origins = {}
-        self._timeout = config.timeout
+        timeout = config.timeout
+        self._adaptive = timeout if isinstance(timeout, AdaptiveTimeout) else None  # the limit is read per attempt
+        self._timeout = None if isinstance(timeout, AdaptiveTimeout) else timeout
         self._attempt_header = None if config.attempt_header is None else AttemptHeader(config.attempt_header)
         self._deadline_header = None if config.deadline_header is None else DeadlineHeader(config.deadline_header)
         self._retry_statuses = config.retry_statuses

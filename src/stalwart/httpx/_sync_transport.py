@@ -100,6 +100,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
         monotonic = self._monotonic
         read = self._read
         timeout = self._timeout
+        adaptive = self._adaptive
+        key = None if adaptive is None else origin.timeout_key(self._operations, request)
         header = self._attempt_header
         ambient = current_deadline()
         propagate = None if ambient is None else self._deadline_header  # the time left travels downstream
@@ -116,13 +118,15 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
         permit = 0
         while True:
             attempt += 1
-            limit = timeout
+            limit = timeout if adaptive is None else adaptive.current_limit(key)
+            binding = False  # whether the ambient deadline, not the attempt's own timeout, is the limit
             if ambient is not None:
                 left = ambient.remaining()
                 if left <= 0.0:
                     raise expired(attempt)
                 if limit is None or left < limit:
                     limit = left
+                    binding = True
             if limit is not None:  # sync code cannot be pre-empted: httpx's timeouts carry the attempt's limit
                 clamp_timeouts(request, limit)
             if breaker is not None:
@@ -153,6 +157,13 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                 if bulkhead is not None:
                     bulkhead.release()
                 now = monotonic()
+                if (  # cut by httpx's timeouts, clamped to the limit: censored, it took at least the limit
+                    adaptive is not None
+                    and not binding
+                    and isinstance(exc, httpx.TimeoutException)
+                    and now - began >= cast("float", limit)
+                ):
+                    adaptive.record(cast("float", limit), key)
                 if isinstance(exc, NEVER_HANDLED):
                     if breaker is not None:
                         breaker.release(permit)
@@ -184,6 +195,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     header.unstamp(request, stamp)
                 if bulkhead is not None:
                     bulkhead.release()
+                if adaptive is not None:
+                    adaptive.record(monotonic() - began, key)
                 status = response.status_code
                 if breaker is not None:
                     if status in self._failure_statuses:

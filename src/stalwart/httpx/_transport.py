@@ -135,6 +135,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         monotonic = self._monotonic
         read = self._read
         timeout = self._timeout
+        adaptive = self._adaptive
+        key = None if adaptive is None else origin.timeout_key(self._operations, request)
         header = self._attempt_header
         ambient = current_deadline()
         propagate = None if ambient is None else self._deadline_header  # the time left travels downstream
@@ -153,7 +155,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         permit = 0
         while True:
             attempt += 1
-            limit = timeout
+            limit = timeout if adaptive is None else adaptive.current_limit(key)
             binding = False  # whether the ambient deadline, not the attempt's own timeout, is the limit
             if ambient is not None:
                 left = ambient.remaining()
@@ -211,6 +213,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     and isinstance(exc, asyncio.CancelledError)
                 ):
                     error = DeadlineExceeded(f"attempt timed out after {limit:.3f}s", timeout=limit)
+                    if adaptive is not None and not binding:
+                        adaptive.record(cast("float", limit), key)  # censored: it took at least its limit
                 if bulkhead is not None:
                     bulkhead.release()
                 now = monotonic()
@@ -253,6 +257,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     task.uncancel()  # the watchdog fired but the inner transport swallowed the cancellation
                 if bulkhead is not None:
                     bulkhead.release()
+                if adaptive is not None:
+                    adaptive.record(monotonic() - began, key)
                 status = response.status_code
                 if breaker is not None:
                     if status in self._failure_statuses:
