@@ -25,6 +25,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -262,8 +263,8 @@ def environment_text() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter chunks (about a minute)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 30, quick 9)")
-    parser.add_argument("--chunk", type=float, help="seconds per timed chunk (default 0.02, quick 0.01)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 25, quick 9)")
+    parser.add_argument("--chunk", type=float, help="seconds per timed chunk (default 0.015, quick 0.01)")
     parser.add_argument("--only", help="comma-separated groups to run (e.g. retry,breaker-closed,http)")
     parser.add_argument("--no-throughput", action="store_true", help="skip the loopback throughput benchmark")
     parser.add_argument("--requests", type=int, help="requests per throughput round (default 1000, quick 500)")
@@ -271,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", help="also write the report as Markdown to this path")
     args = parser.parse_args(argv)
 
-    rounds = args.rounds or (9 if args.quick else 30)
-    chunk = args.chunk or (0.01 if args.quick else 0.02)
+    rounds = args.rounds or (9 if args.quick else 25)
+    chunk = args.chunk or (0.01 if args.quick else 0.015)
     cases = all_cases()
     if args.only:
         wanted = set(args.only.split(",")) | {"bare"}
@@ -286,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     environment = environment_text()
     print(environment)
     print(f"method: median of {rounds} interleaved rounds, ≥{chunk * 1000:.0f} ms per timed chunk, gc enabled")
+    started = time.monotonic()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -298,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tables = table_rows(cases, results)
     print(render_text(tables))
+    timed = time.monotonic()
 
     tp = None
     if not args.no_throughput and (not args.only or "throughput" in args.only or "http" in args.only):
@@ -307,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.tp_rounds or (3 if args.quick else 7),
         )
         print(render_throughput(tp))
+    print(
+        f"\n(per-call tables {timed - started:.0f} s, loopback {time.monotonic() - timed:.0f} s)",
+        file=sys.stderr,
+    )
 
     outcomes = evaluate_targets(results, tp)
     if args.only:  # the targets of groups not run would all be SKIP
