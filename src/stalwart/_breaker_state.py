@@ -81,6 +81,7 @@ class BreakerMachine:
         "_judging_calls",
         "_next_ticket",
         "_random",
+        "_rejudge",
         "calls",
         "changes",
         "epoch",
@@ -111,6 +112,7 @@ class BreakerMachine:
         self.inflight = None if settings.slow_call_duration is None else InFlight(settings.slow_call_duration)
         self._judging_calls = settings.judging_calls
         self._next_ticket = -2  # tickets are negative; -1 is the "no epoch" marker of fast_epoch/quiet_epoch
+        self._rejudge = False  # an overdue call left the window's count with no outcome: judge at the next `now`
         self.state = _CLOSED
         self.epoch = 0
         self.fast_epoch = -1 if self.inflight is not None else 0
@@ -145,6 +147,7 @@ class BreakerMachine:
         self.epoch += 1
         self.state = to
         self.calls = self.failed = self.failures = self.slow = self.probes = 0
+        self._rejudge = False
         if self.inflight is not None:
             self.inflight.clear()
         window = self.window
@@ -200,7 +203,7 @@ class BreakerMachine:
             inflight = self.inflight
             if inflight is None:
                 return self.epoch
-            if inflight.promote(now) and state is _CLOSED and self._window_trips(now):
+            if (inflight.promote(now) or self._rejudge) and state is _CLOSED and self._window_trips(now):
                 return None
             ticket = self._next_ticket
             self._next_ticket = ticket - 1
@@ -274,10 +277,14 @@ class BreakerMachine:
             self._move(_OPEN, now, "probes_failed")
 
     def release(self, permit: Permit) -> None:
-        """A call ended without an outcome (cancelled, excluded exception): return its permit."""
+        """A call ended without an outcome (cancelled, excluded exception): return its permit.
+
+        A released call that was overdue leaves the rates' denominator, so they may rise: having no ``now``, the
+        machine judges them at the next :meth:`acquire` or :meth:`counts`.
+        """
         if permit < -1:
-            if self.inflight is not None:
-                self.inflight.finish(permit)
+            if self.inflight is not None and self.inflight.finish(permit) == 2 and self.state is _CLOSED:
+                self._rejudge = True
         elif permit == self.epoch and self.state is _HALF_OPEN and self.probes > 0:
             self.probes -= 1
 
@@ -344,6 +351,7 @@ class BreakerMachine:
         """CLOSED with a window: open if the window (with overdue calls counted as slow) exceeds a threshold."""
         window = self.window
         assert window is not None
+        self._rejudge = False
         window.advance(now)
         overdue = 0 if self.inflight is None else self.inflight.overdue
         calls = window.calls + overdue
@@ -386,7 +394,7 @@ class BreakerMachine:
         window = self.window
         if window is None or self.state is _HALF_OPEN or self.state is _DISABLED:
             return self.calls, self.failed, self.slow
-        if window.advance(now):  # outcomes left the window: judge now, as the next outcome would
+        if window.advance(now) or self._rejudge:  # outcomes left the window: judge now, as the next outcome would
             self.judge(now)
             return self.counts(now)
         overdue = 0 if self.inflight is None else self.inflight.overdue
