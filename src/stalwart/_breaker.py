@@ -10,6 +10,22 @@ Low-level permit API (docs/internals.md), for drivers that classify outcomes the
 transport: ``permit = breaker.acquire()`` (raises ``CircuitOpenError``), then exactly one of
 ``breaker.record_success(permit, duration)``, ``breaker.record_failure(permit, duration)`` or
 ``breaker.release(permit)`` (the call ended without an outcome: cancelled, excluded exception).
+
+A permit is always handed back, whatever raises between ``acquire`` and the outcome (resilience4j issue #2324, Polly
+issue #1979: a lost HALF_OPEN permit is a probe slot gone for the whole period, and the breaker stuck there):
+
+* each of ``record_success``, ``record_failure`` and ``release`` settles its permit before anything that may raise
+  runs (an event hook raising a ``BaseException``, which ``emit`` lets through); when the clock read it needs
+  fails, it hands the permit back without an outcome. Either way, once one of them was called the permit is
+  settled, even if it raises: do not hand it back a second time;
+* ``acquire`` hands the permit back itself when publishing the transition it made (OPEN → HALF_OPEN) raises;
+* ``call``, ``run`` and the decorator wrappers (``_breaker_wrap.py``) hand it back when the clock read for the
+  call's start fails, and when classifying the outcome raises (a clock read, or an ``on``/``exclude``/
+  ``on_result`` predicate raising): the call then has no outcome and that exception propagates, chained to the
+  call's own exception (``__context__``) when there is one.
+
+(A ``KeyboardInterrupt`` raised by a signal handler between two bytecodes of this code, rather than in the call or
+a hook, is the one case left: no pure-Python code can close that window.)
 """
 
 from __future__ import annotations
@@ -39,7 +55,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._events import CallRejected, CircuitCallRecorded, CircuitRateExceeded, CircuitStateChanged, emit
 from ._exceptions import CircuitOpenError, Rejected
 from ._policy import Policy, refuse_coroutine
-from ._types import NEVER_HANDLED, ExceptionPredicate, ExceptionSpec, compile_exception_spec
+from ._types import NEVER_HANDLED, ExceptionPredicate, ExceptionSpec, compile_exception_spec, is_never_handled
 from ._windows import TimeWindow, Window
 
 __all__ = ["CircuitBreaker", "CircuitBreakerConfig", "CircuitState", "CircuitStatistics", "Permit"]
@@ -51,6 +67,18 @@ logger = logging.getLogger("stalwart")
 
 _NOT_COUNTED: tuple[type[BaseException], ...] = (*NEVER_HANDLED, Rejected)
 """Outcomes that never count: cancellation, interpreter exit, and local rejections (an inner bulkhead, ...)."""
+
+
+def not_counted(exc: BaseException) -> bool:
+    """Whether ``exc`` is an outcome that never counts (:data:`_NOT_COUNTED`), also as an exception group: one
+    holding a cancellation or an interpreter exit (:func:`~stalwart._types.is_never_handled`), or made only of
+    local rejections."""
+    if isinstance(exc, _NOT_COUNTED):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return is_never_handled(exc) or exc.split(Rejected)[1] is None
+    return False
+
 
 _LOG_LEVELS = {
     CircuitState.OPEN: logging.ERROR,
@@ -91,8 +119,11 @@ class CircuitBreaker(Policy):
         on: exceptions that count as failures: a type, a tuple of types or a predicate (default ``Exception``).
             An exception that ``on`` does not match counts as a success (the dependency answered).
         exclude: exceptions that are neither success nor failure; their permit is returned (default none).
-            ``Rejected`` errors and cancellation are always excluded.
+            ``Rejected`` errors, cancellation and interpreter exit are always excluded, also inside an exception
+            group (a group holding one of the latter, or made only of ``Rejected`` errors).
         on_result: ``(result) -> bool``; true marks a returned value as a failure (e.g. an HTTP 503 response).
+            A predicate (``on``, ``exclude``, ``on_result``) that raises gives the call no outcome: its permit is
+            returned and the predicate's exception propagates, chained to the call's own exception.
         critical: the health endpoint answers 503 while this breaker is open (default ``False``).
         store: a :class:`~stalwart._breaker_link.CircuitStore` sharing the breaker's state with other processes
             (``stalwart.redis.RedisCircuitStore``), or ``None`` (default) to keep it in this process. With a store,
@@ -281,7 +312,12 @@ class CircuitBreaker(Policy):
             retry_after = core.retry_after(now) if permit is None else None
             changes = core.take_changes()
         if changes is not None:
-            self._publish(changes)
+            try:
+                self._publish(changes)
+            except BaseException:  # a hook raised (emit lets a BaseException through): the caller gets no permit
+                if permit is not None:
+                    self._give_back(permit)
+                raise
         if permit is None:
             if _events._installed:
                 emit(CallRejected(self.name, "circuit_open"))
@@ -298,28 +334,39 @@ class CircuitBreaker(Policy):
 
     def release(self, permit: Permit) -> None:
         """The call made under ``permit`` ended without an outcome (cancelled, excluded): return the permit."""
+        self._give_back(permit)
+        if _events._installed:
+            emit(CircuitCallRecorded(self.name, "ignored", None))
+
+    def _give_back(self, permit: Permit) -> None:
+        """Return ``permit`` with no outcome and no event (nothing here raises)."""
         core = self._core
         if permit != core.fast_epoch:  # nothing is held for a permit granted without bookkeeping
             with self._lock:
                 core.release(permit)
-        if _events._installed:
-            emit(CircuitCallRecorded(self.name, "ignored", None))
 
     def is_failure(self, exc: BaseException) -> bool:
-        """Whether ``exc`` counts as a failure under the ``on``/``exclude`` rules (never for cancellation or
-        ``Rejected``)."""
+        """Whether ``exc`` counts as a failure under the ``on``/``exclude`` rules (never for cancellation,
+        interpreter exit or ``Rejected``, also inside an exception group)."""
+        if not_counted(exc):
+            return False
         exclude = self._exclude
         return self._on(exc) and not (exclude is not None and exclude(exc))
 
     # --- outcomes ------------------------------------------------------------------------------------------------
-    # ``duration`` is ``None`` when the call was not timed (no hook installed, slow calls not tracked).
+    # ``duration`` is ``None`` when the call was not timed (no hook installed, slow calls not tracked). Each of these
+    # settles its permit (outcome recorded, or handed back when the clock fails) before anything that may raise.
 
     def _success(self, permit: Permit, duration: float | None) -> None:
         core = self._core
         if permit == core.quiet_epoch:
             core.calls += 1
         else:
-            now = self._monotonic()
+            try:
+                now = self._monotonic()
+            except BaseException:
+                self._give_back(permit)
+                raise
             with self._lock:
                 if permit == core.window_epoch and not self._timed:
                     core.window_success(permit, now)
@@ -333,7 +380,11 @@ class CircuitBreaker(Policy):
 
     def _failure(self, permit: Permit, duration: float | None) -> None:
         core = self._core
-        now = self._monotonic()
+        try:
+            now = self._monotonic()
+        except BaseException:
+            self._give_back(permit)
+            raise
         with self._lock:
             core.failure(permit, now, 0.0 if duration is None else duration)
             changes = core.take_changes()
@@ -343,28 +394,37 @@ class CircuitBreaker(Policy):
             emit(CircuitCallRecorded(self.name, "failure", duration))
 
     def _record_exception(self, permit: Permit, exc: BaseException, start: float | None) -> None:
-        duration = None if start is None else self._monotonic() - start
-        exclude = self._exclude
-        if isinstance(exc, _NOT_COUNTED) or (exclude is not None and exclude(exc)):
+        """Settle ``permit`` for a call that raised ``exc`` (called inside the caller's ``except`` block)."""
+        try:
+            duration = None if start is None else self._monotonic() - start
+            if not_counted(exc):
+                failed: bool | None = None
+            else:
+                exclude = self._exclude
+                failed = None if exclude is not None and exclude(exc) else self._on(exc)
+        except BaseException:  # the clock or a predicate raised: no outcome; its exception has `exc` as context
             self.release(permit)
-        elif self._on(exc):
+            raise
+        if failed is None:
+            self.release(permit)
+        elif failed:
             self._failure(permit, duration)
         else:
             self._success(permit, duration)
 
     def _record_result(self, permit: Permit, result: object, start: float | None) -> None:
-        duration = None if start is None else self._monotonic() - start
+        """Settle ``permit`` for a call that returned ``result``."""
         on_result = self._on_result
-        if on_result is not None:
-            try:
-                failed = on_result(result)
-            except BaseException:
-                self.release(permit)
-                raise
-            if failed:
-                self._failure(permit, duration)
-                return
-        self._success(permit, duration)
+        try:
+            duration = None if start is None else self._monotonic() - start
+            failed = on_result is not None and bool(on_result(result))
+        except BaseException:  # the clock or the predicate raised: no outcome
+            self.release(permit)
+            raise
+        if failed:
+            self._failure(permit, duration)
+        else:
+            self._success(permit, duration)
 
     # --- policy entry points -------------------------------------------------------------------------------------
     # The hot paths below are repeated in ``_breaker_wrap.decorate``; keep them in step.
@@ -380,7 +440,11 @@ class CircuitBreaker(Policy):
         permit = core.fast_epoch
         if permit < 0:
             permit = self._acquire_slow()
-        start = self._monotonic() if self._timed or _events._installed else None
+        try:
+            start = self._monotonic() if self._timed or _events._installed else None
+        except BaseException:
+            self._give_back(permit)
+            raise
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -409,7 +473,11 @@ class CircuitBreaker(Policy):
         permit = core.fast_epoch
         if permit < 0:
             permit = self._acquire_slow()
-        start = self._monotonic() if self._timed or _events._installed else None
+        try:
+            start = self._monotonic() if self._timed or _events._installed else None
+        except BaseException:
+            self._give_back(permit)
+            raise
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:

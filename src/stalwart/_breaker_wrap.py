@@ -3,7 +3,9 @@
 ``CircuitBreaker.__call__`` delegates here. The wrappers behave exactly as ``CircuitBreaker.call``/``run`` (same
 permits, same classification, same events); they only save the calls a generic wrapper would make on the common
 paths: a CLOSED permit (one attribute read), a success of the consecutive model (one read and one increment), and
-a success of a rate model (one lock and one window update).
+a success of a rate model (one lock and one window update). They hand a permit back on the same paths as
+``call``/``run`` too: when the clock read for the call's start fails, and (through ``_record_exception`` and
+``_record_result``) when classifying the outcome raises.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def decorate(breaker: CircuitBreaker, fn: Callable[P, Any]) -> Callable[P, Any]:
     lock_release = breaker._lock.release
     drain = breaker._drain
     release = breaker.release
+    give_back = breaker._give_back
     window_now = breaker._window_now
     add_success = core.window.add_success if core.window is not None else _no_window
 
@@ -57,7 +60,11 @@ def decorate(breaker: CircuitBreaker, fn: Callable[P, Any]) -> Callable[P, Any]:
             permit = core.fast_epoch
             if permit < 0:
                 permit = acquire_slow()
-            start = monotonic() if timed or _events._installed else None
+            try:
+                start = monotonic() if timed or _events._installed else None
+            except BaseException:
+                give_back(permit)
+                raise
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
@@ -90,7 +97,11 @@ def decorate(breaker: CircuitBreaker, fn: Callable[P, Any]) -> Callable[P, Any]:
         permit = core.fast_epoch
         if permit < 0:
             permit = acquire_slow()
-        start = monotonic() if timed or _events._installed else None
+        try:
+            start = monotonic() if timed or _events._installed else None
+        except BaseException:
+            give_back(permit)
+            raise
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
