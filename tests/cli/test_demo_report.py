@@ -9,8 +9,8 @@ from rich.console import Console
 from stalwart.cli.demo._report import DemoProgress, render_report
 from stalwart.cli.demo._summary import BudgetEffect, DemoResult, SideSummary, Transition
 
-PLAIN = SideSummary(2000, 1582, 0, 418, 12.2, 2540.4, 3075.8, 0, 200)
-RESILIENT = SideSummary(2000, 1348, 652, 0, 8.1, 112.0, 365.1, 237, 20)
+PLAIN = SideSummary(2000, 1582, 0, 418, 12.2, 2540.4, 3075.8, 0, 200, 1255)
+RESILIENT = SideSummary(2000, 1348, 652, 0, 8.1, 112.0, 365.1, 237, 20, 2000)
 
 
 def _render(result: DemoResult) -> str:
@@ -43,6 +43,7 @@ def test_comparison_table_rows() -> None:
     assert "httpx + stalwart" in text
     expected = {
         "succeeded": ("1582", "1348"),
+        "answered within 1 s": ("1255", "2000"),
         "served by fallback": ("0", "652"),
         "failed": ("418", "0"),
         "answered (succeeded + fallback)": ("79.1%", "100.0%"),
@@ -55,7 +56,16 @@ def test_comparison_table_rows() -> None:
     }
     for label, (plain, resilient) in expected.items():
         assert _rows(text, label) == [[label, plain, resilient]]
+    labels = [line.split("│")[1].strip() for line in text.splitlines() if line.count("│") == 4]
+    assert labels.index("answered within 1 s") == labels.index("succeeded") + 1
+    assert "answered within 1 s: succeeded or served by the fallback" in text
+    assert "bulkhead" not in text  # no wait limit given: none stated
     assert "breaker state changes (stalwart side): none" in text
+
+
+def test_the_footer_states_the_bulkhead_wait_limit() -> None:
+    text = _render(DemoResult(plain=PLAIN, resilient=RESILIENT, transitions=(), bulkhead_wait=0.1))
+    assert "bulkhead lets a request wait at most 0.1 s for a slot" in " ".join(text.split())
 
 
 def test_schedule_transitions_and_settings() -> None:

@@ -24,6 +24,7 @@ SIDE_KEYS = {
     "p99_ms",
     "retries",
     "upstream_calls_during_outage",
+    "answered_within_1s",
 }
 
 
@@ -46,6 +47,7 @@ def test_json_numbers_are_consistent() -> None:
         assert set(side) == SIDE_KEYS
         assert side["requests"] == 300
         assert side["succeeded"] + side["fallback"] + side["failed"] == side["requests"]
+        assert 0 <= side["answered_within_1s"] <= side["succeeded"] + side["fallback"]
         assert 0 <= side["p50_ms"] <= side["p95_ms"] <= side["p99_ms"]
         assert side["upstream_calls_during_outage"] > 0
     # The plain side has neither retries nor a fallback; the resilient side retried and fell back.
@@ -56,6 +58,7 @@ def test_json_numbers_are_consistent() -> None:
     assert resilient["fallback"] > 0
     # The resilient side answers more requests and spares the upstream during the outage.
     assert resilient["succeeded"] + resilient["fallback"] > plain["succeeded"] + plain["fallback"]
+    assert resilient["answered_within_1s"] > plain["answered_within_1s"]
     assert resilient["upstream_calls_during_outage"] < plain["upstream_calls_during_outage"]
     transitions = document["breaker_transitions"]
     assert {"from": "closed", "to": "open"} in [{"from": t["from"], "to": t["to"]} for t in transitions]

@@ -29,6 +29,7 @@ SIDE_KEYS = [
     "p99_ms",
     "retries",
     "upstream_calls_during_outage",
+    "answered_within_1s",  # after the pinned keys
 ]
 
 
@@ -88,8 +89,24 @@ def test_summarize_counts_and_percentiles_in_ms() -> None:
         p99_ms=1000.0,
         retries=7,
         upstream_calls_during_outage=12,
+        answered_within_1s=98,  # the successes and the fallback; a failure never counts, however fast
     )
     assert summary.answered == 98
+
+
+@pytest.mark.parametrize(
+    ("kind", "latency", "counted"),
+    [
+        ("ok", 1.0, True),
+        ("ok", 1.0001, False),
+        ("fallback", 0.0, True),
+        ("fallback", 3.0, False),
+        ("failed", 0.1, False),
+    ],
+)
+def test_answered_within_1s(kind: str, latency: float, counted: bool) -> None:
+    summary = summarize([Outcome(kind, latency)], retries=0, upstream_calls_during_outage=0)  # type: ignore[arg-type]
+    assert summary.answered_within_1s == int(counted)
 
 
 def test_summarize_nothing() -> None:

@@ -28,6 +28,7 @@ from ._clients import CountingTransport, demo_config, plain_client, resilient_cl
 from ._schedule import FaultSchedule, describe
 from ._server import bind_loopback, serving, url_of
 from ._summary import (
+    ANSWER_WITHIN,
     BudgetEffect,
     DemoResult,
     Kind,
@@ -46,7 +47,7 @@ __all__ = ["BudgetWatch", "DemoSettings", "TransitionRecorder", "run_outage"]
 DEFAULT_SEED = 2015
 """The fixed default seed (any integer works; the same seed gives the same fates)."""
 
-SLOW = 1.0
+SLOW = ANSWER_WITHIN
 """Seconds beyond which the report counts a request as slow (a user would likely have given up)."""
 
 
@@ -170,7 +171,11 @@ def _settings_lines(config: ResilienceConfig) -> tuple[tuple[str, str], ...]:
         ),
         ("breaker opens after", f"{config.failure_threshold} consecutive failures"),
         ("reset_timeout", f"{config.reset_timeout:g} s"),
-        ("bulkhead", f"{config.max_concurrent} in flight, queue {config.max_queue}"),
+        (
+            "bulkhead",
+            f"{config.max_concurrent} in flight, queue {config.max_queue}, "
+            f"a wait of at most {config.queue_timeout:g} s",
+        ),
         ("retry budget", "the default: retries at most 20 % of the last 10 s of calls + 10 per second"),
         ("fallback", "a default answer"),
     )
@@ -329,4 +334,5 @@ def run_outage(
         retries=dict(resilient.upstream.retries),
         refused=dict(watch.refused),
         budget=budget,
+        bulkhead_wait=config.queue_timeout if config.use_bulkhead else None,
     )

@@ -6,10 +6,10 @@ Per side (``plain`` and ``resilient``) the demo reports a :class:`SideSummary`; 
     {"plain": {...}, "resilient": {...}, "breaker_transitions": [{"at_s": 4.02, "from": "closed", "to": "open"}],
      "retry_budget": {...}}
 
-Each side has exactly the keys ``requests``, ``succeeded``, ``fallback``, ``failed``, ``p50_ms``, ``p95_ms``,
-``p99_ms``, ``retries`` and ``upstream_calls_during_outage``. ``retry_budget`` (present when the run measured it) is
-:meth:`BudgetEffect.as_dict`: the resilient side's load during the outage against the load without retries, and
-what the retry budget granted and refused.
+Each side has the keys ``requests``, ``succeeded``, ``fallback``, ``failed``, ``p50_ms``, ``p95_ms``, ``p99_ms``,
+``retries`` and ``upstream_calls_during_outage`` (pinned by issue 2), then ``answered_within_1s``. ``retry_budget``
+(present when the run measured it) is :meth:`BudgetEffect.as_dict`: the resilient side's load during the outage
+against the load without retries, and what the retry budget granted and refused.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 __all__ = [
+    "ANSWER_WITHIN",
     "BUDGET_LIMIT",
     "BudgetEffect",
     "DemoResult",
@@ -33,6 +34,10 @@ __all__ = [
     "retries_from_attempts",
     "summarize",
 ]
+
+ANSWER_WITHIN = 1.0
+"""Seconds within which an answer counts as timely (``answered_within_1s``): a user would likely have given up on
+a slower one, and a success that took seconds is no better than a fast fallback."""
 
 Kind: TypeAlias = Literal["ok", "fallback", "failed"]
 """How a request ended: answered by the upstream (2xx), answered by the fallback, or failed."""
@@ -63,6 +68,8 @@ class SideSummary:
         p50_ms, p95_ms, p99_ms: latency percentiles over all requests, milliseconds (nearest rank).
         retries: attempts sent beyond the first, summed over requests.
         upstream_calls_during_outage: calls the upstream received while in its outage phase.
+        answered_within_1s: requests answered (succeeded or fallback) at most :data:`ANSWER_WITHIN` seconds after
+            they were due.
     """
 
     requests: int
@@ -74,9 +81,10 @@ class SideSummary:
     p99_ms: float
     retries: int
     upstream_calls_during_outage: int
+    answered_within_1s: int = 0
 
     def as_dict(self) -> dict[str, int | float]:
-        """The JSON shape (keys in the documented order)."""
+        """The JSON shape (keys in the documented order: the pinned ones, then ``answered_within_1s``)."""
         return {
             "requests": self.requests,
             "succeeded": self.succeeded,
@@ -87,6 +95,7 @@ class SideSummary:
             "p99_ms": self.p99_ms,
             "retries": self.retries,
             "upstream_calls_during_outage": self.upstream_calls_during_outage,
+            "answered_within_1s": self.answered_within_1s,
         }
 
     @property
@@ -205,9 +214,12 @@ def summarize(outcomes: Iterable[Outcome], *, retries: int, upstream_calls_durin
     """
     counts = {"ok": 0, "fallback": 0, "failed": 0}
     latencies = []
+    timely = 0
     for outcome in outcomes:
         counts[outcome.kind] += 1
         latencies.append(outcome.latency)
+        if outcome.kind != "failed" and outcome.latency <= ANSWER_WITHIN:
+            timely += 1
     latencies.sort()
 
     def ms(percent: float) -> float:
@@ -223,6 +235,7 @@ def summarize(outcomes: Iterable[Outcome], *, retries: int, upstream_calls_durin
         p99_ms=ms(99),
         retries=retries,
         upstream_calls_during_outage=upstream_calls_during_outage,
+        answered_within_1s=timely,
     )
 
 
@@ -258,6 +271,8 @@ class DemoResult:
         retries: per phase name, the retries the resilient side's upstream received.
         refused: per phase name, the retries the resilient side's budget refused.
         budget: the retry budget's effect (``None`` when not measured).
+        bulkhead_wait: the longest a request of the stalwart side waits for a bulkhead slot before the fallback
+            answers it, seconds (``None``: not shown), stated under the comparison table.
     """
 
     plain: SideSummary
@@ -270,6 +285,7 @@ class DemoResult:
     retries: Mapping[str, int] = field(default_factory=dict)
     refused: Mapping[str, int] = field(default_factory=dict)
     budget: BudgetEffect | None = None
+    bulkhead_wait: float | None = None
 
     def document(self) -> dict[str, Any]:
         """The object ``stalwart demo --json`` prints (see :func:`demo_document`)."""
