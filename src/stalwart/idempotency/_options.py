@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +14,13 @@ from stalwart._config import check_int, to_seconds, to_seconds_or_none
 from ._fingerprint import FingerprintSpec
 from ._keys import is_uuid4
 
-__all__ = ["DEFAULT_DENIED_REPLAY_HEADERS", "DEFAULT_RELEASE_STATUSES", "IdempotencyConfig", "override_config"]
+__all__ = [
+    "DEFAULT_DENIED_REPLAY_HEADERS",
+    "DEFAULT_RELEASE_STATUSES",
+    "IdempotencyConfig",
+    "check_overrides",
+    "override_config",
+]
 
 logger = logging.getLogger("stalwart")
 
@@ -189,3 +195,30 @@ def override_config(base: IdempotencyConfig, overrides: dict[str, Any]) -> Idemp
         if base.heartbeat_every == base.lease_ttl / 3:  # the default, derived from the base lease
             overrides = {**overrides, "heartbeat_every": None}
     return replace(base, **overrides)
+
+
+def check_overrides(overrides: dict[str, Any]) -> None:
+    """Validate a route's overrides when :func:`~stalwart.idempotency.idempotent` is applied, not at its first request.
+
+    Every name must be a field of :class:`IdempotencyConfig` (or ``enabled``, a bool) and every value one that some
+    configuration accepts; checks that depend on the app-wide settings (``heartbeat_every`` against the lease,
+    ``min_key_length`` against ``max_key_length``) are left to :func:`override_config` when the route is first used.
+
+    Raises:
+        TypeError: an unknown name, a non-bool ``enabled``, or a value of the wrong type.
+        ValueError: a value no configuration accepts, named by its parameter.
+    """
+    known = {f.name for f in fields(IdempotencyConfig) if f.init}
+    for name in overrides:
+        if name != "enabled" and name not in known:
+            raise TypeError(f"idempotent() got an unknown setting {name!r}; see IdempotencyConfig")
+    if not isinstance(overrides.get("enabled", True), bool):
+        raise TypeError(f"enabled must be True or False, got {overrides['enabled']!r}")
+    probe = {k: v for k, v in overrides.items() if k != "enabled"}
+    if "lease_ttl" not in probe:  # any heartbeat is below some lease: the app-wide one decides later
+        probe["lease_ttl"] = 1e12
+    if "max_key_length" not in probe and isinstance(probe.get("min_key_length"), int):
+        probe["max_key_length"] = max(255, probe["min_key_length"])
+    if "retention" not in probe:
+        probe["retention"] = 86_400.0
+    IdempotencyConfig(**probe)

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from ._keys import derived_key
+from ._options import check_overrides
 
 __all__ = ["ROUTE_CONFIG_ATTRIBUTE", "IdempotencyState", "current_idempotency", "idempotent"]
 
@@ -93,8 +94,13 @@ def idempotent(**overrides: Any) -> Callable[[F], F]:
     arguments override fields of the middleware's :class:`~stalwart.idempotency.IdempotencyConfig` for this route;
     ``idempotent(enabled=False)`` turns idempotency off for it. The wrapper keeps the signature (FastAPI follows
     ``__wrapped__``) and stays a coroutine function when the endpoint is one.
+
+    Raises:
+        TypeError: a name that is not an :class:`~stalwart.idempotency.IdempotencyConfig` field (or ``enabled``).
+        ValueError: a value no configuration accepts (checked here, not at the route's first request).
     """
     overrides = dict(overrides)
+    check_overrides(overrides)
 
     def decorate(fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
