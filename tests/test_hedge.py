@@ -17,6 +17,7 @@ from stalwart import (
     CircuitOpenError,
     Event,
     Hedge,
+    HedgeStarted,
     Pipeline,
     RetryBudget,
     RetryBudgetExhausted,
@@ -229,6 +230,28 @@ async def test_a_long_delay_on_the_system_clock_leaves_no_timer(backend: Backend
     backend.answer(1, "a")
     assert await task == "a"
     assert not [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+
+
+async def test_each_hedge_emits_hedge_started_with_its_reason(
+    clock: ManualClock, backend: Backend, events: list[Event]
+) -> None:
+    task = await start(Hedge(1.0, 2, on=Transient, name="reads", clock=clock), backend)
+    await clock.advance(1.0)  # the delay passed: attempt 2
+    backend.fail(2, Transient("busy"))  # handled: attempt 3 at once
+    await settle()
+    backend.answer(1, "primary")
+    assert await task == "primary"
+    started = [event for event in events if isinstance(event, HedgeStarted)]
+    assert started == [HedgeStarted("reads", 2, 1.0, "delay"), HedgeStarted("reads", 3, 1.0, "failure")]
+
+
+async def test_an_unhedged_call_emits_no_hedge_started(
+    clock: ManualClock, backend: Backend, events: list[Event]
+) -> None:
+    task = await start(Hedge(1.0, clock=clock), backend)
+    backend.answer(1, "first")
+    assert await task == "first"
+    assert not any(isinstance(event, HedgeStarted) for event in events)
 
 
 # ------------------------------------------------------------------ outcomes: answers and handled failures

@@ -15,6 +15,7 @@ event                 emitted when
 RetryScheduled        a retry will happen after ``delay`` seconds
 RetryGaveUp           a retrying call stops and lets its last outcome through
 RetryBudgetExhausted  a retry was suppressed because the retry budget was spent
+HedgeStarted          a hedged call started another attempt (a hedge)
 CircuitStateChanged   a circuit breaker changed state (with the reason)
 CircuitCallRecorded   a circuit breaker recorded a call's outcome (``success``, ``failure``, ``ignored``)
 CircuitRateExceeded   a breaker's failure rate or slow-call rate reached its threshold (it opens)
@@ -39,6 +40,7 @@ __all__ = [
     "CircuitStateChanged",
     "DeadlineExpired",
     "Event",
+    "HedgeStarted",
     "Hook",
     "IdempotentReplay",
     "LoggingHook",
@@ -106,6 +108,24 @@ class RetryBudgetExhausted:
 
     name: str
     attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeStarted:
+    """A hedged call started another attempt (a hedge) alongside or after the earlier ones.
+
+    Attributes:
+        name: the ``Hedge``'s name, or the origin's registry name for a hedge of the httpx transport.
+        attempt: the attempt started (2 for the first hedge).
+        elapsed: seconds since the call's first attempt started.
+        reason: ``"delay"`` (the delay passed without an answer) or ``"failure"`` (an attempt ended with a handled
+            outcome and is replaced at once; ``Hedge`` only).
+    """
+
+    name: str
+    attempt: int
+    elapsed: float
+    reason: Literal["delay", "failure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +224,7 @@ Event: TypeAlias = (
     RetryScheduled
     | RetryGaveUp
     | RetryBudgetExhausted
+    | HedgeStarted
     | CircuitStateChanged
     | CircuitCallRecorded
     | CircuitRateExceeded

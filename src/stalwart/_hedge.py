@@ -21,6 +21,8 @@ models for the rules below.
   cancel the others: the primary may still answer.
 * Hedges draw from the retry budget: each extra attempt needs ``budget.try_acquire_retry()``; a refusal emits
   ``RetryBudgetExhausted`` and ends the hedging of this call (the attempts running continue).
+* Each attempt after the first emits :class:`~stalwart.HedgeStarted` (``reason`` ``"delay"`` or ``"failure"``) when
+  a hook is installed.
 * Cancelling the caller cancels every attempt; the call returns only after they have all ended, so no task
   outlives it.
 

@@ -10,10 +10,10 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._deadline import current_deadline
-from ._events import RetryBudgetExhausted, RetryGaveUp, emit, hooks_installed
+from ._events import HedgeStarted, RetryBudgetExhausted, RetryGaveUp, emit, hooks_installed
 from ._exceptions import Rejected
 from ._retry_policy import GiveUpReason, add_give_up_note, give_up_note
 from ._retry_testing import current_mode
@@ -141,10 +141,14 @@ class Race:
             timer.cancel()
 
     # ------------------------------------------------------------------ starting attempts
-    def _launch(self) -> None:
+    def _launch(self, reason: Literal["delay", "failure"] | None = None) -> None:
+        """Start the next attempt; ``reason`` (``None`` for the first) is why a hedge starts."""
         self.launched += 1
         task = asyncio.ensure_future(self.fn(*self.args, **self.kwargs), loop=self.loop)
-        self.attempts.append(_Attempt(self, task, self.launched, self.hedge._clock.monotonic()))
+        now = self.hedge._clock.monotonic()
+        self.attempts.append(_Attempt(self, task, self.launched, now))
+        if reason is not None and hooks_installed():
+            emit(HedgeStarted(self.hedge._name, self.launched, now - self.start, reason))
         self._arm()
 
     def _may_start(self) -> bool:
@@ -205,7 +209,7 @@ class Race:
             if self.due:
                 self.due = False
                 if self._may_start():
-                    self._launch()
+                    self._launch("delay")
 
     async def _judge(self, attempt: _Attempt) -> tuple[bool, Any]:
         """Classify a finished attempt: ``(True, result)`` for the winner, ``(False, None)`` for a handled outcome.
@@ -250,7 +254,7 @@ class Race:
         else:
             raise exc  # the answer: it ends the call
         if self._may_start():  # a handled outcome: the next attempt starts at once
-            self._launch()
+            self._launch("failure")
         return False, None
 
     def _give_up(self) -> Any:

@@ -15,6 +15,7 @@ from stalwart import (
     CircuitOpenError,
     DeadlineExceeded,
     Hedge,
+    HedgeStarted,
     RetryBudget,
     RetryBudgetExhausted,
     add_hook,
@@ -111,6 +112,19 @@ async def test_the_hedge_wins_when_the_primary_hangs_and_the_primary_is_cancelle
     assert side.plan.cancelled == [1]  # cancelled and awaited before the call returned
     assert side.clock.sleeps == [0.1]  # the hedge delay, on the transport's clock
     side.assert_nothing_held()
+
+
+async def test_each_hedge_sent_emits_hedge_started() -> None:
+    events: list[Any] = []
+    add_hook(events.append)
+    try:
+        side = Side(Plan({1: HANG, 2: HANG}), hedge=Hedge(0.1, max_hedged=2))
+        response = await side.get()
+    finally:
+        remove_hook(events.append)
+    assert response.text == "attempt 3"
+    started = [event for event in events if isinstance(event, HedgeStarted)]
+    assert started == [HedgeStarted(ORIGIN, 2, 0.1, "delay"), HedgeStarted(ORIGIN, 3, 0.2, "delay")]
 
 
 async def test_a_fast_primary_sends_no_hedge() -> None:

@@ -6,8 +6,9 @@ body read ahead is sent like this when ``ResilienceConfig.hedge`` is set:
 * **The first try is a race.** The primary attempt starts at once; while no attempt has given a final answer,
   another starts every ``hedge.delay`` seconds, up to ``hedge.max_hedged`` extra attempts. Each extra attempt needs
   ``budget.try_acquire_retry()`` from the origin's retry budget (a refusal emits ``RetryBudgetExhausted`` and ends
-  the hedging); none starts once the ambient deadline is closer than the delay, or after an attempt was rejected
-  locally (open circuit, full bulkhead).
+  the hedging), and emits ``HedgeStarted(origin name, attempt, elapsed, "delay")`` when it starts; none starts
+  once the ambient deadline is closer than the delay, or after an attempt was rejected locally (open circuit, full
+  bulkhead).
 * **The first final answer wins**: a response that is not retryable (a success, a 4xx), or an exception that is not
   a transient error. The attempts still running are cancelled and awaited, and their responses closed; nothing
   outlives the call. A retryable outcome (a retryable status, a response ``on_result`` rejects, a transient error,
@@ -36,7 +37,7 @@ from stalwart._breaker import CircuitState
 from stalwart._bulkhead import Bulkhead
 from stalwart._clock import SystemClock
 from stalwart._deadline import Deadline, ambient_enforced
-from stalwart._events import RetryBudgetExhausted, emit, hooks_installed
+from stalwart._events import HedgeStarted, RetryBudgetExhausted, emit, hooks_installed
 from stalwart._exceptions import DeadlineExceeded, Rejected
 from stalwart._retry_testing import current_mode
 from stalwart._types import NEVER_HANDLED
@@ -224,13 +225,17 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
     due = 0.0  # loop time the next hedge is due (loop_timer)
     hedging = True
     last: httpx.Response | BaseException | None = None
+    first = clock.monotonic()  # when the primary starts
 
     def launch() -> None:
         nonlocal timer, due, hedging
         copy, number, limit, binding = call.prepare()
         task = loop.create_task(call.attempt(copy, limit, binding))
         task.add_done_callback(finished.append)  # before asyncio.wait's own callback: in the list once it wakes us
-        running[task] = (number, clock.monotonic())
+        started = clock.monotonic()
+        running[task] = (number, started)
+        if number > 1 and hooks_installed():
+            emit(HedgeStarted(call.origin.name, number, started - first, "delay"))
         if call.number > hedge.max_hedged:
             hedging = False  # every hedge allowed has started
             return
