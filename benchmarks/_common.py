@@ -24,6 +24,7 @@ BARE_ASYNC = "bare call (async)"
 # Where each stalwart name lives if it is not yet re-exported from the package (docs/internals.md, DESIGN.md §3).
 _HOMES = {
     "Retry": "stalwart._retry",
+    "RetryBudget": "stalwart._budget",
     "Backoff": "stalwart._backoff",
     "Jitter": "stalwart._backoff",
     "CircuitBreaker": "stalwart._breaker",

@@ -297,6 +297,59 @@ async def _purgatory_open_async(rejection: type[BaseException]) -> Any:
     return await _open_async(wrapped, rejection)
 
 
+# --- a fresh exception per rejection -------------------------------------------------------------------------------
+
+
+def _tb_depth(exc: BaseException) -> int:
+    depth, tb = 0, exc.__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    return depth
+
+
+def fresh_rejections(mode: str, calls: int = 5) -> tuple[bool, str]:
+    """Reject ``calls`` calls through an open stalwart breaker; whether each raised its own exception object.
+
+    Also checks that the traceback does not grow from one rejection to the next (purgatory's shared instance grows
+    by a few frames per rejection). Not timed; the detail says what was seen.
+    """
+    error = stalwart_name("CircuitOpenError")
+    seen: list[BaseException] = []
+    if mode == "sync":
+        wrapped = _stalwart_open(_fail)
+        _open_sync(wrapped, error)  # trips the breaker
+        for _ in range(calls):
+            try:
+                wrapped()
+            except error as exc:
+                seen.append(exc)
+    else:
+        import asyncio  # noqa: PLC0415
+
+        async def run() -> None:
+            wrapped = _stalwart_open(_afail)
+            await _open_async(wrapped, error)
+            for _ in range(calls):
+                try:
+                    await wrapped()
+                except error as exc:
+                    seen.append(exc)
+
+        loop = asyncio.new_event_loop()  # its own loop: the global event loop is left alone
+        try:
+            loop.run_until_complete(run())
+        finally:
+            loop.close()
+    distinct = len({id(e) for e in seen}) == len(seen) == calls
+    depths = [_tb_depth(e) for e in seen]
+    steady = len(set(depths)) == 1
+    detail = (
+        f"{len({id(e) for e in seen})} distinct exception objects for {calls} rejections; "
+        f"traceback frames per rejection: {' '.join(map(str, depths))}"
+    )
+    return distinct and steady, detail
+
+
 def cases() -> list[Case]:
     """Every row of this module."""
     return _closed_cases() + _open_cases()

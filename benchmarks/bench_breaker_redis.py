@@ -15,7 +15,8 @@ available". Keys use a prefix unique to the run and are deleted at exit.
 Target (issue 3): the Redis-backed breaker in CLOSED within ``REDIS_VS_LOCAL`` (3x) of the local breaker's per-call
 cost, per model and mode (:data:`TARGET_PAIRS`; ratios are medians of per-round ratios).
 
-Run alone (until ``run.py`` includes this module): ``.venv/bin/python benchmarks/bench_breaker_redis.py [--quick]``.
+``run.py`` includes these rows and this target (``targets.py``); to run them alone:
+``.venv/bin/python benchmarks/bench_breaker_redis.py [--quick]``.
 """
 
 from __future__ import annotations

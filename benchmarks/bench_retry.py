@@ -8,6 +8,12 @@ A second table, the failure path: every attempt fails, 3 attempts, zero delay be
 zero backoff, tenacity with its default ``wait_none``, stamina with ``wait_initial=wait_max=wait_jitter=0`` and its
 instrumentation hooks off, as stalwart's are when no hook is installed). Each call ends in the last exception,
 caught by the row.
+
+A third table, the retry budget's bookkeeping on the success path (issue 4): stalwart ``Retry(on=Exception)``
+without a budget, with a token-bucket ``RetryBudget()`` (gRPC retry throttling, default settings) and with a ratio
+budget ``RetryBudget.ratio()`` (Finagle style, default settings), every call succeeding at once, so each call pays
+the budget's ``record_success`` and nothing else. The rows run back to back in one group so their per-round ratios
+pair closely timed chunks.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from hyx.retry import retry as hyx_retry
 
 GROUP = "retry"
 FAIL_GROUP = "retry-failure"
+BUDGET_GROUP = "retry-budget"
 
 STALWART_SYNC = "stalwart Retry (sync)"
 STALWART_ASYNC = "stalwart Retry (async)"
@@ -34,6 +41,20 @@ FAIL_STALWART_SYNC = "stalwart Retry, 3 failing attempts (sync)"
 FAIL_STALWART_ASYNC = "stalwart Retry, 3 failing attempts (async)"
 FAIL_PEERS_SYNC = ("tenacity, 3 failing attempts (sync)", "stamina, 3 failing attempts (sync)")
 FAIL_PEERS_ASYNC = ("tenacity, 3 failing attempts (async)", "stamina, 3 failing attempts (async)")
+
+NO_BUDGET_SYNC = "stalwart Retry, no budget (sync)"
+TOKEN_BUDGET_SYNC = "stalwart Retry + RetryBudget() (sync)"
+RATIO_BUDGET_SYNC = "stalwart Retry + RetryBudget.ratio() (sync)"
+NO_BUDGET_ASYNC = "stalwart Retry, no budget (async)"
+TOKEN_BUDGET_ASYNC = "stalwart Retry + RetryBudget() (async)"
+RATIO_BUDGET_ASYNC = "stalwart Retry + RetryBudget.ratio() (async)"
+BUDGET_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("RetryBudget(), sync", TOKEN_BUDGET_SYNC, NO_BUDGET_SYNC),
+    ("RetryBudget.ratio(), sync", RATIO_BUDGET_SYNC, NO_BUDGET_SYNC),
+    ("RetryBudget(), async", TOKEN_BUDGET_ASYNC, NO_BUDGET_ASYNC),
+    ("RetryBudget.ratio(), async", RATIO_BUDGET_ASYNC, NO_BUDGET_ASYNC),
+)
+"""``(label, Retry with a budget, the same Retry without one)``: the budget's share of the success-path overhead."""
 
 
 def _stalwart(target: Any) -> Any:
@@ -152,6 +173,43 @@ def _failure_cases() -> list[Case]:
     return cases
 
 
+# --- retry budget bookkeeping ---------------------------------------------------------------------------------------
+
+
+def _stalwart_budget(target: Any, kind: str | None) -> Any:
+    retry = stalwart_name("Retry")
+    if kind is None:
+        return retry(on=Exception)(target)
+    budget_cls = stalwart_name("RetryBudget")
+    budget = budget_cls() if kind == "token" else budget_cls.ratio()
+    return retry(on=Exception, budget=budget)(target)
+
+
+def _budget_cases() -> list[Case]:
+    cases = []
+    for mode, target, bare, rows in (
+        ("sync", fn, BARE_SYNC, ((NO_BUDGET_SYNC, None), (TOKEN_BUDGET_SYNC, "token"), (RATIO_BUDGET_SYNC, "ratio"))),
+        (
+            "async",
+            afn,
+            BARE_ASYNC,
+            ((NO_BUDGET_ASYNC, None), (TOKEN_BUDGET_ASYNC, "token"), (RATIO_BUDGET_ASYNC, "ratio")),
+        ),
+    ):
+        for name, kind in rows:
+            cases.append(
+                Case(
+                    BUDGET_GROUP,
+                    name,
+                    mode,
+                    lambda target=target, kind=kind: _stalwart_budget(target, kind),
+                    baseline=bare,
+                    stalwart=True,
+                )
+            )
+    return cases
+
+
 def cases() -> list[Case]:
     """Every row of this module."""
-    return _success_cases() + _failure_cases()
+    return _success_cases() + _failure_cases() + _budget_cases()

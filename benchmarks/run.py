@@ -39,9 +39,19 @@ import bench_http  # noqa: E402
 from _harness import Case, Result, measure, paired_ratio, prepare  # noqa: E402
 from targets import TARGETS, Outcome  # noqa: E402
 
-# The foundation's tables first, in this order; any other ``bench_*.py`` module (rows added by later issues) after
-# them, by name. Each module exposes ``cases() -> list[Case]``.
-_CORE = ("bench_retry", "bench_breaker", "bench_timeout", "bench_bulkhead", "bench_pipeline", "bench_http")
+# The foundation's tables first, in this order (the Redis-backed breaker beside the local one); any other
+# ``bench_*.py`` module (rows added by later issues: bench_idempotency, bench_issue6, ...) after them, by name. Each
+# module exposes ``cases() -> list[Case]``, and may expose ``async def aclose()``, awaited in the benchmark's event
+# loop before it closes (bench_breaker_redis: purgatory's asyncio Redis clients).
+_CORE = (
+    "bench_retry",
+    "bench_breaker",
+    "bench_breaker_redis",
+    "bench_timeout",
+    "bench_bulkhead",
+    "bench_pipeline",
+    "bench_http",
+)
 
 
 def _discover() -> tuple[Any, ...]:
@@ -52,12 +62,23 @@ def _discover() -> tuple[Any, ...]:
 
 MODULES = _discover()
 
+
+async def aclose_modules() -> None:
+    """Await every module's ``aclose()`` (resources its rows opened in the benchmark's event loop)."""
+    for module in MODULES:
+        aclose = getattr(module, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 TITLES = {
     "bare": "Baselines",
     "retry": "Retry, success path",
     "retry-failure": "Retry, failure path (3 attempts, zero delay)",
+    "retry-budget": "Retry, success path, with and without a RetryBudget",
     "breaker-closed": "Circuit breaker, CLOSED, success path",
     "breaker-open": "Circuit breaker, OPEN rejection (fail-fast)",
+    "breaker-redis": "Circuit breaker with state shared through Redis, CLOSED, success path",
     "timeout": "Timeout, call finishing in time",
     "bulkhead": "Bulkhead, slot free",
     "pipeline": "Standard pipeline (timeout + retry + breaker + bulkhead), success path",
@@ -65,6 +86,7 @@ TITLES = {
     "adaptive": "AdaptiveTimeout.record(), one sample",
     "keyed-bulkhead": "KeyedBulkhead against Bulkhead, slot free",
     "deadline-middleware": "DeadlineMiddleware, one request over a bare ASGI app",
+    "idempotency": "IdempotencyMiddleware + MemoryStore, one POST in-process (no network; not judged here)",
 }
 
 PACKAGES = (
@@ -295,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         progress: Callable[[str], None] = lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)  # noqa: E731
         results = measure(cases, loop, rounds=rounds, chunk_seconds=chunk, progress=progress)
     finally:
-        loop.close()
+        try:
+            loop.run_until_complete(aclose_modules())
+        finally:
+            loop.close()
         asyncio.set_event_loop(None)
 
     tables = table_rows(cases, results)
