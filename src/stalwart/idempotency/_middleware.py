@@ -33,6 +33,7 @@ from ._replay import ProblemFactory, send_response
 from ._routing import NO_ROUTE, TOO_LARGE, Route, compile_template, find_endpoint, read_body, replaying_receive
 from ._state import ROUTE_CONFIG_ATTRIBUTE, IdempotencyState, _current
 from ._store import IdempotencyStore
+from ._store_breaker import claim_through_breaker
 from ._transactional import run_transactional
 
 __all__ = ["IdempotencyMiddleware"]
@@ -341,14 +342,21 @@ class IdempotencyMiddleware:
         return self._secret
 
     async def _claim(self, route: Route, record_id: str, fingerprint: bytes, owner: str) -> ClaimResult:
-        breaker = self._breaker
-        permit = breaker.acquire() if breaker is not None else None
+        if self._breaker is None:
+            return await self._claim_store(route, record_id, fingerprint, owner)
+        return await claim_through_breaker(
+            self._breaker,
+            lambda: self._claim_store(route, record_id, fingerprint, owner),
+            give_back=lambda: self._give_back(route, record_id, owner),
+        )
+
+    async def _claim_store(self, route: Route, record_id: str, fingerprint: bytes, owner: str) -> ClaimResult:
         last: BaseException | None = None
         try:
             for _ in range(2):  # an ambiguous claim is repeated with the same owner token (it is idempotent)
                 try:
                     async with asyncio.timeout(route.store_timeout):
-                        result = await self.store.claim(
+                        return await self.store.claim(
                             record_id,
                             fingerprint=fingerprint,
                             fp_version=FP_VERSION,
@@ -363,23 +371,17 @@ class IdempotencyMiddleware:
                     if not isinstance(exc, StoreUnavailable | TimeoutError):
                         logger.warning("idempotency: the store's claim raised %r; treated as unavailable", exc)
                     last = exc
-                    continue
-                if permit is not None:
-                    breaker.record_success(permit)
-                return result
-        except BaseException as exc:
-            if permit is not None:
-                breaker.release(permit)
-            if isinstance(exc, asyncio.CancelledError):  # cancelled mid-claim: the claim may have been applied
-                self._spawn(self._cleanup_ambiguous_claim(route, record_id, owner))
+        except asyncio.CancelledError:  # cancelled mid-claim: the claim may have been applied
+            self._give_back(route, record_id, owner)
             raise
-        if permit is not None:
-            breaker.record_failure(permit)
-        self._spawn(self._cleanup_ambiguous_claim(route, record_id, owner))
+        self._give_back(route, record_id, owner)
         raise StoreUnavailable("the idempotency store did not answer the claim") from last
 
+    def _give_back(self, route: Route, record_id: str, owner: str) -> None:
+        """Release in the background a claim that may have been applied but whose request will not run."""
+        self._spawn(self._cleanup_ambiguous_claim(route, record_id, owner))
+
     async def _cleanup_ambiguous_claim(self, route: Route, record_id: str, owner: str) -> None:
-        # The claim may have been applied even though we never saw the answer; we answered 503, so give it back.
         async with asyncio.timeout(route.store_timeout):
             record = await self.store.get(record_id)
             if record is not None and record.owner_token == owner and record.state is State.IN_PROGRESS:
