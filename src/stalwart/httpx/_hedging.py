@@ -136,48 +136,60 @@ class _Call:
         breaker = self.origin.breaker
         bulkhead = self.bulkhead
         permit = 0 if breaker is None else breaker.acquire()
-        if bulkhead is not None:
-            try:
-                await bulkhead.acquire()
-            except BaseException:
-                if breaker is not None:
-                    breaker.release(permit)
-                raise
-        monotonic = t._monotonic
-        began = monotonic()
-        own = None if binding and ambient_enforced() else limit  # an enclosing scope enforces the deadline itself
-        timer = asyncio.timeout(own)
+        # From here on the permit is settled exactly once and the bulkhead slot released exactly once, whatever
+        # raises (a clock, a hook, a cancellation): `out` and `held` note what is still out, each cleared before the
+        # step that settles it, and the `finally` settles the rest (the permit without an outcome).
+        out = breaker is not None
+        held = False
         try:
-            async with timer:
-                response = await t._transport.handle_async_request(copy)
-                if t._read:
-                    await response.aread()
-        except BaseException as exc:
             if bulkhead is not None:
-                bulkhead.release()
-            error: BaseException = exc
-            if isinstance(exc, TimeoutError) and timer.expired() and own is not None:
-                error = DeadlineExceeded(f"attempt timed out after {own:.3f}s", timeout=own)
-                if t._adaptive is not None and not binding:
-                    t._adaptive.record(own, self.key)  # censored: it took at least its limit
-            if breaker is not None:
-                if not isinstance(error, NEVER_HANDLED) and is_retryable_exception(error):
-                    breaker.record_failure(permit, monotonic() - began)
+                await bulkhead.acquire()
+                held = True
+            monotonic = t._monotonic
+            began = monotonic()
+            own = None if binding and ambient_enforced() else limit  # an enclosing scope enforces the deadline itself
+            timer = asyncio.timeout(own)
+            try:
+                async with timer:
+                    response = await t._transport.handle_async_request(copy)
+                    if t._read:
+                        await response.aread()
+            except BaseException as exc:
+                if held:
+                    held = False
+                    bulkhead.release()  # type: ignore[union-attr]
+                error: BaseException = exc
+                if isinstance(exc, TimeoutError) and timer.expired() and own is not None:
+                    error = DeadlineExceeded(f"attempt timed out after {own:.3f}s", timeout=own)
+                    if t._adaptive is not None and not binding:
+                        t._adaptive.record(own, self.key)  # censored: it took at least its limit
+                if out and not isinstance(error, NEVER_HANDLED) and is_retryable_exception(error):
+                    duration = monotonic() - began
+                    out = False
+                    breaker.record_failure(permit, duration)  # type: ignore[union-attr]
+                if error is exc:
+                    raise  # any other outcome: the permit is released without one
+                raise error from exc
+            if held:
+                held = False
+                bulkhead.release()  # type: ignore[union-attr]
+            duration = monotonic() - began
+            if t._adaptive is not None:
+                t._adaptive.record(duration, self.key)
+            if out:
+                out = False
+                if response.status_code in t._failure_statuses:
+                    breaker.record_failure(permit, duration)  # type: ignore[union-attr]
                 else:
-                    breaker.release(permit)
-            if error is exc:
-                raise
-            raise error from exc
-        if bulkhead is not None:
-            bulkhead.release()
-        if t._adaptive is not None:
-            t._adaptive.record(monotonic() - began, self.key)
-        if breaker is not None:
-            if response.status_code in t._failure_statuses:
-                breaker.record_failure(permit, monotonic() - began)
-            else:
-                breaker.record_success(permit, monotonic() - began)
-        return response
+                    breaker.record_success(permit, duration)  # type: ignore[union-attr]
+            return response
+        finally:
+            try:
+                if held:
+                    bulkhead.release()  # type: ignore[union-attr]
+            finally:
+                if out:
+                    breaker.release(permit)  # type: ignore[union-attr]
 
     def may_hedge(self) -> bool:
         """Whether one more hedge may start now (and, when the budget refuses it, say so)."""
@@ -230,9 +242,9 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
     def launch() -> None:
         nonlocal timer, due, hedging
         copy, number, limit, binding = call.prepare()
+        started = clock.monotonic()  # read before the task exists: it is in `running` (settle's to end) at once
         task = loop.create_task(call.attempt(copy, limit, binding))
         task.add_done_callback(finished.append)  # before asyncio.wait's own callback: in the list once it wakes us
-        started = clock.monotonic()
         running[task] = (number, started)
         if number > 1 and hooks_installed():
             emit(HedgeStarted(call.origin.name, number, started - first, "delay"))

@@ -131,100 +131,125 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                 clamp_timeouts(request, limit)
             if breaker is not None:
                 permit = breaker.acquire()  # CircuitOpenError ends the retries
-            if bulkhead is not None:
-                try:
-                    bulkhead.acquire_sync()
-                except BaseException:
-                    if breaker is not None:
-                        breaker.release(permit)
-                    raise
-            # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient deadline,
-            # the time left on it or the attempt's own timeout when smaller).
-            stamp = None if header is None else header.stamp(request, attempt)
-            sent = None if propagate is None else propagate.stamp(request, cast("float", limit))
-            began = monotonic()
-            if attempt == 1:
-                start = began
+            # From here on the permit is settled exactly once and the bulkhead slot released exactly once, whatever
+            # raises (a clock, a hook, an interrupt): what is still out is noted (`out`, `held`, the header tokens),
+            # each note cleared before the step that settles it, and the `finally` settles the rest (the permit
+            # without an outcome).
+            out = breaker is not None
+            held = False
+            stamp = sent = None
             try:
-                response = inner.handle_request(request)
-                if read:
-                    response.read()
-            except BaseException as exc:
-                if propagate is not None:
-                    propagate.unstamp(request, sent)
-                if header is not None:
-                    header.unstamp(request, stamp)
                 if bulkhead is not None:
-                    bulkhead.release()
-                now = monotonic()
-                if (  # cut by httpx's timeouts, clamped to the limit: censored, it took at least the limit
-                    adaptive is not None
-                    and not binding
-                    and isinstance(exc, httpx.TimeoutException)
-                    and now - began >= cast("float", limit)
-                ):
-                    adaptive.record(cast("float", limit), key)
-                if isinstance(exc, NEVER_HANDLED):
-                    if breaker is not None:
-                        breaker.release(permit)
-                    raise
-                transient = is_retryable_exception(exc)
-                if breaker is not None:
-                    if transient:
-                        breaker.record_failure(permit, now - began)
-                    else:
-                        breaker.release(permit)
-                if budget is not None and transient:
-                    budget.record_failure(attempt == 1)
-                retryable = self.error_retryable(exc, request, replayable=replayable)
-                decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
-                if not decision.retry:
-                    self.gave_up(origin, attempt, now - start, decision.reason, exc)
-                    raise
-                if breaker is not None and breaker.state in _REJECTING:
-                    self.gave_up(origin, attempt, now - start, "circuit_open", exc)
-                    raise
-                if budget is not None and not budget.try_acquire_retry():
-                    self.budget_refused(origin, budget, attempt, now - start, exc)
-                    raise
-                self.scheduled(origin, attempt, decision.delay, decision.reason, exc=exc, elapsed=now - start)
-            else:
-                if propagate is not None:
-                    propagate.unstamp(request, sent)
+                    bulkhead.acquire_sync()
+                    held = True
+                # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient
+                # deadline, the time left on it or the attempt's own timeout when smaller).
                 if header is not None:
-                    header.unstamp(request, stamp)
-                if bulkhead is not None:
-                    bulkhead.release()
-                if adaptive is not None:
-                    adaptive.record(monotonic() - began, key)
-                status = response.status_code
-                if breaker is not None:
-                    if status in self._failure_statuses:
-                        breaker.record_failure(permit, monotonic() - began)
-                    else:
-                        breaker.record_success(permit, monotonic() - began)
-                if status not in self._retry_statuses and (
-                    self._on_result is None or not self.result_rejected(response)
-                ):
+                    stamp = header.stamp(request, attempt)
+                if propagate is not None:
+                    sent = propagate.stamp(request, cast("float", limit))
+                began = monotonic()
+                if attempt == 1:
+                    start = began
+                try:
+                    response = inner.handle_request(request)
+                    if read:
+                        response.read()
+                except BaseException as exc:
+                    if sent is not None:
+                        propagate.unstamp(request, sent)  # type: ignore[union-attr]
+                        sent = None
+                    if stamp is not None:
+                        header.unstamp(request, stamp)  # type: ignore[union-attr]
+                        stamp = None
+                    if held:
+                        held = False
+                        bulkhead.release()  # type: ignore[union-attr]
+                    if isinstance(exc, NEVER_HANDLED):
+                        raise  # the permit is released without an outcome
+                    now = monotonic()
+                    if (  # cut by httpx's timeouts, clamped to the limit: censored, it took at least the limit
+                        adaptive is not None
+                        and not binding
+                        and isinstance(exc, httpx.TimeoutException)
+                        and now - began >= cast("float", limit)
+                    ):
+                        adaptive.record(cast("float", limit), key)
+                    transient = is_retryable_exception(exc)
+                    if out:
+                        out = False
+                        if transient:
+                            breaker.record_failure(permit, now - began)  # type: ignore[union-attr]
+                        else:
+                            breaker.release(permit)  # type: ignore[union-attr]
+                    if budget is not None and transient:
+                        budget.record_failure(attempt == 1)
+                    retryable = self.error_retryable(exc, request, replayable=replayable)
+                    decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
+                    if not decision.retry:
+                        self.gave_up(origin, attempt, now - start, decision.reason, exc)
+                        raise
+                    if breaker is not None and breaker.state in _REJECTING:
+                        self.gave_up(origin, attempt, now - start, "circuit_open", exc)
+                        raise
+                    if budget is not None and not budget.try_acquire_retry():
+                        self.budget_refused(origin, budget, attempt, now - start, exc)
+                        raise
+                    self.scheduled(origin, attempt, decision.delay, decision.reason, exc=exc, elapsed=now - start)
+                else:
+                    if sent is not None:
+                        propagate.unstamp(request, sent)  # type: ignore[union-attr]
+                        sent = None
+                    if stamp is not None:
+                        header.unstamp(request, stamp)  # type: ignore[union-attr]
+                        stamp = None
+                    if held:
+                        held = False
+                        bulkhead.release()  # type: ignore[union-attr]
+                    now = monotonic()
+                    if adaptive is not None:
+                        adaptive.record(now - began, key)
+                    status = response.status_code
+                    if out:
+                        out = False
+                        if status in self._failure_statuses:
+                            breaker.record_failure(permit, now - began)  # type: ignore[union-attr]
+                        else:
+                            breaker.record_success(permit, now - began)  # type: ignore[union-attr]
+                    if status not in self._retry_statuses and (
+                        self._on_result is None or not self.result_rejected(response)
+                    ):
+                        if budget is not None:
+                            budget.record_success(attempt == 1)
+                        return response
                     if budget is not None:
-                        budget.record_success(attempt == 1)
-                    return response
-                if budget is not None:
-                    budget.record_failure(attempt == 1)
-                now = monotonic()
-                retryable = replayable and self.may_resend(request)
-                decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=response)
-                if not decision.retry:
-                    self.gave_up(origin, attempt, now - start, decision.reason, None)
-                    return response
-                if breaker is not None and breaker.state in _REJECTING:
-                    self.gave_up(origin, attempt, now - start, "circuit_open", None)
-                    return response
-                if budget is not None and not budget.try_acquire_retry():
-                    self.budget_refused(origin, budget, attempt, now - start, None)
-                    return response
-                discard_sync(response)  # closed (its connection back in the pool) before sleeping
-                self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
+                        budget.record_failure(attempt == 1)
+                    retryable = replayable and self.may_resend(request)
+                    decision = self.decide(
+                        attempt, now - start, ambient, previous, retryable=retryable, response=response
+                    )
+                    if not decision.retry:
+                        self.gave_up(origin, attempt, now - start, decision.reason, None)
+                        return response
+                    if breaker is not None and breaker.state in _REJECTING:
+                        self.gave_up(origin, attempt, now - start, "circuit_open", None)
+                        return response
+                    if budget is not None and not budget.try_acquire_retry():
+                        self.budget_refused(origin, budget, attempt, now - start, None)
+                        return response
+                    discard_sync(response)  # closed (its connection back in the pool) before sleeping
+                    self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
+            finally:
+                try:
+                    if held:
+                        bulkhead.release()  # type: ignore[union-attr]
+                    if sent is not None:
+                        propagate.unstamp(request, sent)  # type: ignore[union-attr]
+                    if stamp is not None:
+                        header.unstamp(request, stamp)  # type: ignore[union-attr]
+                finally:
+                    if out:
+                        breaker.release(permit)  # type: ignore[union-attr]
             previous = decision.backoff_delay
             self._clock.sleep(decision.delay)
 

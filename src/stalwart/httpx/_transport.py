@@ -167,126 +167,159 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     clamp_timeouts(request, left)  # the attempt's own timeout is the watchdog's to enforce
             if breaker is not None:
                 permit = breaker.acquire()  # CircuitOpenError ends the retries
-            if bulkhead is not None:
-                try:
-                    await bulkhead.acquire()
-                except BaseException:
-                    if breaker is not None:
-                        breaker.release(permit)
-                    raise
-            # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient deadline,
-            # the time left on it or the attempt's own timeout when smaller).
-            stamp = None if header is None else header.stamp(request, attempt)
-            sent = None if propagate is None else propagate.stamp(request, cast("float", limit))
-            began = monotonic()
-            if attempt == 1:
-                start = began
-            dog = None
-            if limit is not None and not (binding and ambient_enforced()):
-                # The attempt's own limit; a tighter ambient deadline already enforced by an enclosing async
-                # scope of this task is left to that scope (its expiry is its own error). Inlined Watchdog.watch.
-                loop = get_running_loop()
-                dog = self._watchdog
-                if dog is None or dog.loop is not loop:
-                    dog = self._watchdog = Watchdog(loop, self._clock is SYSTEM_CLOCK)
-                task: asyncio.Task[Any] = current_task(loop)  # type: ignore[assignment]
-                cancelling = task.cancelling()
-                due = (began if dog.loop_clock else loop.time()) + limit
-                dog.due[task] = due
-                if due < dog.when:
-                    dog.arm(due)
+            # From here on the permit is settled exactly once and the bulkhead slot released exactly once, whatever
+            # raises (a clock, a hook, a cancellation): what is still out is noted (`out`, `held`, the header
+            # tokens, `dog`), each note cleared before the step that settles it, and the `finally` settles the rest
+            # (the permit without an outcome).
+            out = breaker is not None
+            held = False
+            stamp = sent = None
+            dog: Watchdog | None = None
             try:
-                response = await inner.handle_async_request(request)
-                if read:
-                    await response.aread()
-            except BaseException as exc:
-                if propagate is not None:
-                    propagate.unstamp(request, sent)
-                if header is not None:
-                    header.unstamp(request, stamp)
-                error: BaseException = exc
-                # Only the cancellation the watchdog caused becomes DeadlineExceeded (as with asyncio.timeout).
-                if (
-                    dog is not None
-                    and dog.due.pop(task, None) is None  # gone from the watch: the watchdog cancelled the task
-                    and task.uncancel() <= cancelling  # withdraws the watchdog's request in every case
-                    and isinstance(exc, asyncio.CancelledError)
-                ):
-                    error = DeadlineExceeded(f"attempt timed out after {limit:.3f}s", timeout=limit)
-                    if adaptive is not None and not binding:
-                        adaptive.record(cast("float", limit), key)  # censored: it took at least its limit
                 if bulkhead is not None:
-                    bulkhead.release()
-                now = monotonic()
-                if isinstance(error, NEVER_HANDLED):
-                    if breaker is not None:
-                        breaker.release(permit)
-                    raise
-                transient = is_retryable_exception(error)
-                if breaker is not None:
-                    if transient:
-                        breaker.record_failure(permit, now - began)
-                    else:
-                        breaker.release(permit)
-                if budget is not None and transient:
-                    budget.record_failure(attempt == 1)
-                retryable = self.error_retryable(error, request, replayable=replayable)
-                decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
-                if not decision.retry:
-                    self.gave_up(origin, attempt, now - start, decision.reason, error)
-                    if error is exc:
-                        raise
-                    raise error from exc
-                if breaker is not None and breaker.state in _REJECTING:
-                    self.gave_up(origin, attempt, now - start, "circuit_open", error)
-                    if error is exc:
-                        raise
-                    raise error from exc
-                if budget is not None and not budget.try_acquire_retry():
-                    self.budget_refused(origin, budget, attempt, now - start, error)
-                    if error is exc:
-                        raise
-                    raise error from exc
-                self.scheduled(origin, attempt, decision.delay, decision.reason, exc=error, elapsed=now - start)
-            else:
-                if propagate is not None:
-                    propagate.unstamp(request, sent)
+                    await bulkhead.acquire()
+                    held = True
+                # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient
+                # deadline, the time left on it or the attempt's own timeout when smaller).
                 if header is not None:
-                    header.unstamp(request, stamp)
-                if dog is not None and dog.due.pop(task, None) is None:
-                    task.uncancel()  # the watchdog fired but the inner transport swallowed the cancellation
-                if bulkhead is not None:
-                    bulkhead.release()
-                if adaptive is not None:
-                    adaptive.record(monotonic() - began, key)
-                status = response.status_code
-                if breaker is not None:
-                    if status in self._failure_statuses:
-                        breaker.record_failure(permit, monotonic() - began)
-                    else:
-                        breaker.record_success(permit, monotonic() - began)
-                if status not in self._retry_statuses and (
-                    self._on_result is None or not self.result_rejected(response)
-                ):
+                    stamp = header.stamp(request, attempt)
+                if propagate is not None:
+                    sent = propagate.stamp(request, cast("float", limit))
+                began = monotonic()
+                if attempt == 1:
+                    start = began
+                if limit is not None and not (binding and ambient_enforced()):
+                    # The attempt's own limit; a tighter ambient deadline already enforced by an enclosing async
+                    # scope of this task is left to that scope (its expiry is its own error). Inlined Watchdog.watch.
+                    loop = get_running_loop()
+                    watchdog = self._watchdog
+                    if watchdog is None or watchdog.loop is not loop:
+                        watchdog = self._watchdog = Watchdog(loop, self._clock is SYSTEM_CLOCK)
+                    task: asyncio.Task[Any] = current_task(loop)  # type: ignore[assignment]
+                    cancelling = task.cancelling()
+                    due = (began if watchdog.loop_clock else loop.time()) + limit
+                    watchdog.due[task] = due
+                    dog = watchdog
+                    if due < watchdog.when:
+                        watchdog.arm(due)
+                try:
+                    response = await inner.handle_async_request(request)
+                    if read:
+                        await response.aread()
+                except BaseException as exc:
+                    if sent is not None:
+                        propagate.unstamp(request, sent)  # type: ignore[union-attr]
+                        sent = None
+                    if stamp is not None:
+                        header.unstamp(request, stamp)  # type: ignore[union-attr]
+                        stamp = None
+                    error: BaseException = exc
+                    # Only the cancellation the watchdog caused becomes DeadlineExceeded (as with asyncio.timeout).
+                    if dog is not None:
+                        fired = dog.due.pop(task, None) is None  # gone from the watch: the watchdog cancelled it
+                        dog = None
+                        if (
+                            fired
+                            and task.uncancel() <= cancelling  # withdraws the watchdog's request in every case
+                            and isinstance(exc, asyncio.CancelledError)
+                        ):
+                            error = DeadlineExceeded(f"attempt timed out after {limit:.3f}s", timeout=limit)
+                            if adaptive is not None and not binding:
+                                adaptive.record(cast("float", limit), key)  # censored: it took at least its limit
+                    if held:
+                        held = False
+                        bulkhead.release()  # type: ignore[union-attr]
+                    if isinstance(error, NEVER_HANDLED):
+                        raise  # the permit is released without an outcome
+                    now = monotonic()
+                    transient = is_retryable_exception(error)
+                    if out:
+                        out = False
+                        if transient:
+                            breaker.record_failure(permit, now - began)  # type: ignore[union-attr]
+                        else:
+                            breaker.release(permit)  # type: ignore[union-attr]
+                    if budget is not None and transient:
+                        budget.record_failure(attempt == 1)
+                    retryable = self.error_retryable(error, request, replayable=replayable)
+                    decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
+                    if not decision.retry:
+                        self.gave_up(origin, attempt, now - start, decision.reason, error)
+                        if error is exc:
+                            raise
+                        raise error from exc
+                    if breaker is not None and breaker.state in _REJECTING:
+                        self.gave_up(origin, attempt, now - start, "circuit_open", error)
+                        if error is exc:
+                            raise
+                        raise error from exc
+                    if budget is not None and not budget.try_acquire_retry():
+                        self.budget_refused(origin, budget, attempt, now - start, error)
+                        if error is exc:
+                            raise
+                        raise error from exc
+                    self.scheduled(origin, attempt, decision.delay, decision.reason, exc=error, elapsed=now - start)
+                else:
+                    if sent is not None:
+                        propagate.unstamp(request, sent)  # type: ignore[union-attr]
+                        sent = None
+                    if stamp is not None:
+                        header.unstamp(request, stamp)  # type: ignore[union-attr]
+                        stamp = None
+                    if dog is not None:
+                        fired = dog.due.pop(task, None) is None
+                        dog = None
+                        if fired:
+                            task.uncancel()  # the watchdog fired but the inner transport swallowed the cancellation
+                    if held:
+                        held = False
+                        bulkhead.release()  # type: ignore[union-attr]
+                    now = monotonic()
+                    if adaptive is not None:
+                        adaptive.record(now - began, key)
+                    status = response.status_code
+                    if out:
+                        out = False
+                        if status in self._failure_statuses:
+                            breaker.record_failure(permit, now - began)  # type: ignore[union-attr]
+                        else:
+                            breaker.record_success(permit, now - began)  # type: ignore[union-attr]
+                    if status not in self._retry_statuses and (
+                        self._on_result is None or not self.result_rejected(response)
+                    ):
+                        if budget is not None:
+                            budget.record_success(attempt == 1)
+                        return response
                     if budget is not None:
-                        budget.record_success(attempt == 1)
-                    return response
-                if budget is not None:
-                    budget.record_failure(attempt == 1)
-                now = monotonic()
-                retryable = replayable and self.may_resend(request)
-                decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=response)
-                if not decision.retry:
-                    self.gave_up(origin, attempt, now - start, decision.reason, None)
-                    return response
-                if breaker is not None and breaker.state in _REJECTING:
-                    self.gave_up(origin, attempt, now - start, "circuit_open", None)
-                    return response
-                if budget is not None and not budget.try_acquire_retry():
-                    self.budget_refused(origin, budget, attempt, now - start, None)
-                    return response
-                await discard_async(response)  # closed (its connection back in the pool) before sleeping
-                self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
+                        budget.record_failure(attempt == 1)
+                    retryable = replayable and self.may_resend(request)
+                    decision = self.decide(
+                        attempt, now - start, ambient, previous, retryable=retryable, response=response
+                    )
+                    if not decision.retry:
+                        self.gave_up(origin, attempt, now - start, decision.reason, None)
+                        return response
+                    if breaker is not None and breaker.state in _REJECTING:
+                        self.gave_up(origin, attempt, now - start, "circuit_open", None)
+                        return response
+                    if budget is not None and not budget.try_acquire_retry():
+                        self.budget_refused(origin, budget, attempt, now - start, None)
+                        return response
+                    await discard_async(response)  # closed (its connection back in the pool) before sleeping
+                    self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
+            finally:
+                try:
+                    if held:
+                        bulkhead.release()  # type: ignore[union-attr]
+                    if sent is not None:
+                        propagate.unstamp(request, sent)  # type: ignore[union-attr]
+                    if stamp is not None:
+                        header.unstamp(request, stamp)  # type: ignore[union-attr]
+                    if dog is not None and dog.due.pop(task, None) is None:
+                        task.uncancel()  # the watchdog fired: its request is withdrawn
+                finally:
+                    if out:
+                        breaker.release(permit)  # type: ignore[union-attr]
             previous = decision.backoff_delay
             await self._clock.asleep(decision.delay)
 
