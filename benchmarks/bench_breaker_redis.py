@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"SKIP  Redis-backed CircuitBreaker CLOSED ({label}) within {REDIS_VS_LOCAL:g}x the local breaker")
             continue
         ratio = paired_ratio(results[shared], results[local])
-        status = "PASS" if ratio < REDIS_VS_LOCAL else "FAIL"
+        status = "PASS" if ratio <= REDIS_VS_LOCAL else "FAIL"
         failed += status == "FAIL"
         print(
             f"{status}  Redis-backed CircuitBreaker CLOSED ({label}) within {REDIS_VS_LOCAL:g}x the local breaker"

@@ -216,15 +216,20 @@ def render_targets(outcomes: list[Outcome], markdown: bool = False) -> str:
     if markdown:
         lines = ["\n### Targets\n", "| result | target | measured | source |", "|---|---|---|---|"]
         lines += [f"| {o.status} | {o.target.text} | {o.detail} | {o.target.source} |" for o in outcomes]
+        lines.append(f"\n{_count(outcomes)}")
         return "\n".join(lines)
     lines = ["\n== targets"]
     for o in outcomes:
         lines.append(f"{o.status:4}  {o.target.text}  —  {o.detail}  [{o.target.source}]")
+    lines.append(f"\n{_count(outcomes)}")
+    return "\n".join(lines)
+
+
+def _count(outcomes: list[Outcome]) -> str:
     passed = sum(o.status == "PASS" for o in outcomes)
     failed = sum(o.status == "FAIL" for o in outcomes)
     skipped = sum(o.status == "SKIP" for o in outcomes)
-    lines.append(f"\n{passed} passed, {failed} failed, {skipped} skipped")
-    return "\n".join(lines)
+    return f"{passed} passed, {failed} failed, {skipped} skipped"
 
 
 def versions() -> dict[str, str]:
@@ -341,8 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     outcomes = evaluate_targets(results, tp)
-    if args.only:  # the targets of groups not run would all be SKIP
-        outcomes = [o for o in outcomes if o.status != "SKIP" or not o.detail.startswith("not available")]
+    if args.only:  # only the targets about the rows run (those of groups not run would all be SKIP)
+        names = {c.name for c in cases}
+        outcomes = [o for o in outcomes if (set(o.target.rows) <= names if o.target.rows else o.status != "SKIP")]
     print(render_targets(outcomes))
 
     if args.markdown:
@@ -374,7 +380,8 @@ def write_markdown(
         render_targets(outcomes, markdown=True),
         "",
         f"Load average at the end (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}. The machine is"
-        " shared: absolute times vary with its load, the ratios within the run are what the targets judge.",
+        " shared: absolute times vary with its load; the targets judge ratios and differences between rows timed in"
+        " the same rounds of this run.",
         "",
     ]
     with open(path, "w") as f:

@@ -77,7 +77,11 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Target:
-    """One target: its text, its source, a check returning (passed, or None to skip; detail), the rows it reads."""
+    """One target: its text, its source, a check returning (passed, or None to skip; detail), the rows it is about.
+
+    ``rows`` name the table rows the target reads (``run.py --only`` shows the targets whose rows ran); the loopback
+    targets read the throughput result instead and have none.
+    """
 
     text: str
     source: str
@@ -326,6 +330,7 @@ def _issue2() -> list[Target]:
             "CircuitBreaker OPEN: a fresh exception per rejection (sync and async; checked, not timed)",
             f"{ISSUE2}; issue 3",
             fresh_exception,
+            (br.OPEN_STALWART_SYNC, br.OPEN_STALWART_ASYNC),
         ),
         Target(
             "Timeout (async) no dearer than asyncio.timeout",

@@ -1,6 +1,6 @@
 """Where ``AsyncResilientTransport``'s cost per request goes: the default transport with one feature off at a time.
 
-Usage: ``.venv/bin/python benchmarks/transport_steps.py [--quick]`` (about a minute; not part of ``run.py``).
+Usage: ``.venv/bin/python benchmarks/transport_steps.py [--quick] [--rounds N]`` (seconds; not part of ``run.py``).
 
 Every row is one ``GET`` answered ``200`` by the same ``httpx.MockTransport`` handler as ``bench_http``'s per-request
 table (no network), through ``httpx.AsyncClient``: plain httpx; stalwart's transport with the default
@@ -101,8 +101,10 @@ def report(results: dict[str, Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="9 rounds of 10 ms chunks instead of 25 of 20 ms")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (the features cost ~1 µs of ~65: use 100)")
     args = parser.parse_args(argv)
     rounds, chunk = (9, 0.01) if args.quick else (25, 0.02)
+    rounds = args.rounds or rounds
     logging.basicConfig(level=logging.ERROR)
     loop = asyncio.new_event_loop()
     try:
