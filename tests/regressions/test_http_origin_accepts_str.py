@@ -3,9 +3,10 @@
 What was wrong: ``TransportCore.origin`` read ``url.raw_scheme`` at once, so
 ``transport.origin("https://api.example.com")`` — the natural way to reach an origin's breaker, bulkhead or retry
 budget — failed with ``AttributeError: 'str' object has no attribute 'raw_scheme'``, and the docs had to tell
-users to wrap the URL in ``httpx.URL``. A relative URL or a bare host name (``"api.example.com"``, which httpx parses as a path) silently created a bogus origin
-``"http:://:0"``. Now ``origin`` takes ``str | httpx.URL`` (the same origin either way, whatever the path), and a URL
-that names no origin (no scheme or no host) is a ``ValueError``; anything else a ``TypeError``.
+users to wrap the URL in ``httpx.URL``. A relative URL or a bare host name (``"api.example.com"``, which httpx
+parses as a path) silently created a bogus origin ``"http:://:0"``. Now ``origin`` takes ``str | httpx.URL`` (the
+same origin either way, whatever the path), and a URL that names no origin (no scheme or no host) is a
+``ValueError``; anything else a ``TypeError``.
 """
 
 from __future__ import annotations
