@@ -52,6 +52,7 @@ AsyncFallback: TypeAlias = Callable[[httpx.Request, BaseException], httpx.Respon
 
 OriginKey: TypeAlias = tuple[bytes, bytes, int | None]
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_REFERENCE_KEYS = 4096  # bound on the drivers' fast lookup table (beyond it, new origins take the slower path)
 
 
 class Origin:
@@ -113,6 +114,7 @@ class TransportCore:
     _random: Callable[[], float]
     _wall_clock: Callable[[], float]
     _origins: dict[OriginKey, Origin]
+    _by_reference: dict[tuple[str, str, int | None], Origin]
     _timeout: float | None
     _adaptive: AdaptiveTimeout | None
     _attempt_header: AttemptHeader | None
@@ -155,6 +157,7 @@ class TransportCore:
         self._random = random
         self._wall_clock = wall_time if wall_clock is None else wall_clock
         self._origins = {}
+        self._by_reference = {}
         timeout = config.timeout
         self._adaptive = timeout if isinstance(timeout, AdaptiveTimeout) else None  # the limit is read per attempt
         self._timeout = None if isinstance(timeout, AdaptiveTimeout) else timeout
@@ -205,6 +208,17 @@ class TransportCore:
         state = self._origins.get(key)
         if state is None:
             state = self._origins[key] = self._new_origin(url)
+        return state
+
+    def first_use(self, url: httpx.URL) -> Origin:
+        """The drivers' lookup when their fast one misses: :meth:`origin_of`, then remembered by the key the drivers
+        read first, ``(scheme, host, port)`` of httpx's parsed URL (``URL._uri_reference``: normalised like the
+        ``raw_*`` properties, as ``str``, without building three ``bytes`` per request). Without that attribute
+        (another httpx) every request comes here."""
+        state = self.origin_of(url)
+        reference = getattr(url, "_uri_reference", None)
+        if reference is not None and len(self._by_reference) < _REFERENCE_KEYS:
+            self._by_reference[reference.scheme, reference.host, reference.port] = state
         return state
 
     def _new_origin(self, url: httpx.URL) -> Origin:

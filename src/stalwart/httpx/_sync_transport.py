@@ -92,7 +92,11 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy; return the final response (unclosed) or raise the last error."""
         url = request.url
-        origin = self._origins.get((url.raw_scheme, url.raw_host, url.port)) or self.origin_of(url)
+        try:
+            reference = url._uri_reference  # the origin's key without building three bytes objects (first_use)
+            origin = self._by_reference[reference.scheme, reference.host, reference.port]
+        except (AttributeError, KeyError):
+            origin = self.first_use(url)
         breaker = origin.breaker
         bulkhead = origin.bulkhead if self._operations is None else origin.bulkhead_for(self._operations, request)
         budget = origin.budget
