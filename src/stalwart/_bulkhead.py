@@ -237,8 +237,26 @@ class Bulkhead(Policy):
                 return
         self._wait_sync()
 
+    def try_acquire(self) -> bool:
+        """Take a free slot without waiting (a plain call: no coroutine, no lock); pair a ``True`` with exactly one
+        :meth:`release`.
+
+        Returns:
+            ``True`` when a slot was taken; ``False`` when none is free or callers are queued (they come first:
+            wait with :meth:`acquire` / :meth:`acquire_sync`, which also apply the queue limits). Never raises and
+            emits nothing.
+        """
+        if not self._waiters:
+            try:
+                self._permits.pop()
+            except IndexError:
+                return False
+            return True
+        return False
+
     def release(self) -> None:
-        """Return a slot taken with :meth:`acquire` or :meth:`acquire_sync`; hands it to the first waiter, if any.
+        """Return a slot taken with :meth:`acquire`, :meth:`acquire_sync` or :meth:`try_acquire`; hands it to the
+        first waiter, if any.
 
         Raises:
             RuntimeError: more releases than acquisitions.

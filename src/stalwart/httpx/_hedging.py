@@ -143,7 +143,8 @@ class _Call:
         held = False
         try:
             if bulkhead is not None:
-                await bulkhead.acquire()
+                if not bulkhead.try_acquire():  # a free slot is taken without a coroutine
+                    await bulkhead.acquire()
                 held = True
             monotonic = t._monotonic
             began = monotonic()

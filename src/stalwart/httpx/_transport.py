@@ -181,7 +181,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
             dog: Watchdog | None = None
             try:
                 if bulkhead is not None:
-                    await bulkhead.acquire()
+                    if not bulkhead.try_acquire():  # a free slot is taken without a coroutine
+                        await bulkhead.acquire()
                     held = True
                 # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient
                 # deadline, the time left on it or the attempt's own timeout when smaller).
