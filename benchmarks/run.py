@@ -36,7 +36,7 @@ if HERE not in sys.path:
 
 import _common  # noqa: E402
 import bench_http  # noqa: E402
-from _harness import Case, Result, measure, paired_ratio, prepare  # noqa: E402
+from _harness import Case, Result, measure, paired_difference, paired_ratio, prepare  # noqa: E402
 from targets import TARGETS, Outcome  # noqa: E402
 
 # The foundation's tables first, in this order (the Redis-backed breaker beside the local one); any other
@@ -141,7 +141,7 @@ def table_rows(cases: list[Case], results: dict[str, Result]) -> list[tuple[str,
                 base = results.get(case.baseline) if case.baseline else None
                 cells = [mode, case.name, _fmt_ns(res.median), f"±{res.spread * 50:.0f}%"]
                 if base is not None:
-                    cells += [f"{paired_ratio(res, base):.2f}x", _fmt_ns(res.median - base.median)]
+                    cells += [f"{paired_ratio(res, base):.2f}x", _fmt_ns(paired_difference(res, base))]
                 else:
                     cells += ["(baseline)", ""]
                 cells.append(f"{paired_ratio(res, results[ref.name]):.2f}" if ref is not None else "")
