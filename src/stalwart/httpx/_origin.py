@@ -126,6 +126,7 @@ class TransportCore:
     _auto_key: str | None
     _hedge: Hedge | None
     _operations: OperationTable | None
+    _plain: bool
 
     def _setup(
         self,
@@ -170,6 +171,7 @@ class TransportCore:
         self._auto_key = config.idempotency_header if config.auto_idempotency_key else None
         self._hedge = cast("Hedge | None", config.hedge)
         self._operations = OperationTable(config.operations) if config.operations else None
+        self._plain = self._operations is None and self._adaptive is None and self._auto_key is None
 
     @property
     def config(self) -> ResilienceConfig:

@@ -15,7 +15,7 @@ import httpx
 
 from stalwart._breaker import CircuitState
 from stalwart._clock import SYSTEM_CLOCK, Clock
-from stalwart._deadline import current_deadline
+from stalwart._deadline import _current
 from stalwart._policy import check_decoratable
 from stalwart._registry import Registry
 from stalwart._types import NEVER_HANDLED
@@ -26,6 +26,8 @@ from ._origin import SyncFallback, TransportCore
 from ._wire import checked, clamp_timeouts, discard_sync, expired, status_error
 
 __all__ = ["ResilientTransport"]
+
+_current_deadline = _current.get  # current_deadline() without its frame (docs/internals.md: the ambient deadline)
 
 _DEFAULT_CONFIG = ResilienceConfig()
 _REJECTING = (CircuitState.OPEN, CircuitState.FORCED_OPEN)
@@ -98,19 +100,24 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
         except (AttributeError, KeyError):
             origin = self.first_use(url)
         breaker = origin.breaker
-        bulkhead = origin.bulkhead if self._operations is None else origin.bulkhead_for(self._operations, request)
         budget = origin.budget
         inner = self._transport
         monotonic = self._monotonic
         read = self._read
         timeout = self._timeout
-        adaptive = self._adaptive
-        key = None if adaptive is None else origin.timeout_key(self._operations, request)
         header = self._attempt_header
-        ambient = current_deadline()
+        ambient = _current_deadline()
         propagate = None if ambient is None else self._deadline_header  # the time left travels downstream
-        if self._auto_key is not None:
-            self.add_idempotency_key(request)
+        if self._plain:  # no operations, no adaptive timeout, no automatic key (one test for the common case)
+            bulkhead = origin.bulkhead
+            adaptive = key = None
+        else:
+            operations = self._operations
+            bulkhead = origin.bulkhead if operations is None else origin.bulkhead_for(operations, request)
+            adaptive = self._adaptive
+            key = None if adaptive is None else origin.timeout_key(operations, request)
+            if self._auto_key is not None:
+                self.add_idempotency_key(request)
         replayable = True
         if self._buffer and not isinstance(request.stream, httpx.ByteStream):
             replayable = isinstance(request.stream, httpx.SyncByteStream)
@@ -205,7 +212,11 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                         propagate.unstamp(request, sent)  # type: ignore[union-attr]
                         sent = None
                     if stamp is not None:
-                        header.unstamp(request, stamp)  # type: ignore[union-attr]
+                        # Inlined header.unstamp for its common case: the raw entry appended last is popped.
+                        if type(stamp) is tuple and (entries := request.headers._list) and entries[-1] is stamp:
+                            entries.pop()
+                        else:
+                            header.unstamp(request, stamp)  # type: ignore[union-attr]
                         stamp = None
                     if held:
                         held = False

@@ -20,14 +20,16 @@ from __future__ import annotations
 import asyncio
 import random as _random
 from asyncio import current_task, get_running_loop
+from asyncio import tasks as _tasks
 from collections.abc import Awaitable, Callable
+from types import FunctionType
 from typing import Any, cast
 
 import httpx
 
 from stalwart._breaker import CircuitState
 from stalwart._clock import SYSTEM_CLOCK, Clock
-from stalwart._deadline import ambient_enforced, current_deadline
+from stalwart._deadline import _current, ambient_enforced
 from stalwart._exceptions import DeadlineExceeded
 from stalwart._policy import check_decoratable
 from stalwart._registry import Registry
@@ -44,6 +46,12 @@ __all__ = ["AsyncResilientTransport"]
 
 _DEFAULT_CONFIG = ResilienceConfig()
 _REJECTING = (CircuitState.OPEN, CircuitState.FORCED_OPEN)
+_current_deadline = _current.get  # current_deadline() without its frame (docs/internals.md: the ambient deadline)
+# ``asyncio.current_task`` is a Python function before 3.12 (a frame per call, reading this table); the table is
+# read directly there. Where it is built in (3.12+), it is called as it is.
+_current_tasks: dict[Any, Any] | None = getattr(_tasks, "_current_tasks", None)
+if not isinstance(_current_tasks, dict) or not isinstance(current_task, FunctionType):
+    _current_tasks = None
 
 
 class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
@@ -133,19 +141,24 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         except (AttributeError, KeyError):
             origin = self.first_use(url)
         breaker = origin.breaker
-        bulkhead = origin.bulkhead if self._operations is None else origin.bulkhead_for(self._operations, request)
         budget = origin.budget
         inner = self._transport
         monotonic = self._monotonic
         read = self._read
         timeout = self._timeout
-        adaptive = self._adaptive
-        key = None if adaptive is None else origin.timeout_key(self._operations, request)
         header = self._attempt_header
-        ambient = current_deadline()
+        ambient = _current_deadline()
         propagate = None if ambient is None else self._deadline_header  # the time left travels downstream
-        if self._auto_key is not None:
-            self.add_idempotency_key(request)
+        if self._plain:  # no operations, no adaptive timeout, no automatic key (one test for the common case)
+            bulkhead = origin.bulkhead
+            adaptive = key = None
+        else:
+            operations = self._operations
+            bulkhead = origin.bulkhead if operations is None else origin.bulkhead_for(operations, request)
+            adaptive = self._adaptive
+            key = None if adaptive is None else origin.timeout_key(operations, request)
+            if self._auto_key is not None:
+                self.add_idempotency_key(request)
         replayable = True
         if self._buffer and not isinstance(request.stream, httpx.ByteStream):
             replayable = isinstance(request.stream, httpx.AsyncByteStream)
@@ -200,7 +213,9 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     watchdog = self._watchdog
                     if watchdog is None or watchdog.loop is not loop:
                         watchdog = self._watchdog = Watchdog(loop, self._clock is SYSTEM_CLOCK)
-                    task: asyncio.Task[Any] = current_task(loop)  # type: ignore[assignment]
+                    task: asyncio.Task[Any] = (
+                        current_task(loop) if _current_tasks is None else _current_tasks.get(loop)  # type: ignore[assignment]
+                    )
                     cancelling = task.cancelling()
                     due = (began if watchdog.loop_clock else loop.time()) + limit
                     watchdog.due[task] = due
@@ -269,7 +284,11 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                         propagate.unstamp(request, sent)  # type: ignore[union-attr]
                         sent = None
                     if stamp is not None:
-                        header.unstamp(request, stamp)  # type: ignore[union-attr]
+                        # Inlined header.unstamp for its common case: the raw entry appended last is popped.
+                        if type(stamp) is tuple and (entries := request.headers._list) and entries[-1] is stamp:
+                            entries.pop()
+                        else:
+                            header.unstamp(request, stamp)  # type: ignore[union-attr]
                         stamp = None
                     if dog is not None:
                         fired = dog.due.pop(task, None) is None

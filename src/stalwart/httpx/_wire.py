@@ -106,14 +106,22 @@ class StampedHeader:
 class AttemptHeader(StampedHeader):
     """Stamps the attempt number (``1`` on the first) on a request for the duration of one attempt."""
 
-    __slots__ = ("values",)
+    __slots__ = ("entries", "values")
 
     def __init__(self, name: str, *, raw: bool = RAW_HEADERS) -> None:
         super().__init__(name, raw=raw)
         self.values = tuple(str(n).encode("ascii") for n in range(_CACHED))
+        # The raw entries, built once: the token is the entry itself, found again by identity in one request's list.
+        self.entries = tuple((self.raw_name, self.lower, value) for value in self.values)
 
     def stamp(self, request: httpx.Request, attempt: int) -> object:
         """Set the header for attempt ``attempt``; returns the token to hand to :meth:`unstamp`."""
+        if self.raw and attempt < _CACHED:
+            entries: list[tuple[bytes, bytes, bytes]] = request.headers._list
+            if self.lower not in map(_SECOND, entries):  # scanned in C
+                stamped = self.entries[attempt]
+                entries.append(stamped)
+                return stamped
         return self.stamp_value(request, self.values[attempt] if attempt < _CACHED else b"%d" % attempt)
 
 
