@@ -127,6 +127,8 @@ class TransportCore:
     _hedge: Hedge | None
     _operations: OperationTable | None
     _plain: bool
+    _lean: bool
+    _unusual: frozenset[int]
 
     def _setup(
         self,
@@ -172,6 +174,9 @@ class TransportCore:
         self._hedge = cast("Hedge | None", config.hedge)
         self._operations = OperationTable(config.operations) if config.operations else None
         self._plain = self._operations is None and self._adaptive is None and self._auto_key is None
+        # The async driver's lean first attempt applies (with no ambient deadline, a replayable body): see _transport.
+        self._lean = self._plain and self._hedge is None and not self._read and self._timeout is not None
+        self._unusual = self._retry_statuses | self._failure_statuses  # statuses that are not a plain success
 
     @property
     def config(self) -> ResilienceConfig:

@@ -12,7 +12,9 @@ Each request runs a short driver loop in the standard order (DESIGN.md §2)::
   :class:`stalwart._retry_policy.RetryRules` (attempts, backoff, pushback cap, never sleeping past the deadline).
 
 The sync driver (``ResilientTransport``, in ``_sync_transport.py``) is written separately and kept line for line
-alike; read one against the other. Hedged requests leave this loop for ``_hedging.send_hedged``.
+alike; read one against the other. Hedged requests leave this loop for ``_hedging.send_hedged``. The async driver's
+common first attempt runs a lean copy of the loop's steps in ``handle_async_request`` and hands any outcome but a
+plain success to the loop (``_send``), which settles it as its own first attempt.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import httpx
 
 from stalwart._breaker import CircuitState
 from stalwart._clock import SYSTEM_CLOCK, Clock
-from stalwart._deadline import _current, ambient_enforced
+from stalwart._deadline import Deadline, _current, ambient_enforced
 from stalwart._exceptions import DeadlineExceeded
 from stalwart._policy import check_decoratable
 from stalwart._registry import Registry
@@ -38,7 +40,7 @@ from stalwart._types import NEVER_HANDLED
 from ._classify import is_retryable_exception
 from ._config import ResilienceConfig
 from ._hedging import send_hedged
-from ._origin import AsyncFallback, TransportCore
+from ._origin import AsyncFallback, Origin, TransportCore
 from ._watchdog import Watchdog
 from ._wire import checked, clamp_timeouts, discard_async, expired, status_error
 
@@ -140,6 +142,94 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
             origin = self._by_reference[reference.scheme, reference.host, reference.port]
         except (AttributeError, KeyError):
             origin = self.first_use(url)
+        ambient = _current_deadline()
+        if not (self._lean and ambient is None and (not self._buffer or isinstance(request.stream, httpx.ByteStream))):
+            return await self._send(request, origin, ambient, None)
+        loop = get_running_loop()
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.loop is not loop:
+            return await self._send(request, origin, ambient, None)  # creates the watchdog of this loop
+        # The lean first attempt: the general loop's first attempt for the common case (no ambient deadline, a fixed
+        # timeout, no operations, hedging, body reading or result predicate), the same steps in the same order. A
+        # plain success returns here; any other outcome of the attempt (an error, a retryable or failure status) is
+        # handed with everything still held (permit, slot, header, watch) to the general loop, which settles it as
+        # its own first attempt. Whatever raises, the `finally` settles what is still out, as in the loop.
+        breaker = origin.breaker
+        bulkhead = origin.bulkhead
+        header = self._attempt_header
+        permit = 0 if breaker is None else breaker.acquire()  # CircuitOpenError ends the request
+        out = breaker is not None
+        held = False
+        stamp = None
+        task: asyncio.Task[Any] | None = None
+        try:
+            if bulkhead is not None:
+                if not bulkhead.try_acquire():
+                    await bulkhead.acquire()
+                held = True
+            if header is not None:
+                stamp = header.stamp(request, 1)
+            began = self._monotonic()
+            task = current_task(loop) if _current_tasks is None else _current_tasks.get(loop)
+            cancelling = task.cancelling()  # type: ignore[union-attr]
+            due = (began if watchdog.loop_clock else loop.time()) + cast("float", self._timeout)
+            watchdog.due[task] = due  # type: ignore[index]
+            if due < watchdog.when:
+                watchdog.arm(due)
+            outcome: httpx.Response | BaseException
+            try:
+                outcome = await self._transport.handle_async_request(request)
+            except BaseException as exc:
+                outcome = exc
+            else:
+                status = outcome.status_code
+                if status not in self._unusual:
+                    if stamp is not None:
+                        if type(stamp) is tuple and (entries := request.headers._list) and entries[-1] is stamp:
+                            entries.pop()
+                        else:
+                            header.unstamp(request, stamp)  # type: ignore[union-attr]
+                        stamp = None
+                    watched = task
+                    task = None
+                    if watchdog.due.pop(watched, None) is None:  # type: ignore[arg-type]
+                        watched.uncancel()  # type: ignore[union-attr]
+                    if held:
+                        held = False
+                        bulkhead.release()  # type: ignore[union-attr]
+                    now = self._monotonic()
+                    if out:
+                        out = False
+                        breaker.record_success(permit, now - began)  # type: ignore[union-attr]
+                    budget = origin.budget
+                    if budget is not None:
+                        budget.record_success(True)
+                    return outcome
+            resumed = (outcome, permit, held, stamp, task, cancelling, began)
+            out = held = False  # handed over: the general loop settles them from here
+            stamp = task = None
+        finally:
+            try:
+                if held:
+                    bulkhead.release()  # type: ignore[union-attr]
+                if stamp is not None:
+                    header.unstamp(request, stamp)  # type: ignore[union-attr]
+                if task is not None and watchdog.due.pop(task, None) is None:
+                    task.uncancel()  # the watchdog fired: its request is withdrawn
+            finally:
+                if out:
+                    breaker.release(permit)  # type: ignore[union-attr]
+        return await self._send(request, origin, None, resumed)
+
+    async def _send(
+        self,
+        request: httpx.Request,
+        origin: Origin,
+        ambient: Deadline | None,
+        resumed: tuple[Any, ...] | None,
+    ) -> httpx.Response:
+        """The general loop; ``resumed``: a first attempt the lean path started and handed over (its outcome and
+        what it still holds), settled here as this loop's first attempt."""
         breaker = origin.breaker
         budget = origin.budget
         inner = self._transport
@@ -147,7 +237,6 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         read = self._read
         timeout = self._timeout
         header = self._attempt_header
-        ambient = _current_deadline()
         propagate = None if ambient is None else self._deadline_header  # the time left travels downstream
         if self._plain:  # no operations, no adaptive timeout, no automatic key (one test for the common case)
             bulkhead = origin.bulkhead
@@ -182,7 +271,12 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     limit = left
                     binding = True
                     clamp_timeouts(request, left)  # the attempt's own timeout is the watchdog's to enforce
-            if breaker is not None:
+            handed = None
+            if resumed is not None:  # the lean path's attempt: it holds the permit already
+                handed, permit, held_before, stamp_before, task_before, cancelling, began = resumed
+                task: asyncio.Task[Any]
+                resumed = None
+            elif breaker is not None:
                 permit = breaker.acquire()  # CircuitOpenError ends the retries
             # From here on the permit is settled exactly once and the bulkhead slot released exactly once, whatever
             # raises (a clock, a hook, a cancellation): what is still out is noted (`out`, `held`, the header
@@ -193,29 +287,35 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
             stamp = sent = None
             dog: Watchdog | None = None
             try:
-                if bulkhead is not None:
+                if handed is not None:
+                    held = held_before
+                    stamp = stamp_before
+                    if task_before is not None:
+                        task = task_before
+                        dog = self._watchdog
+                    start = began
+                elif bulkhead is not None:
                     if not bulkhead.try_acquire():  # a free slot is taken without a coroutine
                         await bulkhead.acquire()
                     held = True
                 # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient
                 # deadline, the time left on it or the attempt's own timeout when smaller).
-                if header is not None:
+                if handed is None and header is not None:
                     stamp = header.stamp(request, attempt)
                 if propagate is not None:
                     sent = propagate.stamp(request, cast("float", limit))
-                began = monotonic()
-                if attempt == 1:
-                    start = began
-                if limit is not None and not (binding and ambient_enforced()):
+                if handed is None:
+                    began = monotonic()
+                    if attempt == 1:
+                        start = began
+                if handed is None and limit is not None and not (binding and ambient_enforced()):
                     # The attempt's own limit; a tighter ambient deadline already enforced by an enclosing async
                     # scope of this task is left to that scope (its expiry is its own error). Inlined Watchdog.watch.
                     loop = get_running_loop()
                     watchdog = self._watchdog
                     if watchdog is None or watchdog.loop is not loop:
                         watchdog = self._watchdog = Watchdog(loop, self._clock is SYSTEM_CLOCK)
-                    task: asyncio.Task[Any] = (
-                        current_task(loop) if _current_tasks is None else _current_tasks.get(loop)  # type: ignore[assignment]
-                    )
+                    task = current_task(loop) if _current_tasks is None else _current_tasks.get(loop)  # type: ignore[assignment]
                     cancelling = task.cancelling()
                     due = (began if watchdog.loop_clock else loop.time()) + limit
                     watchdog.due[task] = due
@@ -223,9 +323,14 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     if due < watchdog.when:
                         watchdog.arm(due)
                 try:
-                    response = await inner.handle_async_request(request)
-                    if read:
-                        await response.aread()
+                    if handed is None:
+                        response = await inner.handle_async_request(request)
+                        if read:
+                            await response.aread()
+                    elif isinstance(handed, BaseException):
+                        raise handed
+                    else:
+                        response = handed
                 except BaseException as exc:
                     if sent is not None:
                         propagate.unstamp(request, sent)  # type: ignore[union-attr]
