@@ -292,7 +292,9 @@ async def test_10000_tasks_over_1000_keys_leave_no_leak_and_memory_returns_to_ba
     assert live_compartments() == before  # none created in the round is left behind
     assert bulkhead.statistics().keys == (1000 if max_idle_keys else 0)
     assert peak > 5_000_000
-    assert retained < 64 * 1024  # allocator and event-loop noise only; a leak per key or per task is far above
+    # allocator and event-loop noise only (66 KB seen once on a loaded machine); a leak per task (10,000 of them) is
+    # far above, and a compartment left per key is caught exactly by live_compartments() above
+    assert retained < 256 * 1024
 
 
 def test_threads_never_exceed_a_keys_limit_while_compartments_are_evicted() -> None:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from stalwart._clock import SYSTEM_CLOCK
 from stalwart._config import to_seconds
 from stalwart._exceptions import StoreUnavailable
 from stalwart.idempotency._record import (
@@ -159,7 +160,7 @@ class SQLiteStore:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_ms / 1000)
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._ensure_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # validated in __init__
             with _immediate(conn):
                 for name in ("meta_table", "records_table", "expires_index", "abandoned_index"):
@@ -170,6 +171,28 @@ class SQLiteStore:
             conn.close()
             raise
         return conn
+
+    def _ensure_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the file in WAL mode, waiting out a concurrent switch for up to ``busy_timeout``.
+
+        The mode is persistent, so a file already in WAL mode needs no switch. A switch needs an exclusive lock, and
+        when connections race for it SQLite answers ``SQLITE_BUSY`` at once rather than calling the busy handler
+        (waiting could deadlock), so stores opening a new file together must retry here.
+        """
+        give_up = SYSTEM_CLOCK.monotonic() + self._busy_ms / 1000
+        pause = 0.005
+        while True:
+            try:
+                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                    return
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or SYSTEM_CLOCK.monotonic() >= give_up:
+                    raise
+            SYSTEM_CLOCK.sleep(pause)  # on the store's worker thread, never the event loop
+            pause = min(pause * 2, 0.1)
 
     def _row(self, conn: sqlite3.Connection, record_id: str) -> Record | None:
         row = conn.execute(self._sql["select"], (record_id,)).fetchone()
