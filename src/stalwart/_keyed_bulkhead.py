@@ -311,18 +311,53 @@ class KeyedBulkhead(Policy):
             CompartmentFullError, BulkheadFullError: as :meth:`acquire_sync`.
             TypeError: ``fn`` returned a coroutine (an ``async def`` function belongs in :meth:`run_for`).
         """
-        compartment = self._take(key)
+        return self._call_sync(key, fn, args, kwargs)
+
+    def _call_sync(self, key: Hashable, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        """The body of :meth:`call_for` / :meth:`call` (plain positional arguments: no repacking per call)."""
+        # The fast paths of _take(), Bulkhead.acquire_sync() / release() and _give() written out inline (the hot
+        # path; the decorator's wrapper in _keyed_bulkhead_wrap.py takes the same steps).
+        compartment = self._compartments.get(key)
+        if compartment is None:
+            compartment = self._take(key)
+        else:
+            try:
+                compartment.permits.pop()
+            except IndexError:
+                compartment = self._take(key)  # full, or evicted: the slow path decides
+            else:
+                if compartment.dead:
+                    compartment.permits.append(True)
+                    compartment = self._take(key)
         shared = self._global
+        shared_permits = shared._permits
+        if shared._waiters:
+            try:
+                shared.acquire_sync()
+            except BaseException:
+                self._give(compartment)
+                raise
+        else:
+            try:
+                shared_permits.pop()
+            except IndexError:
+                try:
+                    shared.acquire_sync()
+                except BaseException:
+                    self._give(compartment)
+                    raise
         try:
-            shared.acquire_sync()
-        except BaseException:
-            self._give(compartment)
-            raise
-        try:
-            result = fn(*args, **kwargs)
+            result = fn(*args, **kwargs) if kwargs else fn(*args)
         finally:
-            shared.release()
-            self._give(compartment)
+            # Bulkhead.release() without its over-release check: this call holds the slot it gives back.
+            shared_permits.append(True)
+            if shared._waiters:  # read after the append, as Bulkhead.release() does
+                with shared._lock:
+                    shared._grant_locked()
+            permits = compartment.permits
+            permits.append(True)
+            if len(permits) == self._max_per_key and not compartment.listed:
+                self._list_idle(compartment)
         if type(result) is CoroutineType:
             refuse_coroutine(result, self, fn)
         return result
@@ -346,7 +381,9 @@ class KeyedBulkhead(Policy):
         Raises:
             TypeError: no ``key=`` function was given.
         """
-        return self.call_for(self._key(args, kwargs), fn, *args, **kwargs)
+        key_of = self._key_of
+        key = self._key(args, kwargs) if key_of is None else key_of(*args, **kwargs)  # _key raises the TypeError
+        return self._call_sync(key, fn, args, kwargs)
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...

@@ -74,22 +74,24 @@ def wrap_async(bulkhead: KeyedBulkhead, fn: Callable[..., Any], key_of: Callable
 
 def wrap_sync(bulkhead: KeyedBulkhead, fn: Callable[..., Any], key_of: Callable[..., Hashable]) -> Callable[..., Any]:
     """The decorator wrapper of a sync ``fn``."""
-    compartments = bulkhead._compartments
+    lookup = bulkhead._compartments.get  # the dict is never replaced
     take = bulkhead._take
     give = bulkhead._give
     list_idle = bulkhead._list_idle
     shared = bulkhead._global
     waiters = shared._waiters
     shared_permits = shared._permits
+    shared_lock = shared._lock
+    grant_locked = shared._grant_locked
     acquire_shared = shared.acquire_sync
-    release_shared = shared.release
     max_per_key = bulkhead._max_per_key
 
     @functools.wraps(fn)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        # call_for(), written out (the fast paths of _take, Bulkhead.acquire_sync and _give inline).
-        key = key_of(*args, **kwargs)
-        compartment = compartments.get(key)
+        # call_for(), written out (the fast paths of _take, Bulkhead.acquire_sync / release and _give inline).
+        # Calls without keyword arguments (the common case) skip unpacking the empty dict.
+        key = key_of(*args, **kwargs) if kwargs else key_of(*args)
+        compartment = lookup(key)
         if compartment is None:
             compartment = take(key)
         else:
@@ -101,21 +103,29 @@ def wrap_sync(bulkhead: KeyedBulkhead, fn: Callable[..., Any], key_of: Callable[
                 if compartment.dead:
                     compartment.permits.append(True)
                     compartment = take(key)
-        try:
-            if waiters:
+        if waiters:
+            try:
                 acquire_shared()
-            else:
+            except BaseException:
+                give(compartment)
+                raise
+        else:
+            try:
+                shared_permits.pop()
+            except IndexError:
                 try:
-                    shared_permits.pop()
-                except IndexError:
                     acquire_shared()
-        except BaseException:
-            give(compartment)
-            raise
+                except BaseException:
+                    give(compartment)
+                    raise
         try:
-            result = fn(*args, **kwargs)
+            result = fn(*args, **kwargs) if kwargs else fn(*args)
         finally:
-            release_shared()
+            # Bulkhead.release() without its over-release check: this call holds the slot it gives back.
+            shared_permits.append(True)
+            if waiters:  # read after the append, as Bulkhead.release() does
+                with shared_lock:
+                    grant_locked()
             permits = compartment.permits
             permits.append(True)
             if len(permits) == max_per_key and not compartment.listed:
