@@ -17,14 +17,11 @@ from psycopg import sql
 
 from stalwart.idempotency._record import (
     SCHEMA_VERSION,
-    Outcome,
     Record,
-    RecordDecodeError,
-    State,
     StoredResponse,
-    decode_headers,
     encode_headers,
 )
+from stalwart.idempotency.stores._common import decode_record_row
 
 __all__ = ["COLUMN_COUNT", "Statements", "decode_row", "render", "response_params"]
 
@@ -199,33 +196,7 @@ def decode_row(row: Any) -> Record:
     Raises:
         RecordDecodeError: an unknown schema version or a malformed value.
     """
-    try:
-        if row[17] != SCHEMA_VERSION:
-            raise RecordDecodeError(f"unknown schema_version {row[17]!r}")
-        return Record(
-            record_id=str(row[0]),
-            state=State(row[1]),
-            fingerprint=bytes(row[2]),
-            fp_version=int(row[3]),
-            owner_token=str(row[4]),
-            fence=int(row[5]),
-            attempt=int(row[6]),
-            lease_expires_at=_seconds(row[7]),
-            created_at=_seconds(row[8]),
-            updated_at=_seconds(row[9]),
-            expires_at=_seconds(row[10]),
-            completed_at=None if row[11] is None else _seconds(row[11]),
-            outcome=None if row[12] is None else Outcome(row[12]),
-            status=None if row[13] is None else int(row[13]),
-            headers=decode_headers(bytes(row[14])),
-            body=bytes(row[15]),
-            body_omitted=bool(row[16]),
-            schema_version=int(row[17]),
-        )
-    except RecordDecodeError:
-        raise
-    except (ValueError, TypeError, IndexError) as exc:
-        raise RecordDecodeError(f"undecodable idempotency record: {exc!r}") from exc
+    return decode_record_row(row, _seconds)
 
 
 def response_params(response: StoredResponse, retention: float) -> dict[str, Any]:

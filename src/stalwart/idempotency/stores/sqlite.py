@@ -29,22 +29,17 @@ from stalwart._clock import SYSTEM_CLOCK
 from stalwart._config import to_seconds
 from stalwart._exceptions import StoreUnavailable
 from stalwart.idempotency._record import (
-    SCHEMA_VERSION,
     ClaimAction,
     ClaimResult,
-    Outcome,
     Record,
-    RecordDecodeError,
-    State,
     StoredResponse,
     decide_claim,
-    decode_headers,
     encode_headers,
     new_record,
     reclaim_record,
 )
 
-from ._common import wall_clock
+from ._common import decode_record_row, wall_clock
 
 __all__ = ["SQLiteStore"]
 
@@ -411,30 +406,4 @@ def _encode(r: Record) -> tuple[Any, ...]:
 
 
 def _decode(row: tuple[Any, ...]) -> Record:
-    try:
-        if row[17] != SCHEMA_VERSION:
-            raise RecordDecodeError(f"unknown schema_version {row[17]!r}")
-        return Record(
-            record_id=str(row[0]),
-            state=State(row[1]),
-            fingerprint=bytes(row[2]),
-            fp_version=int(row[3]),
-            owner_token=str(row[4]),
-            fence=int(row[5]),
-            attempt=int(row[6]),
-            lease_expires_at=float(row[7]),
-            created_at=float(row[8]),
-            updated_at=float(row[9]),
-            expires_at=float(row[10]),
-            completed_at=None if row[11] is None else float(row[11]),
-            outcome=None if row[12] is None else Outcome(row[12]),
-            status=None if row[13] is None else int(row[13]),
-            headers=decode_headers(bytes(row[14])),
-            body=bytes(row[15]),
-            body_omitted=bool(row[16]),
-            schema_version=int(row[17]),
-        )
-    except RecordDecodeError:
-        raise
-    except (ValueError, TypeError, IndexError) as exc:
-        raise RecordDecodeError(f"undecodable idempotency record: {exc}") from exc
+    return decode_record_row(row, float)
