@@ -343,3 +343,119 @@ async def test_async_callers_share_one_budget() -> None:
     assert all(isinstance(r, Transient) for r in results)
     assert attempts <= 105  # retries stop once five failures have been recorded
     assert budget.statistics().balance == 0.0
+
+
+# ------------------------------------------------------------------ the decorators' inlined success paths
+# The decorator wrappers record a success without a method call where they can (stalwart._budget.inline_kind): a
+# full token bucket records nothing, a ratio budget on the wrapper's own clock deposits with the wrapper's clock
+# reading. These tests pin that the inlined paths count exactly what record_success would.
+
+
+class _Wrapped:
+    """A sync and an async function decorated by one Retry, each failing once on the calls listed in ``fail``."""
+
+    def __init__(self, retry: Retry, fail: set[int]) -> None:
+        self.calls = 0
+        self.fail = fail
+        self.sync = retry(self._sync)
+        self.run = retry(self._async)
+
+    def _sync(self) -> int:
+        self.calls += 1
+        if self.calls in self.fail:
+            raise Transient
+        return self.calls
+
+    async def _async(self) -> int:
+        return self._sync()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("same_clock", [True, False])
+async def test_decorated_ratio_budget_deposits_once_per_call(mode: str, same_clock: bool) -> None:
+    clock = FakeClock()
+    budget = RetryBudget.ratio(percent=20.0, ttl=10.0, min_per_second=0, clock=clock)
+    retry_clock = clock if same_clock else FakeClock()  # another clock: the generic record_success path
+    wrapped = _Wrapped(Retry(on=OSError, backoff=Backoff.constant(0), budget=budget, clock=retry_clock), set())
+    for _ in range(50):
+        assert await _call(wrapped, mode) > 0
+        clock.advance(0.05)  # 2.5 s in all: several rolls of the pending deposits, still inside the window
+    assert budget.statistics().balance == 10  # 50 calls at 20 %
+    clock.advance(10.0)
+    assert budget.statistics().balance == 0  # every deposit expired with the window
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_decorated_ratio_budget_counts_calls_not_attempts(mode: str) -> None:
+    clock = FakeClock()
+    budget = RetryBudget.ratio(percent=100.0, ttl=10.0, min_per_second=0, clock=clock)
+    wrapped = _Wrapped(Retry(on=OSError, backoff=Backoff.constant(0), budget=budget, clock=clock), {3})
+    for _ in range(4):
+        await _call(wrapped, mode)
+    # 4 calls, 5 attempts (the third call failed once and was retried, withdrawing one deposit)
+    assert wrapped.calls == 5
+    assert budget.statistics().balance == 3
+    assert budget.statistics().granted == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_decorated_token_bucket_refills_only_when_not_full(mode: str) -> None:
+    budget = RetryBudget(max_tokens=10, token_ratio=0.5)
+    retry = Retry(on=OSError, max_attempts=4, backoff=Backoff.constant(0), budget=budget, clock=FakeClock())
+    wrapped = _Wrapped(retry, {1, 2, 3})
+    assert await _call(wrapped, mode) == 4  # three failures, three retries: 10 -> 7 tokens, then the success: 7.5
+    assert budget.statistics().balance == 7.5
+    for _ in range(4):
+        await _call(wrapped, mode)
+    assert budget.statistics().balance == 9.5
+    for _ in range(3):
+        await _call(wrapped, mode)
+    assert budget.statistics().balance == 10.0  # capped: a full bucket takes no more
+    budget.record_failure(True)
+    assert budget.statistics().balance == 9.0
+    await _call(wrapped, mode)  # the bucket is no longer full: the inlined path must see it and refill
+    assert budget.statistics().balance == 9.5
+
+
+async def _call(wrapped: _Wrapped, mode: str) -> int:
+    return wrapped.sync() if mode == "sync" else await wrapped.run()
+
+
+def test_ratio_pending_deposits_are_credited_at_least_every_tenth_of_a_second() -> None:
+    # Deposits wait in a list until a roll credits them; a deposit rolls once 0.1 s passed since the last roll, so
+    # the list holds at most 0.1 s of deposits however long the slices are (here 60 s).
+    clock = FakeClock()
+    budget = RetryBudget.ratio(percent=100.0, ttl=600.0, min_per_second=0, clock=clock)
+    for _ in range(1000):
+        budget.record_success(True)
+    clock.advance(0.1)
+    budget.record_success(True)  # rolls: credits the 1000 waiting deposits, then waits itself
+    assert len(budget._pending) == 1
+    assert budget.statistics().balance == 1001
+
+
+def test_decorated_ratio_budget_loses_no_deposit_across_threads() -> None:
+    clock = FakeClock()
+    budget = RetryBudget.ratio(percent=100.0, ttl=10.0, min_per_second=0, clock=clock)
+    retry = Retry(on=OSError, backoff=Backoff.constant(0), budget=budget, clock=clock)
+    barrier = threading.Barrier(8)
+
+    @retry
+    def ok() -> None:
+        return None
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        for k in range(2000):
+            ok()
+            if i == 0 and k % 100 == 0:
+                clock.advance(0.05)  # rolls while the other threads deposit
+                budget.statistics()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert clock.monotonic() < 10.0  # every deposit still inside the window
+    assert budget.statistics().balance == 8 * 2000

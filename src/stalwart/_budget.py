@@ -22,9 +22,9 @@ token bucket when it is full (the healthy steady state) takes no lock.
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +34,7 @@ from ._config import check_int, check_percent, to_float, to_seconds
 __all__ = ["RatioRetryBudget", "RetryBudget", "RetryBudgetStatistics"]
 
 _SLICES = 10  # the ratio budget's window is kept in ttl/10 slices, as Finagle's WindowedAdder does
+_DRAIN_INTERVAL = 0.1  # seconds: a deposit rolls at least this often, so the pending list stays short
 _DEPOSIT = 1000  # integer units, as Finagle's TokenRetryBudget: a retry costs _DEPOSIT * 100 / percent
 
 
@@ -80,7 +81,17 @@ class RetryBudget:
         TypeError, ValueError: an invalid parameter (the message names it).
     """
 
-    __slots__ = ("_granted", "_lock", "_max_tokens", "_refused", "_threshold", "_token_ratio", "_tokens", "name")
+    __slots__ = (
+        "_granted",
+        "_lock",
+        "_max_tokens",
+        "_refill",
+        "_refused",
+        "_threshold",
+        "_token_ratio",
+        "_tokens",
+        "name",
+    )
 
     def __init__(self, name: str = "retry-budget", *, max_tokens: float = 10.0, token_ratio: float = 0.1) -> None:
         self.name = _check_name(name)
@@ -88,6 +99,7 @@ class RetryBudget:
         self._token_ratio = _positive(token_ratio, "token_ratio")
         self._threshold = self._max_tokens / 2.0
         self._tokens = self._max_tokens
+        self._refill = False  # whether a success has tokens to return (the bucket is not full); kept with _tokens
         self._lock = threading.Lock()
         self._granted = 0
         self._refused = 0
@@ -129,17 +141,22 @@ class RetryBudget:
 
     def record_success(self, first: bool) -> None:
         """An attempt's outcome was not retryable (a success): return ``token_ratio`` tokens, up to the maximum."""
-        if self._tokens >= self._max_tokens:  # full: the healthy steady state needs no lock
+        if not self._refill:  # full: the healthy steady state needs no lock
             return
         with self._lock:
             tokens = self._tokens + self._token_ratio
-            self._tokens = tokens if tokens < self._max_tokens else self._max_tokens
+            if tokens < self._max_tokens:
+                self._tokens = tokens
+            else:
+                self._tokens = self._max_tokens
+                self._refill = False
 
     def record_failure(self, first: bool) -> None:
         """An attempt failed retryably: spend one token (never below zero)."""
         with self._lock:
             tokens = self._tokens - 1.0
             self._tokens = tokens if tokens > 0.0 else 0.0
+            self._refill = True
 
     def try_acquire_retry(self) -> bool:
         """Whether a retry may be made now: the token count is above half of ``max_tokens``."""
@@ -164,23 +181,23 @@ class RetryBudget:
 class RatioRetryBudget(RetryBudget):
     """Finagle-style retry budget; build it with :meth:`RetryBudget.ratio`, which documents the parameters.
 
-    Deposits are lock-free: a call's first attempt reads the clock and bumps a C-level counter
-    (``next(itertools.count())``, atomic under the GIL); only the first deposit after a slice boundary takes the
-    lock, to close the slice. Withdrawals and snapshots take the lock and first attribute the pending deposits to
-    the current slice, so no deposit is lost or counted twice, whatever the threads do.
+    Deposits are lock-free: a call's first attempt reads the clock and appends to a list of pending deposits
+    (``list.append`` is atomic); the first deposit after a slice boundary, or 0.1 s after the last roll, takes the
+    lock to credit them to the current slice (and close the slice), so the list stays short. Withdrawals and
+    snapshots take the lock and first attribute the pending deposits to the current slice, so no deposit is lost or
+    counted twice, whatever the threads do.
     """
 
     __slots__ = (
         "_balance",
         "_clock",
-        "_deposits",
         "_index",
         "_min_per_second",
         "_monotonic",
+        "_pending",
         "_percent",
-        "_reads",
         "_reserve",
-        "_seen",
+        "_roll_due",
         "_slice_end",
         "_slice_length",
         "_slices",
@@ -213,10 +230,13 @@ class RatioRetryBudget(RetryBudget):
         self._slices = [0] * _SLICES  # deposits minus withdrawals per slice, in units
         self._index = 0
         self._balance = 0  # sum of the live slices
-        self._slice_end = clock.monotonic() + self._slice_length
-        self._deposits = itertools.count()  # next() is atomic: the lock-free deposit
-        self._reads = 0  # our own next() calls on _deposits
-        self._seen = 0  # deposits already attributed to a slice
+        now = clock.monotonic()
+        self._slice_end = now + self._slice_length
+        # The next deposit at or after this instant rolls (takes the lock): the slice's end, or 0.1 s from now.
+        self._roll_due = min(self._slice_end, now + _DRAIN_INTERVAL)
+        # Deposits not yet attributed to a slice, one entry each: list.append is atomic (the GIL, or the list's own
+        # lock without it) and the cheapest call CPython has; _roll takes the first n entries off under the lock.
+        self._pending: list[None] = []
 
     @property
     def percent(self) -> float:
@@ -229,15 +249,20 @@ class RatioRetryBudget(RetryBudget):
         return self._ttl
 
     def _roll(self, now: float) -> None:
-        """Credit pending deposits to the current slice, then expire slices older than ``ttl``; lock held."""
-        total = next(self._deposits) - self._reads
-        self._reads += 1
-        fresh = (total - self._seen) * _DEPOSIT
-        self._seen = total
+        """Credit pending deposits to the current slice, expire slices older than ``ttl``; lock held."""
+        pending = self._pending
+        count = len(pending)
+        del pending[:count]  # entries appended meanwhile are after these: they wait for the next roll
+        fresh = count * _DEPOSIT
         self._slices[self._index] += fresh
         self._balance += fresh
-        if now < self._slice_end:
-            return
+        if now >= self._slice_end:
+            self._expire(now)
+        due = now + _DRAIN_INTERVAL
+        self._roll_due = due if due < self._slice_end else self._slice_end
+
+    def _expire(self, now: float) -> None:
+        """Close the slices that ended by ``now``; lock held."""
         passed = int((now - self._slice_end) / self._slice_length) + 1
         slices = self._slices
         if passed >= _SLICES:
@@ -255,13 +280,18 @@ class RatioRetryBudget(RetryBudget):
         self._index = index
         self._slice_end += passed * self._slice_length
 
+    def _advance(self, now: float) -> None:
+        """Roll at ``now`` (a reading of this budget's clock): what a deposit does once ``now >= _roll_due``."""
+        with self._lock:
+            self._roll(now)
+
     def record_success(self, first: bool) -> None:
         """A call's first attempt ended: deposit (later attempts deposit nothing, so retries earn no retries)."""
         if first:
-            if self._monotonic() >= self._slice_end:
-                with self._lock:
-                    self._roll(self._monotonic())
-            next(self._deposits)
+            now = self._monotonic()
+            if now >= self._roll_due:
+                self._advance(now)
+            self._pending.append(None)
 
     record_failure = record_success  # a call is a call whatever its first outcome
 
@@ -289,6 +319,31 @@ class RatioRetryBudget(RetryBudget):
             f"RetryBudget.ratio(percent={self._percent!r}, ttl={self._ttl!r}, "
             f"min_per_second={self._min_per_second!r}, name={self.name!r})"
         )
+
+
+INLINE_NONE, INLINE_TOKEN_BUCKET, INLINE_RATIO = 0, 1, 2
+
+
+def inline_kind(budget: object, monotonic: Callable[[], float]) -> int:
+    """How a driver whose clock reads ``monotonic`` may record a first attempt's success without a method call.
+
+    The success path of a retry driver is a few dozen nanoseconds, so a method call per success would be most of
+    the budget's cost. Drivers specialise their success path on this answer:
+
+    * ``INLINE_TOKEN_BUCKET`` (exactly :class:`RetryBudget`): call ``record_success(True)`` only when
+      ``budget._refill`` (the bucket is not full); a full bucket (the healthy steady state) has nothing to record.
+    * ``INLINE_RATIO`` (exactly :class:`RatioRetryBudget` on the driver's own clock): with ``now`` the driver's
+      reading at the attempt's start, ``if now >= budget._roll_due: budget._advance(now)``, then
+      ``budget._pending.append(None)``: the deposit of :meth:`RatioRetryBudget.record_success` without a clock
+      read.
+    * ``INLINE_NONE``: anything else (subclasses, ``RedisRetryBudget``, users' budgets): call ``record_success``.
+    """
+    kind = type(budget)
+    if kind is RetryBudget:
+        return INLINE_TOKEN_BUCKET
+    if kind is RatioRetryBudget and budget._monotonic == monotonic:  # type: ignore[attr-defined]
+        return INLINE_RATIO
+    return INLINE_NONE
 
 
 def _positive(value: float, parameter: str) -> float:
