@@ -176,6 +176,85 @@ async def test_a_row_deleted_during_the_claim_is_inserted_again(store: PostgresS
     assert claimed[0].record.attempt == 1
 
 
+async def _claim_racing_an_uncommitted_insert(request: pytest.FixtureRequest, *, commit: bool) -> tuple[Any, int]:
+    """Claim a key while another transaction holds an uncommitted insert of it; end that transaction once the
+    claim waits for it. Returns the claim's result and how often the claim went to its locked phase 2."""
+    url, schema = postgres_schema(request)
+    s = PostgresStore.from_url(url, schema=schema, lock_timeout=None)  # the claim waits as long as the holder
+    try:
+        await s.now()  # the table exists
+        phase2 = 0
+        locked = s._claim_locked
+
+        async def counting(params: dict[str, Any], reclaim: bool) -> Any:
+            nonlocal phase2
+            phase2 += 1
+            return await locked(params, reclaim)
+
+        s._claim_locked = counting  # type: ignore[method-assign]
+        r = rid()
+        insert = sql.SQL(
+            "INSERT INTO {t} (record_id, state, fingerprint, fp_version, owner_token, fence, attempt, "
+            "lease_expires_at, created_at, updated_at, expires_at, schema_version) "
+            "VALUES (%s, 'in_progress', %s, %s, 'holder', nextval({seq}), 1, now() + interval '1 hour', now(), "
+            "now(), now() + interval '2 hours', 1)"
+        ).format(t=table(s), seq=sql.Literal(f"{schema}.{s.table}_fence"))
+        async with (
+            await psycopg.AsyncConnection.connect(url) as holder,
+            await psycopg.AsyncConnection.connect(url, autocommit=True) as observer,
+        ):
+            await holder.execute(insert, (r, FP, FP_VERSION))
+            task = asyncio.create_task(claim(s, r, token()))
+            blocked = b"SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+            for _ in range(2000):  # until the claim's insert waits for the holder's transaction (or 20 s)
+                row = await (await observer.execute(blocked, (holder.info.backend_pid,))).fetchone()
+                if row and row[0] == 1:
+                    break
+                assert not task.done(), task
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("the claim never waited for the uncommitted insert")
+            await (holder.commit() if commit else holder.rollback())
+            result = await task
+        return result, phase2
+    finally:
+        await s.aclose()
+
+
+async def test_a_claim_racing_a_concurrent_insert_classifies_the_committed_row(request: pytest.FixtureRequest) -> None:
+    # The claim's snapshot misses the row and its insert conflicts once the holder commits: no row comes back, and
+    # the locked phase 2 must read and classify the holder's record (never a second owner, never a 503).
+    result, phase2 = await _claim_racing_an_uncommitted_insert(request, commit=True)
+    assert not result.claimed
+    assert result.record.owner_token == "holder"
+    assert result.record.state is State.IN_PROGRESS
+    assert phase2 == 1
+
+
+async def test_a_claim_racing_an_insert_that_rolls_back_takes_the_key(request: pytest.FixtureRequest) -> None:
+    result, phase2 = await _claim_racing_an_uncommitted_insert(request, commit=False)
+    assert result.claimed
+    assert result.record.owner_token != "holder"
+    assert result.record.attempt == 1
+    assert phase2 == 0
+
+
+async def test_a_replay_claim_draws_no_fence(store: PostgresStore, database_url: str) -> None:
+    r, a = rid(), token()
+    rec = (await claim(store, r, a)).record
+    assert await store.complete(r, owner_token=a, fence=rec.fence, response=RESPONSE, retention=3600.0)
+    seq = sql.Identifier(store.schema, f"{store.table}_fence")
+    before = await execute(database_url, sql.SQL("SELECT last_value FROM {}").format(seq))
+    for _ in range(3):
+        replay = await claim(store, r, token())
+        assert not replay.claimed
+        assert replay.record.state is State.COMPLETED
+        assert replay.record.body == RESPONSE.body
+    assert await execute(database_url, sql.SQL("SELECT last_value FROM {}").format(seq)) == before
+    fresh = (await claim(store, rid(), token())).record
+    assert fresh.fence > rec.fence
+
+
 async def test_the_schema_is_created_once_by_concurrent_processes(request: pytest.FixtureRequest) -> None:
     url, schema = postgres_schema(request)
     stores = [PostgresStore.from_url(url, schema=schema, table="custom_records") for _ in range(4)]

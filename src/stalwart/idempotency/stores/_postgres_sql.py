@@ -60,20 +60,26 @@ _TEMPLATES: dict[str, str] = {
         CREATE INDEX IF NOT EXISTS {idx_expires} ON {t} (expires_at);
         CREATE INDEX IF NOT EXISTS {idx_abandoned} ON {t} (updated_at) WHERE state = 'abandoned'""",
     "exists": "SELECT to_regclass({t_literal}) IS NOT NULL AND to_regclass({seq_literal}) IS NOT NULL",
-    # Claim, phase 1 (one autocommit statement): insert if absent, else return the committed record. The fence is
-    # drawn even when the insert conflicts (gaps are harmless: fences only have to increase).
+    # Claim, phase 1 (one autocommit statement): read the committed record, and insert only when the statement's
+    # snapshot has none. A replay therefore costs a primary-key read: no nextval(), no speculative insertion. A row
+    # committed (or still being inserted) by a concurrent claim after the snapshot makes the insert conflict (it
+    # waits for that transaction first) while `cur` does not see it: no row comes back, and the caller goes on to
+    # phase 2, which reads the row under a lock. The fence is drawn only when the insert is attempted (gaps from
+    # such conflicts are harmless: fences only have to increase).
     "claim": """
-        WITH ins AS (
+        WITH cur AS (SELECT {c} FROM {t} WHERE record_id = %(rid)s),
+        ins AS (
             INSERT INTO {t} (record_id, state, fingerprint, fp_version, owner_token, fence, attempt,
                              lease_expires_at, created_at, updated_at, expires_at, schema_version)
-            VALUES (%(rid)s, 'in_progress', %(fp)s, %(fpv)s, %(owner)s, nextval({seq}), 1,
-                    now() + %(lease)s * interval '1 second', now(), now(),
-                    now() + (%(lease)s + %(retention)s) * interval '1 second', %(sv)s)
+            SELECT %(rid)s, 'in_progress', %(fp)s, %(fpv)s, %(owner)s, nextval({seq}), 1,
+                   now() + %(lease)s * interval '1 second', now(), now(),
+                   now() + (%(lease)s + %(retention)s) * interval '1 second', %(sv)s
+            WHERE NOT EXISTS (SELECT 1 FROM cur)
             ON CONFLICT (record_id) DO NOTHING
             RETURNING {c})
         SELECT true, now(), * FROM ins
         UNION ALL
-        SELECT false, now(), {c} FROM {t} WHERE record_id = %(rid)s AND NOT EXISTS (SELECT 1 FROM ins)""",
+        SELECT false, now(), * FROM cur""",
     # Claim, phase 2 (in a short transaction): lock the row, then write what decide_claim chose.
     "lock_row": "SELECT {c}, clock_timestamp() FROM {t} WHERE record_id = %s FOR UPDATE",
     "reinsert": """

@@ -4,8 +4,11 @@
 Standard mode (the :class:`~stalwart.idempotency.IdempotencyStore` protocol):
 
 - The claim is its own short transaction, committed before the handler runs (Brandur Leach's phase 1): one
-  autocommit statement ``INSERT … ON CONFLICT (record_id) DO NOTHING RETURNING …`` that also returns the committed
-  record when the key exists. Fresh keys and replays therefore cost one round trip. When the pure decision
+  autocommit statement that reads the committed record and, only when there is none, inserts it with ``INSERT …
+  ON CONFLICT (record_id) DO NOTHING RETURNING …``. Fresh keys and replays therefore cost one round trip, and a
+  replay draws no fence and attempts no insert. A concurrent insert of the same key
+  between the statement's snapshot and its insert leaves both parts empty; the claim then goes to the locked
+  second phase, which sees the committed row. When the pure decision
   (:func:`~stalwart.idempotency._record.decide_claim`) needs a write on an existing record (abandon or reclaim an
   expired lease, or reuse a record past its retention), a second short transaction locks the row with
   ``SELECT … FOR UPDATE``, decides again on ``clock_timestamp()`` and writes.
@@ -234,7 +237,8 @@ class PostgresStore:
                     return ClaimResult(True, current, now)
                 if action is ClaimAction.NONE:
                     return ClaimResult(False, current, now)
-            # The write needs the row lock (or the row went away between the insert and the read): phase 2.
+            # The write needs the row lock, or no row came back (a concurrent claim inserted the key after this
+            # statement's snapshot, so the insert conflicted and the read saw nothing): phase 2.
             result = await self._claim_locked(params, reclaim)
             if result is not None:
                 return result
