@@ -125,15 +125,20 @@ async def test_every_script_touches_a_single_slot(request: pytest.FixtureRequest
     calls: list[tuple[str, tuple[str, ...]]] = []
     names = ["_claim", "_heartbeat", "_complete", "_release", "_abandon", "_get", "_purge_one", "_abandoned_one"]
 
-    def recording(name: str, script: Any) -> Any:
-        async def call(keys: list[str], args: list[Any], client: Any = None) -> Any:
-            calls.append((name, tuple(keys)))
-            return await script(keys=keys, args=args, client=client)
+    # Every script call goes through _run (one EVALSHA) or _batch (a pipeline of them): record the keys there.
+    by_script = {id(getattr(s, name)): name for name in names}
+    run, batch = s._run, s._batch
 
-        return call
+    async def recording_run(script: Any, keys: list[str], args: list[Any]) -> Any:
+        calls.append((by_script[id(script)], tuple(keys)))
+        return await run(script, keys, args)
 
-    for name in names:
-        setattr(s, name, recording(name, getattr(s, name)))
+    async def recording_batch(script: Any, batch_calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        calls.extend((by_script[id(script)], tuple(keys)) for keys, _ in batch_calls)
+        return await batch(script, batch_calls)
+
+    s._run = recording_run  # type: ignore[method-assign]
+    s._batch = recording_batch  # type: ignore[method-assign]
     try:
         for _ in range(12):
             r, a = rid(), token()
@@ -251,10 +256,11 @@ async def test_list_abandoned_drops_entries_of_vanished_records(store: RedisStor
     assert await store.client.zcard(f"{{{store.prefix}}}:abandoned") == 1
 
 
-async def test_an_undecodable_record_raises_record_decode_error(store: RedisStore) -> None:
+@pytest.mark.parametrize(("field", "value"), [("sv", b"99"), ("st", b"bogus"), ("oc", b"bogus"), ("hd", b"\x00")])
+async def test_an_undecodable_record_raises_record_decode_error(store: RedisStore, field: str, value: bytes) -> None:
     r, a = rid(), token()
     await claim(store, r, a)
-    await store.client.hset(record_key(store, r), "sv", 99)
+    await store.client.hset(record_key(store, r), field, value)
     with pytest.raises(RecordDecodeError):
         await store.get(r)
     with pytest.raises(RecordDecodeError):

@@ -132,12 +132,14 @@ async def test_waiting_for_a_lock_does_not_block_the_event_loop(tmp_path: Path) 
 async def test_undecodable_records_raise_record_decode_error(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SQLiteStore(path)
-    await claim(store, "r1")
-    await claim(store, "r2")
+    for rid in ("r1", "r2", "r3", "r4"):
+        await claim(store, rid)
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE stalwart_idempotency_records SET schema_version = 99 WHERE record_id = 'r1'")
         raw.execute("UPDATE stalwart_idempotency_records SET headers = x'00' WHERE record_id = 'r2'")
-    for rid in ("r1", "r2"):
+        raw.execute("UPDATE stalwart_idempotency_records SET state = 'bogus' WHERE record_id = 'r3'")
+        raw.execute("UPDATE stalwart_idempotency_records SET outcome = 'bogus' WHERE record_id = 'r4'")
+    for rid in ("r1", "r2", "r3", "r4"):
         with pytest.raises(RecordDecodeError):
             await store.get(rid)
         with pytest.raises(RecordDecodeError):

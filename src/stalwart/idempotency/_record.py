@@ -360,19 +360,21 @@ def decode_headers(data: bytes) -> tuple[tuple[bytes, bytes], ...]:
     Raises:
         RecordDecodeError: truncated or malformed data.
     """
+    if type(data) is not bytes:
+        data = bytes(data)  # slices of bytes are bytes (a memoryview's would be views)
     pairs: list[tuple[bytes, bytes]] = []
+    from_bytes = int.from_bytes
     pos = 0
     n = len(data)
     while pos < n:
-        fields: list[bytes] = []
-        for _ in range(2):
-            if pos + 4 > n:
-                raise RecordDecodeError("truncated header data")
-            length = int.from_bytes(data[pos : pos + 4], "big")
-            pos += 4
-            if pos + length > n:
-                raise RecordDecodeError("truncated header data")
-            fields.append(bytes(data[pos : pos + length]))
-            pos += length
-        pairs.append((fields[0], fields[1]))
+        start = pos + 4  # the name
+        end = start + from_bytes(data[pos:start], "big")
+        pos = end + 4  # the value
+        if pos > n:
+            raise RecordDecodeError("truncated header data")
+        value_end = pos + from_bytes(data[end:pos], "big")
+        if value_end > n:
+            raise RecordDecodeError("truncated header data")
+        pairs.append((data[start:end], data[pos:value_end]))
+        pos = value_end
     return tuple(pairs)

@@ -15,7 +15,11 @@ from stalwart.idempotency._record import (
     decode_headers,
 )
 
-__all__ = ["decode_record_row", "wall_clock"]
+# Enum members by stored value: a dict lookup instead of the enum call (KeyError for an unknown value).
+STATES: dict[str, State] = {s.value: s for s in State}
+OUTCOMES: dict[str, Outcome] = {o.value: o for o in Outcome}
+
+__all__ = ["OUTCOMES", "STATES", "decode_record_row", "wall_clock"]
 
 
 def wall_clock() -> float:
@@ -44,7 +48,7 @@ def decode_record_row(row: Sequence[Any], seconds: Callable[[Any], float]) -> Re
             raise RecordDecodeError(f"unknown schema_version {row[17]!r}")
         return Record(
             record_id=str(row[0]),
-            state=State(row[1]),
+            state=STATES[row[1]],
             fingerprint=bytes(row[2]),
             fp_version=int(row[3]),
             owner_token=str(row[4]),
@@ -55,14 +59,14 @@ def decode_record_row(row: Sequence[Any], seconds: Callable[[Any], float]) -> Re
             updated_at=seconds(row[9]),
             expires_at=seconds(row[10]),
             completed_at=None if row[11] is None else seconds(row[11]),
-            outcome=None if row[12] is None else Outcome(row[12]),
+            outcome=None if row[12] is None else OUTCOMES[row[12]],
             status=None if row[13] is None else int(row[13]),
-            headers=decode_headers(bytes(row[14])),
+            headers=decode_headers(row[14]),
             body=bytes(row[15]),
             body_omitted=bool(row[16]),
-            schema_version=int(row[17]),
+            schema_version=SCHEMA_VERSION,
         )
     except RecordDecodeError:
         raise
-    except (ValueError, TypeError, IndexError) as exc:
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise RecordDecodeError(f"undecodable idempotency record: {exc!r}") from exc

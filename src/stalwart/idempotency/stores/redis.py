@@ -64,6 +64,8 @@ __all__ = ["RedisServerCheckError", "RedisStore", "server_problems"]
 logger = logging.getLogger("stalwart")
 
 _US = 1_000_000  # the scripts keep times in integer microseconds
+_STATES = {s.value.encode(): s for s in State}  # stored bytes -> member (KeyError: undecodable)
+_OUTCOMES = {o.value.encode(): o for o in Outcome}
 
 # -- the store ------------------------------------------------------------------------------------------------------
 
@@ -393,7 +395,7 @@ def _decode(record_id: str, flat: list[bytes]) -> Record:
         completed, outcome, status = f.get(b"co"), f.get(b"oc"), f.get(b"sc")
         return Record(
             record_id=record_id,
-            state=State(f[b"st"].decode()),
+            state=_STATES[f[b"st"]],
             fingerprint=f[b"fp"],
             fp_version=int(f[b"fv"]),
             owner_token=f[b"ow"].decode(),
@@ -404,7 +406,7 @@ def _decode(record_id: str, flat: list[bytes]) -> Record:
             updated_at=int(f[b"up"]) / _US,
             expires_at=int(f[b"ex"]) / _US,
             completed_at=None if completed is None else int(completed) / _US,
-            outcome=None if outcome is None else Outcome(outcome.decode()),
+            outcome=None if outcome is None else _OUTCOMES[outcome],
             status=None if status is None else int(status),
             headers=decode_headers(f.get(b"hd", b"")),
             body=f.get(b"bd", b""),
