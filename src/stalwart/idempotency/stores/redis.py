@@ -40,7 +40,7 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from stalwart._config import check_int, to_seconds
 from stalwart._exceptions import StoreUnavailable
@@ -174,13 +174,18 @@ class RedisStore:
         return self._tags[shard], shard
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        # EVALSHA straight on the client (redis-py's Script.__call__ adds an import, tuple copies and a coroutine
+        # per call); a server that lost the script (restart, SCRIPT FLUSH) gets it loaded again, once.
         if not self._checked:
             await self._first_use()
+        client: Any = self.client
         try:
-            return await script(keys=keys, args=args)
-        except RedisError as exc:
-            raise StoreUnavailable(f"Redis store failed: {exc}") from exc
-        except OSError as exc:
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                script.sha = await client.script_load(script.script)
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis store failed: {exc}") from exc
 
     async def _first_use(self) -> None:
