@@ -138,9 +138,11 @@ class IdempotencyMiddleware:
     # -- public helpers -------------------------------------------------------------------------------------------
 
     def statistics(self) -> dict[str, int]:
-        """Counters since start (spec §2.17 names), plus the store's ``evictions`` when it has them."""
+        """Counters since start (spec §2.17 names), plus the store's ``evictions`` (MemoryStore) and
+        ``replication_shortfalls`` (RedisStore with ``wait_replicas``), 0 for stores without them."""
         stats = dict(self._stats)
         stats["evictions"] = int(getattr(self.store, "evictions", 0))
+        stats["replication_shortfalls"] = int(getattr(self.store, "replication_shortfalls", 0))
         return stats
 
     def _count(self, name: str) -> None:

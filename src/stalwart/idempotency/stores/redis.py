@@ -26,6 +26,16 @@ with ``strict_server_checks=True`` they raise :class:`RedisServerCheckError`. Re
 clock: an NTP step moves every lease and TTL. G1 does not survive a failover that loses acknowledged writes
 (asynchronous replication); use PostgreSQL where that matters.
 
+Replication (``wait_replicas``, spec §2.16.3). Optionally the claim and the completion send ``WAIT n timeout`` right
+after their script, in the same round trip (a non-transactional pipeline on one connection, so ``WAIT`` covers the
+script's writes). This narrows, but does not close, the failover window: replicas acknowledge receipt, not a
+durable write, and a failover may still promote a replica that missed the write. When fewer replicas acknowledge
+within ``wait_timeout`` (a "shortfall"): a claim that took the key is released and raises StoreUnavailable (503, the
+handler does not run) with ``wait_shortfall="fail"`` (the default), or goes ahead with ``"proceed"``; a completion
+always counts as done (the handler has run and its response is the truth; failing it would not undo anything). Each
+shortfall of a claim that took the key, or of a successful completion, increments ``replication_shortfalls`` and is
+logged as a warning (at most one line per 10 s). Claims that took nothing (replays, 409, 422) ignore the reply.
+
 Requires Redis 5 or later (scripts replicated by their effects, so ``TIME`` may precede writes).
 """
 
@@ -33,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import zlib
 from collections.abc import Awaitable
 from typing import Any
@@ -64,6 +76,9 @@ __all__ = ["RedisServerCheckError", "RedisStore", "server_problems"]
 logger = logging.getLogger("stalwart")
 
 _US = 1_000_000  # the scripts keep times in integer microseconds
+_SHORTFALL_LOG_EVERY = 10.0  # seconds between two warnings about replication shortfalls
+_monotonic = time.monotonic  # the clock of that rate limit (a module attribute, so tests can drive it)
+WAIT_SHORTFALL_POLICIES = ("fail", "proceed")
 _STATES = {s.value.encode(): s for s in State}  # stored bytes -> member (KeyError: undecodable)
 _OUTCOMES = {o.value.encode(): o for o in Outcome}
 
@@ -89,10 +104,28 @@ class RedisStore:
         check_server_on_first_use: run :meth:`check_server` before the first operation (default True).
         index_grace: seconds after its expiry an entry of the purge index is dropped without counting, so the index
             stays bounded when :meth:`purge` never runs (default 3600.0).
+        wait_replicas: replicas that must acknowledge a claim and a completion (Redis ``WAIT``, sent in the same
+            round trip as the script); default 0: no ``WAIT``. Needs a ``redis.asyncio.Redis`` client (not
+            ``RedisCluster``). Narrows, does not close, the failover window (see the module documentation).
+        wait_timeout: seconds ``WAIT`` may block for the acknowledgements (default 0.1; > 0, rounded up to the
+            millisecond). Redis ends a blocked ``WAIT`` on its ``hz`` tick, so a shortfall takes up to one tick
+            more (0.1 s at the default ``hz 10``). Keep it well below the client's socket timeout and the
+            middleware's ``store_timeout``: while replicas are missing, every claim (replays too: the ``WAIT`` is
+            sent before the script's outcome is known) and completion takes this long.
+        wait_shortfall: what a claim that took the key does when fewer than ``wait_replicas`` replicas acknowledged
+            it: ``"fail"`` (default) releases it and raises StoreUnavailable (503, the handler does not run);
+            ``"proceed"`` keeps it (the guarantee is then that of a store without ``WAIT``). Completions always
+            proceed. Either way the shortfall is counted in ``replication_shortfalls`` and logged.
         close_client: close the client in :meth:`aclose` (default False; ``from_url`` passes True).
 
+    Attributes:
+        replication_shortfalls: claims that took a key and completions that were acknowledged by fewer than
+            ``wait_replicas`` replicas (``int``, since construction; reported by the middleware's ``statistics()``).
+
     Raises:
-        ValueError: an invalid ``prefix``, ``shards`` or ``index_grace``, or a client that decodes responses.
+        ValueError: an invalid ``prefix``, ``shards``, ``index_grace``, ``wait_replicas``, ``wait_timeout`` or
+            ``wait_shortfall``, ``wait_replicas`` with a cluster client, or a client that decodes responses.
+        TypeError: ``shards``, ``wait_replicas`` or a duration of the wrong type.
     """
 
     requires_secret = True
@@ -107,6 +140,9 @@ class RedisStore:
         strict_server_checks: bool = False,
         check_server_on_first_use: bool = True,
         index_grace: float = 3600.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.1,
+        wait_shortfall: str = "fail",
         close_client: bool = False,
     ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
@@ -119,6 +155,18 @@ class RedisStore:
         self.shards = check_int(shards, "shards", minimum=1)
         self.strict_server_checks = strict_server_checks
         self._grace_us = round(to_seconds(index_grace, "index_grace") * _US)
+        self.wait_replicas = check_int(wait_replicas, "wait_replicas", minimum=0)
+        self.wait_timeout = to_seconds(wait_timeout, "wait_timeout", allow_zero=False)
+        self._wait_ms = max(1, math.ceil(self.wait_timeout * 1000))  # WAIT's unit; 0 would block forever
+        if wait_shortfall not in WAIT_SHORTFALL_POLICIES:
+            raise ValueError(f"wait_shortfall must be 'fail' or 'proceed', got {wait_shortfall!r}")
+        self.wait_shortfall = wait_shortfall
+        if self.wait_replicas and not isinstance(client, Redis):
+            # WAIT counts the acknowledgements of its own connection's writes; a cluster pipeline would send it to
+            # another connection than the script's.
+            raise ValueError("wait_replicas needs a redis.asyncio.Redis client (not RedisCluster)")
+        self.replication_shortfalls = 0
+        self._shortfall_logged_at = -math.inf
         self._close_client = close_client
         self._tags = [f"{{{prefix}}}" if self.shards == 1 else f"{{{prefix}:{i}}}" for i in range(self.shards)]
         self._checked = not check_server_on_first_use
@@ -139,6 +187,9 @@ class RedisStore:
         strict_server_checks: bool = False,
         check_server_on_first_use: bool = True,
         index_grace: float = 3600.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.1,
+        wait_shortfall: str = "fail",
         socket_timeout: float = 2.0,
         **client_kwargs: Any,
     ) -> RedisStore:
@@ -146,11 +197,18 @@ class RedisStore:
 
         Args:
             url: the server URL.
-            prefix, shards, strict_server_checks, check_server_on_first_use, index_grace: as for the constructor.
+            prefix, shards, strict_server_checks, check_server_on_first_use, index_grace, wait_replicas,
+                wait_timeout, wait_shortfall: as for the constructor.
             socket_timeout: seconds for connecting and for each command (default 2.0).
             **client_kwargs: passed to ``redis.asyncio.Redis.from_url`` (``decode_responses`` is forced off;
                 ``retry`` defaults to no retries).
+
+        Raises:
+            ValueError: as for the constructor, or ``wait_timeout`` not below ``socket_timeout`` while
+                ``wait_replicas`` is set (the socket would time out before ``WAIT`` answers).
         """
+        if wait_replicas and to_seconds(wait_timeout, "wait_timeout", allow_zero=False) >= socket_timeout:
+            raise ValueError(f"wait_timeout ({wait_timeout!r} s) must be below socket_timeout ({socket_timeout!r} s)")
         client_kwargs.setdefault("socket_connect_timeout", socket_timeout)
         client_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
         client_kwargs["decode_responses"] = False
@@ -162,6 +220,9 @@ class RedisStore:
             strict_server_checks=strict_server_checks,
             check_server_on_first_use=check_server_on_first_use,
             index_grace=index_grace,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+            wait_shortfall=wait_shortfall,
             close_client=True,
         )
 
@@ -187,6 +248,47 @@ class RedisStore:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis store failed: {exc}") from exc
+
+    async def _run_waited(self, script: Any, keys: list[str], args: list[Any]) -> tuple[Any, int]:
+        """The script and ``WAIT wait_replicas wait_timeout`` in one round trip on one connection.
+
+        Returns the script's reply and the number of replicas that acknowledged the connection's writes.
+        """
+        if not self._checked:
+            await self._first_use()
+        try:
+            try:
+                return await self._send_waited(script, keys, args)
+            except NoScriptError:
+                script.sha = await self.client.script_load(script.script)
+                return await self._send_waited(script, keys, args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis store failed: {exc}") from exc
+
+    async def _send_waited(self, script: Any, keys: list[str], args: list[Any]) -> tuple[Any, int]:
+        # EVALSHA itself, not the Script object: a pipeline holding Script objects first sends SCRIPT EXISTS.
+        pipe: Any = self.client.pipeline(transaction=False)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.wait(self.wait_replicas, self._wait_ms)
+        reply, acknowledged = await pipe.execute()
+        return reply, int(acknowledged)
+
+    def _shortfall(self, what: str, record_id: str, acknowledged: int) -> None:
+        self.replication_shortfalls += 1
+        now = _monotonic()
+        if now - self._shortfall_logged_at >= _SHORTFALL_LOG_EVERY:
+            self._shortfall_logged_at = now
+            logger.warning(
+                "RedisStore %s: %s of %s… acknowledged by %d of %d replicas within %.3f s (%d shortfalls so far); "
+                "a failover now may lose it",
+                self,
+                what,
+                record_id[:12],
+                acknowledged,
+                self.wait_replicas,
+                self.wait_timeout,
+                self.replication_shortfalls,
+            )
 
     async def _first_use(self) -> None:
         async with self._check_lock:
@@ -241,23 +343,37 @@ class RedisStore:
     ) -> ClaimResult:
         """See :meth:`IdempotencyStore.claim` (one script: insert, own, abandon or reclaim, on ``TIME``)."""
         tag, shard = self._tag(record_id)
-        reply = await self._run(
-            self._claim,
-            [f"{tag}:r:{record_id}", f"{tag}:fence", f"{tag}:exp", f"{tag}:abandoned"],
-            [
-                record_id,
-                fingerprint,
-                fp_version,
-                owner_token,
-                _to_us(lease_ttl),
-                _to_us(retention),
-                1 if reclaim else 0,
-                self.shards,
-                shard,
-                self._grace_us,
-            ],
-        )
-        return ClaimResult(bool(reply[0]), _decode(record_id, reply[2]), reply[1] / _US)
+        keys = [f"{tag}:r:{record_id}", f"{tag}:fence", f"{tag}:exp", f"{tag}:abandoned"]
+        args = [
+            record_id,
+            fingerprint,
+            fp_version,
+            owner_token,
+            _to_us(lease_ttl),
+            _to_us(retention),
+            1 if reclaim else 0,
+            self.shards,
+            shard,
+            self._grace_us,
+        ]
+        if not self.wait_replicas:
+            reply = await self._run(self._claim, keys, args)
+            return ClaimResult(bool(reply[0]), _decode(record_id, reply[2]), reply[1] / _US)
+        reply, acknowledged = await self._run_waited(self._claim, keys, args)
+        result = ClaimResult(bool(reply[0]), _decode(record_id, reply[2]), reply[1] / _US)
+        if result.claimed and acknowledged < self.wait_replicas:
+            self._shortfall("claim", record_id, acknowledged)
+            if self.wait_shortfall == "fail":
+                # Give the key back before failing, so a retry claims it afresh (and waits for that write): a retry
+                # finding its own claim writes nothing, and its WAIT would then cover other writes.
+                try:
+                    await self.release(record_id, owner_token=owner_token, fence=result.record.fence)
+                except StoreUnavailable:
+                    logger.warning("RedisStore %s: releasing the unreplicated claim %s… failed", self, record_id[:12])
+                raise StoreUnavailable(
+                    f"claim of {record_id[:12]}… acknowledged by {acknowledged} of {self.wait_replicas} replicas"
+                )
+        return result
 
     async def heartbeat(
         self, record_id: str, *, owner_token: str, fence: int, lease_ttl: float, retention: float
@@ -285,7 +401,13 @@ class RedisStore:
             b"" if response.body_omitted else response.body,
             1 if response.body_omitted else 0,
         ]
-        return bool(await self._run(self._complete, keys, args))
+        if not self.wait_replicas:
+            return bool(await self._run(self._complete, keys, args))
+        reply, acknowledged = await self._run_waited(self._complete, keys, args)
+        done = bool(reply)
+        if done and acknowledged < self.wait_replicas:
+            self._shortfall("completion", record_id, acknowledged)  # done all the same: the response is the truth
+        return done
 
     async def release(self, record_id: str, *, owner_token: str, fence: int) -> bool:
         """See :meth:`IdempotencyStore.release`."""
