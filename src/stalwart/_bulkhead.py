@@ -266,8 +266,13 @@ class Bulkhead(Policy):
             raise RuntimeError(f"bulkhead {self._name!r} released more often than acquired")
         permits.append(True)
         if self._waiters:  # read after the append: a waiter enqueued concurrently is seen here or sees the slot
-            with self._lock:
-                self._grant_locked()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Hand slots to the queued waiters; what :meth:`release` does after its append when ``_waiters`` is not
+        empty (drivers that inline ``release``: ``_permits.append(True)``, then this when ``_waiters``)."""
+        with self._lock:
+            self._grant_locked()
 
     def _grant_locked(self) -> None:
         """Hand free slots to waiters in FIFO order (caller holds the lock)."""

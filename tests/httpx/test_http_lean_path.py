@@ -10,7 +10,7 @@ import httpx
 import pytest
 from _http_harness import NO_JITTER
 
-from stalwart import DeadlineExceeded
+from stalwart import CircuitBreaker, CircuitCallRecorded, DeadlineExceeded, Event, add_hook, remove_hook
 from stalwart._registry import Registry
 from stalwart.httpx import AsyncResilientTransport, ResilienceConfig
 from stalwart.testing import FakeClock
@@ -65,10 +65,13 @@ async def run(steps: list[Step], *, lean: bool) -> dict[str, Any]:
             outcomes.append(type(exc).__name__)
         else:
             outcomes.append(response.status_code)
+    budget = transport.origin(URL).budget
+    assert budget is not None
     return {
         "outcomes": outcomes,
         "attempts": upstream.attempts,
         "snapshot": registry.snapshot(),
+        "budget": budget.statistics(),
         "headers": [list(request.headers.raw) for request in requests],
         "general": general,
     }
@@ -154,3 +157,98 @@ async def test_a_lean_attempt_past_its_timeout_raises_deadline_exceeded() -> Non
     bulkhead = transport.origin(URL).bulkhead
     assert bulkhead is not None
     assert bulkhead.statistics().active == 0
+
+
+async def test_a_lean_release_hands_the_slot_to_a_queued_request() -> None:
+    # The lean path inlines Bulkhead.release: a request queued behind it must still be woken with the slot.
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+    calls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            entered.set()
+            await gate.wait()
+        return httpx.Response(200)
+
+    transport = AsyncResilientTransport(
+        httpx.MockTransport(handler), config=ResilienceConfig(max_concurrent=1), registry=Registry(), clock=FakeClock()
+    )
+    await transport.handle_async_request(httpx.Request("GET", URL))  # creates the watchdog
+    first = asyncio.create_task(transport.handle_async_request(httpx.Request("GET", URL)))
+    await entered.wait()
+    second = asyncio.create_task(transport.handle_async_request(httpx.Request("GET", URL)))
+    bulkhead = transport.origin(URL).bulkhead
+    assert bulkhead is not None
+    while bulkhead.statistics().queued == 0:
+        await asyncio.sleep(0)
+    gate.set()
+    assert (await first).status_code == 200
+    assert (await asyncio.wait_for(second, 5)).status_code == 200
+    stats = bulkhead.statistics()
+    assert (stats.active, stats.queued, stats.available) == (0, 0, 1)
+
+
+async def test_lean_successes_are_counted_by_the_breaker_and_the_budget() -> None:
+    registry = Registry()
+    transport = AsyncResilientTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)), registry=registry, clock=FakeClock()
+    )
+    for _ in range(25):
+        await transport.handle_async_request(httpx.Request("GET", URL))
+    origin = transport.origin(URL)
+    # the inlined path
+    assert origin.pending is not None
+    assert origin.core is not None
+    assert origin.slots is not None
+    assert origin.breaker is not None
+    assert origin.breaker.statistics().calls == 25
+    assert origin.budget is not None
+    # 25 calls deposited at 20 %, plus the reserve of 10 retries per second over 10 s
+    assert origin.budget.statistics().balance == 25 // 5 + 100
+
+
+async def test_lean_successes_emit_call_recorded_when_hooks_are_installed() -> None:
+    seen: list[Event] = []
+    transport = AsyncResilientTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)), registry=Registry(), clock=FakeClock()
+    )
+    await transport.handle_async_request(httpx.Request("GET", URL))
+    add_hook(seen.append)
+    try:
+        await transport.handle_async_request(httpx.Request("GET", URL))
+    finally:
+        remove_hook(seen.append)
+    assert [e.outcome for e in seen if isinstance(e, CircuitCallRecorded)] == ["success"]
+
+
+async def test_subclassed_policies_are_called_not_inlined() -> None:
+    class CountingBreaker(CircuitBreaker):
+        successes = 0
+
+        def record_success(self, permit: int, duration: float = 0.0) -> None:
+            CountingBreaker.successes += 1
+            super().record_success(permit, duration)
+
+    registry = Registry()
+    clock = FakeClock()
+    config = ResilienceConfig()
+    registry.register(
+        CountingBreaker(
+            "http:https://api.example.com:443",
+            failure_threshold=config.failure_threshold,
+            success_threshold=config.success_threshold,
+            reset_timeout=config.reset_timeout,
+            half_open_max_calls=config.half_open_max_calls,
+            clock=clock,
+        )
+    )
+    transport = AsyncResilientTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)), config=config, registry=registry, clock=clock
+    )
+    for _ in range(3):
+        await transport.handle_async_request(httpx.Request("GET", URL))
+    assert transport.origin(URL).core is None
+    assert CountingBreaker.successes == 3

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 import httpx
 
 from stalwart._adaptive import AdaptiveTimeout
+from stalwart._breaker import CircuitBreaker
+from stalwart._budget import INLINE_RATIO, inline_kind
+from stalwart._bulkhead import Bulkhead
 from stalwart._clock import Clock
 from stalwart._deadline import Deadline
 from stalwart._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
@@ -31,8 +34,6 @@ from ._operations import OperationTable, bulkhead_status
 from ._wire import AttemptHeader, DeadlineHeader, wall_time
 
 if TYPE_CHECKING:
-    from stalwart._breaker import CircuitBreaker
-    from stalwart._bulkhead import Bulkhead
     from stalwart._hedge import Hedge
 
 __all__ = [
@@ -59,7 +60,7 @@ class Origin:
     """The state kept per origin (scheme, host, port): its name, breaker, bulkhead, retry budget, and the bulkheads
     of its operations (by operation name), and the keys of its adaptive timeout estimates."""
 
-    __slots__ = ("breaker", "budget", "bulkhead", "keys", "name", "operations")
+    __slots__ = ("breaker", "budget", "bulkhead", "core", "keys", "name", "operations", "pending", "slots")
 
     def __init__(
         self,
@@ -68,6 +69,8 @@ class Origin:
         bulkhead: Bulkhead | None,
         budget: RetryBudgetHook | None = None,
         operations: dict[str, Bulkhead] | None = None,
+        *,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.name = name
         self.breaker = breaker
@@ -75,6 +78,13 @@ class Origin:
         self.budget = budget
         self.operations = {} if operations is None else operations
         self.keys = {operation: f"{name}:{operation}" for operation in self.operations}
+        # What the async driver's lean first attempt inlines (docs/internals.md, HTTP): the breaker's machine and
+        # the bulkhead's free slots when they are exactly stalwart's classes, and the ratio budget's pending
+        # deposits when it runs on the transport's clock (``monotonic``); None where the method must be called.
+        self.core = breaker._core if type(breaker) is CircuitBreaker else None
+        self.slots = bulkhead._permits if type(bulkhead) is Bulkhead else None
+        inline = budget is not None and monotonic is not None and inline_kind(budget, monotonic) == INLINE_RATIO
+        self.pending: list[None] | None = budget._pending if inline else None  # type: ignore[union-attr]
 
     def bulkhead_for(self, table: OperationTable, request: httpx.Request) -> Bulkhead | None:
         """The bulkhead of the operation covering ``request``, or the origin's own."""
@@ -129,6 +139,8 @@ class TransportCore:
     _plain: bool
     _lean: bool
     _unusual: frozenset[int]
+    _lean_timeout: float
+    _first_stamp: tuple[bytes, bytes, bytes] | None
 
     def _setup(
         self,
@@ -177,6 +189,11 @@ class TransportCore:
         # The async driver's lean first attempt applies (with no ambient deadline, a replayable body): see _transport.
         self._lean = self._plain and self._hedge is None and not self._read and self._timeout is not None
         self._unusual = self._retry_statuses | self._failure_statuses  # statuses that are not a plain success
+        # For the lean first attempt: the per-attempt timeout as a float, and the attempt header's raw entry for
+        # attempt 1 (None when the header cannot be stamped raw).
+        self._lean_timeout = 0.0 if self._timeout is None else self._timeout
+        header = self._attempt_header
+        self._first_stamp = header.entries[1] if header is not None and header.raw else None
 
     @property
     def config(self) -> ResilienceConfig:
@@ -262,7 +279,7 @@ class TransportCore:
             )
             for operation in config.operations
         }
-        return Origin(name, breaker, bulkhead, budget, operations)
+        return Origin(name, breaker, bulkhead, budget, operations, monotonic=self._monotonic)
 
     def bulkheads(self) -> dict[str, Bulkhead]:
         """Every bulkhead of this transport's origins so far, by registry name: each origin's own and its

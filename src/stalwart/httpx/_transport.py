@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import httpx
 
+from stalwart import _events
 from stalwart._breaker import CircuitState
 from stalwart._clock import SYSTEM_CLOCK, Clock
 from stalwart._deadline import Deadline, _current, ambient_enforced
@@ -42,7 +43,7 @@ from ._config import ResilienceConfig
 from ._hedging import send_hedged
 from ._origin import AsyncFallback, Origin, TransportCore
 from ._watchdog import Watchdog
-from ._wire import checked, clamp_timeouts, discard_async, expired, status_error
+from ._wire import _SECOND, checked, clamp_timeouts, discard_async, expired, status_error
 
 __all__ = ["AsyncResilientTransport"]
 
@@ -154,25 +155,49 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         # plain success returns here; any other outcome of the attempt (an error, a retryable or failure status) is
         # handed with everything still held (permit, slot, header, watch) to the general loop, which settles it as
         # its own first attempt. Whatever raises, the `finally` settles what is still out, as in the loop.
+        # Stalwart's own breaker, bulkhead, attempt header and ratio budget are inlined (Origin.core/slots/pending,
+        # TransportCore._first_stamp): the same steps as their methods, without the calls.
         breaker = origin.breaker
         bulkhead = origin.bulkhead
         header = self._attempt_header
-        permit = 0 if breaker is None else breaker.acquire()  # CircuitOpenError ends the request
+        core = origin.core
+        if core is not None:
+            permit = core.fast_epoch  # CircuitBreaker.acquire
+            if permit < 0:
+                permit = breaker._acquire_slow()  # type: ignore[union-attr]  # CircuitOpenError ends the request
+        else:
+            permit = 0 if breaker is None else breaker.acquire()  # CircuitOpenError ends the request
         out = breaker is not None
+        slots = origin.slots
         held = False
-        stamp = None
+        stamp: object = None
         task: asyncio.Task[Any] | None = None
         try:
             if bulkhead is not None:
-                if not bulkhead.try_acquire():
-                    await bulkhead.acquire()
+                if slots is None or bulkhead._waiters or not slots:
+                    if not bulkhead.try_acquire():
+                        await bulkhead.acquire()
+                else:
+                    try:
+                        slots.pop()  # Bulkhead.try_acquire
+                    except IndexError:  # another thread took the last slot meanwhile
+                        await bulkhead.acquire()
                 held = True
             if header is not None:
-                stamp = header.stamp(request, 1)
+                first = self._first_stamp
+                if (
+                    first is not None
+                    and (entries := request.headers._list)
+                    and header.lower not in map(_SECOND, entries)
+                ):
+                    entries.append(first)  # AttemptHeader.stamp(request, 1)
+                    stamp = first
+                else:
+                    stamp = header.stamp(request, 1)
             began = self._monotonic()
             task = current_task(loop) if _current_tasks is None else _current_tasks.get(loop)
             cancelling = task.cancelling()  # type: ignore[union-attr]
-            due = (began if watchdog.loop_clock else loop.time()) + cast("float", self._timeout)
+            due = (began if watchdog.loop_clock else loop.time()) + self._lean_timeout
             watchdog.due[task] = due  # type: ignore[index]
             if due < watchdog.when:
                 watchdog.arm(due)
@@ -196,14 +221,26 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                         watched.uncancel()  # type: ignore[union-attr]
                     if held:
                         held = False
-                        bulkhead.release()  # type: ignore[union-attr]
+                        if slots is not None:
+                            slots.append(True)  # Bulkhead.release (the slot is ours: no over-release check)
+                            if bulkhead._waiters:  # type: ignore[union-attr]
+                                bulkhead._wake()  # type: ignore[union-attr]
+                        else:
+                            bulkhead.release()  # type: ignore[union-attr]
                     now = self._monotonic()
                     if out:
                         out = False
-                        breaker.record_success(permit, now - began)  # type: ignore[union-attr]
-                    budget = origin.budget
-                    if budget is not None:
-                        budget.record_success(True)
+                        if core is not None and permit == core.quiet_epoch and not _events._installed:
+                            core.calls += 1  # CircuitBreaker.record_success when a success changes nothing else
+                        else:
+                            breaker.record_success(permit, now - began)  # type: ignore[union-attr]
+                    pending = origin.pending
+                    if pending is not None:
+                        if now >= origin.budget._roll_due:  # type: ignore[union-attr]
+                            origin.budget._advance(now)  # type: ignore[union-attr]
+                        pending.append(None)  # RatioRetryBudget.record_success(True), with this clock reading
+                    elif origin.budget is not None:
+                        origin.budget.record_success(True)
                     return outcome
             resumed = (outcome, permit, held, stamp, task, cancelling, began)
             out = held = False  # handed over: the general loop settles them from here
