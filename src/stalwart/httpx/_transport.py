@@ -49,6 +49,7 @@ __all__ = ["AsyncResilientTransport"]
 
 _DEFAULT_CONFIG = ResilienceConfig()
 _REJECTING = (CircuitState.OPEN, CircuitState.FORCED_OPEN)
+_ByteStream = httpx.ByteStream
 _current_deadline = _current.get  # current_deadline() without its frame (docs/internals.md: the ambient deadline)
 # ``asyncio.current_task`` is a Python function before 3.12 (a frame per call, reading this table); the table is
 # read directly there. Where it is built in (3.12+), it is called as it is.
@@ -144,7 +145,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         except (AttributeError, KeyError):
             origin = self.first_use(url)
         ambient = _current_deadline()
-        if not (self._lean and ambient is None and (not self._buffer or isinstance(request.stream, httpx.ByteStream))):
+        if not (self._lean and ambient is None and (not self._buffer or isinstance(request.stream, _ByteStream))):
             return await self._send(request, origin, ambient, None)
         loop = get_running_loop()
         watchdog = self._watchdog
@@ -227,18 +228,19 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                                 bulkhead._wake()  # type: ignore[union-attr]
                         else:
                             bulkhead.release()  # type: ignore[union-attr]
-                    now = self._monotonic()
                     if out:
-                        out = False
                         if core is not None and permit == core.quiet_epoch and not _events._installed:
+                            out = False
                             core.calls += 1  # CircuitBreaker.record_success when a success changes nothing else
                         else:
+                            now = self._monotonic()
+                            out = False
                             breaker.record_success(permit, now - began)  # type: ignore[union-attr]
                     pending = origin.pending
-                    if pending is not None:
-                        if now >= origin.budget._roll_due:  # type: ignore[union-attr]
-                            origin.budget._advance(now)  # type: ignore[union-attr]
-                        pending.append(None)  # RatioRetryBudget.record_success(True), with this clock reading
+                    if pending is not None:  # RatioRetryBudget.record_success(True), dated at the attempt's start
+                        if began >= origin.budget._roll_due:  # type: ignore[union-attr]
+                            origin.budget._advance(began)  # type: ignore[union-attr]
+                        pending.append(None)
                     elif origin.budget is not None:
                         origin.budget.record_success(True)
                     return outcome
