@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated groups to run (e.g. retry,breaker-closed,http)")
     parser.add_argument("--no-throughput", action="store_true", help="skip the loopback throughput benchmark")
     parser.add_argument("--requests", type=int, help="requests per throughput round (default 1000, quick 500)")
-    parser.add_argument("--tp-rounds", type=int, help="throughput rounds (default 7, quick 3)")
+    parser.add_argument("--tp-rounds", type=int, help="throughput rounds (default 15, quick 3)")
     parser.add_argument("--markdown", help="also write the report as Markdown to this path")
     args = parser.parse_args(argv)
 
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n  loopback throughput ...", file=sys.stderr, flush=True)
         tp = bench_http.throughput(
             requests=args.requests or (500 if args.quick else 1000),
-            rounds=args.tp_rounds or (3 if args.quick else 7),
+            rounds=args.tp_rounds or (3 if args.quick else 15),
         )
         print(render_throughput(tp))
     print(
