@@ -13,7 +13,7 @@ from typing import TypeVar
 
 C = TypeVar("C")
 
-__all__ = ["check_clock", "check_int", "check_percent", "to_float", "to_seconds", "to_seconds_or_none"]
+__all__ = ["check_clock", "check_int", "check_percent", "to_float", "to_seconds", "to_seconds_or_none", "to_units"]
 
 
 def to_seconds(value: float | timedelta, parameter: str, *, allow_zero: bool = True, allow_inf: bool = False) -> float:
@@ -64,6 +64,29 @@ def to_seconds_or_none(
     if value is None:
         return None
     return to_seconds(value, parameter, allow_zero=allow_zero, allow_inf=allow_inf)
+
+
+def to_units(
+    value: float | timedelta, parameter: str, *, per_second: int, maximum: int, allow_zero: bool = False
+) -> int:
+    """A duration as a whole number of units (``per_second`` units a second, e.g. 1000 for milliseconds), rounded
+    up, for a setting that a server or a library reads as a bounded integer.
+
+    Rounding up keeps a positive duration from becoming 0 units, which servers read as "no limit" (Redis ``WAIT``,
+    PostgreSQL's timeouts) or "no waiting" (SQLite's ``busy_timeout``). ``maximum`` is the largest count the
+    reader takes: past it a server refuses the setting on every use or, worse, wraps it (SQLite reads a
+    ``busy_timeout`` past 2**31 - 1 ms as 0), so the duration is refused here, at construction.
+
+    Raises:
+        TypeError: as :func:`to_seconds`.
+        ValueError: as :func:`to_seconds`, or more than ``maximum`` units (the message gives the longest duration
+            accepted, in seconds).
+    """
+    seconds = to_seconds(value, parameter, allow_zero=allow_zero)
+    longest = maximum / per_second
+    if seconds > longest:
+        raise ValueError(f"{parameter} must be at most {longest!r} seconds, got {seconds!r}")
+    return min(math.ceil(seconds * per_second), maximum)  # min: the product may round just past the maximum
 
 
 def check_int(value: int, parameter: str, *, minimum: int, maximum: int | None = None) -> int:

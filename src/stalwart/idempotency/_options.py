@@ -31,6 +31,10 @@ DEFAULT_DENIED_REPLAY_HEADERS = frozenset({"set-cookie", "x-ratelimit-*", "retry
 """Response headers not replayed unless allowed with ``replay_headers_allowed`` (spec §2.10); ``*`` is a prefix."""
 
 _MIN_RECOMMENDED_RETENTION = 3600.0
+# The longest retention or lease: the stores write now + lease_ttl + retention, which must stay a time each of them
+# can store and read back (PostgreSQL's timestamps end at Python's year 9999; RedisStore's scripts count whole
+# microseconds in Lua numbers, exact below 2**53, about the year 2255, and readable below 1e17, about 5100).
+_MAX_RECORD_DURATION = 100 * 365 * 86_400.0  # 100 years of 365 days
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +56,9 @@ class IdempotencyConfig:
             instead of the fingerprint, so each endpoint has independent keys (default False: another endpoint
             with the same key gets 422).
         fingerprint: what the fingerprint covers (:class:`~stalwart.idempotency.FingerprintSpec`).
-        retention: how long a record is kept after completion (default 24 h; under 1 h logs a warning).
-        lease_ttl: how long an execution holds the key without a heartbeat (default 30 s).
+        retention: how long a record is kept after completion (default 24 h; under 1 h logs a warning; at most
+            100 years).
+        lease_ttl: how long an execution holds the key without a heartbeat (default 30 s; at most 100 years).
         heartbeat_every: lease renewal period (default ``lease_ttl / 3``); must be below ``lease_ttl``.
         wait_timeout: how long a duplicate waits for the original before answering 409 (default 0).
         retry_after_cap: cap of the 409's ``Retry-After`` (default 5 s).
@@ -135,8 +140,8 @@ class IdempotencyConfig:
             raise ValueError("namespace must be a non-empty string")
         if not isinstance(self.fingerprint, FingerprintSpec):
             raise TypeError("fingerprint must be a FingerprintSpec")
-        retention = to_seconds(self.retention, "retention", allow_zero=False)
-        lease = to_seconds(self.lease_ttl, "lease_ttl", allow_zero=False)
+        retention = _record_duration(self.retention, "retention")
+        lease = _record_duration(self.lease_ttl, "lease_ttl")
         set_(self, "retention", retention)
         set_(self, "lease_ttl", lease)
         heartbeat = to_seconds_or_none(self.heartbeat_every, "heartbeat_every", allow_zero=False)
@@ -181,6 +186,18 @@ class IdempotencyConfig:
             raise ValueError("lease_ttl must be finite")
 
 
+def _record_duration(value: float | timedelta, parameter: str) -> float:
+    """``retention`` or ``lease_ttl`` in seconds: > 0 and at most 100 years.
+
+    Raises:
+        TypeError, ValueError: naming ``parameter``.
+    """
+    seconds = to_seconds(value, parameter, allow_zero=False)
+    if seconds > _MAX_RECORD_DURATION:
+        raise ValueError(f"{parameter} must be at most {_MAX_RECORD_DURATION:.0f} seconds (100 years), got {seconds!r}")
+    return seconds
+
+
 def override_config(base: IdempotencyConfig, overrides: dict[str, Any]) -> IdempotencyConfig:
     """``base`` with a route's overrides (:func:`~stalwart.idempotency.idempotent`), validated like a new config.
 
@@ -216,7 +233,7 @@ def check_overrides(overrides: dict[str, Any]) -> None:
         raise TypeError(f"enabled must be True or False, got {overrides['enabled']!r}")
     probe = {k: v for k, v in overrides.items() if k != "enabled"}
     if "lease_ttl" not in probe:  # any heartbeat is below some lease: the app-wide one decides later
-        probe["lease_ttl"] = 1e12
+        probe["lease_ttl"] = _MAX_RECORD_DURATION
     if "max_key_length" not in probe and isinstance(probe.get("min_key_length"), int):
         probe["max_key_length"] = max(255, probe["min_key_length"])
     if "retention" not in probe:

@@ -40,7 +40,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from stalwart._config import to_seconds
+from stalwart._config import to_seconds, to_units
 from stalwart._exceptions import StoreUnavailable
 from stalwart.idempotency._record import (
     SCHEMA_VERSION,
@@ -60,6 +60,7 @@ logger = logging.getLogger("stalwart")
 
 _DDL_LOCK = 0x5374_616C_7761_7274  # pg_advisory_xact_lock key serialising schema creation ("Stalwart")
 _CLAIM_ROUNDS = 8  # a claim racing deletes of its row retries this often before giving up (503)
+_MAX_SETTING_MS = 2**31 - 1  # PostgreSQL duration settings (lock_timeout, statement_timeout, ...) are int32 ms
 
 
 def _check_name(value: str, parameter: str, max_len: int) -> str:
@@ -68,9 +69,16 @@ def _check_name(value: str, parameter: str, max_len: int) -> str:
     return value
 
 
-def _ms(seconds: float | None) -> str:
-    # A PostgreSQL duration setting in milliseconds; "0" disables the limit.
-    return "0" if seconds is None else str(max(1, round(seconds * 1000)))
+def _ms(seconds: float | None, parameter: str) -> str:
+    """A PostgreSQL duration setting in milliseconds, rounded up; "0" (no limit) for None.
+
+    Raises:
+        TypeError, ValueError: not a duration > 0, or more than 2**31 - 1 ms (PostgreSQL refuses such a setting,
+            here when it is given rather than on every connection or transaction).
+    """
+    if seconds is None:
+        return "0"
+    return str(to_units(seconds, parameter, per_second=1000, maximum=_MAX_SETTING_MS))
 
 
 class PostgresStore:
@@ -142,8 +150,16 @@ class PostgresStore:
             statement_timeout: seconds a store statement may run; None keeps the server's. Transactional mode
                 replaces both for the handler's transaction (see :meth:`transaction`).
             **pool_kwargs: passed to ``AsyncConnectionPool``.
+
+        Both timeouts are rounded up to the millisecond and must be > 0 and at most 2**31 - 1 ms (about 24.8
+        days), PostgreSQL's range.
+
+        Raises:
+            TypeError, ValueError: an invalid ``schema``, ``table``, ``connect_timeout``, ``lock_timeout`` or
+                ``statement_timeout`` (the message names it).
         """
-        options = f"-c lock_timeout={_ms(lock_timeout)} -c statement_timeout={_ms(statement_timeout)}"
+        lock_ms, statement_ms = _ms(lock_timeout, "lock_timeout"), _ms(statement_timeout, "statement_timeout")
+        options = f"-c lock_timeout={lock_ms} -c statement_timeout={statement_ms}"
         kwargs = {"autocommit": True, "options": options, **pool_kwargs.pop("kwargs", {})}
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False, **pool_kwargs
@@ -366,19 +382,21 @@ class PostgresStore:
 
         Raises:
             StoreUnavailable: no connection, or the server failed while opening the transaction.
+            TypeError, ValueError: a timeout that is not a duration > 0 of at most 2**31 - 1 ms (about 24.8 days,
+                PostgreSQL's range; rounded up to the millisecond), before any connection is taken.
         """
+        timeouts = {
+            "statement_timeout": _ms(statement_timeout, "statement_timeout"),
+            "lock_timeout": _ms(lock_timeout, "lock_timeout"),
+            "idle_timeout": _ms(idle_timeout, "idle_timeout"),
+        }
         if not self._ready:
             await self._prepare()
         stack = AsyncExitStack()
         try:
             conn = await stack.enter_async_context(self.pool.connection(timeout=self._timeout))
             await stack.enter_async_context(conn.transaction())
-            params = {
-                "lock": self.advisory_key(record_id),
-                "statement_timeout": _ms(statement_timeout),
-                "lock_timeout": _ms(lock_timeout),
-                "idle_timeout": _ms(idle_timeout),
-            }
+            params = {"lock": self.advisory_key(record_id), **timeouts}
             begun = await (await conn.execute(self._sql.tx_begin, params)).fetchone()
             acquired, now = bool(begun[0]), float(begun[1].timestamp())
             existing = None

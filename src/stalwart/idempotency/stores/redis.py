@@ -54,7 +54,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from stalwart._config import check_int, to_seconds
+from stalwart._config import check_int, to_seconds, to_units
 from stalwart._exceptions import StoreUnavailable
 from stalwart.idempotency._record import (
     SCHEMA_VERSION,
@@ -76,6 +76,9 @@ __all__ = ["RedisServerCheckError", "RedisStore", "server_problems"]
 logger = logging.getLogger("stalwart")
 
 _US = 1_000_000  # the scripts keep times in integer microseconds
+# The most units a duration setting may count: index_grace in microseconds (the scripts' Lua numbers hold whole
+# numbers exactly up to 2**53), wait_timeout in milliseconds (well inside WAIT's 64-bit range).
+_EXACT = 2**53
 _SHORTFALL_LOG_EVERY = 10.0  # seconds between two warnings about replication shortfalls
 _monotonic = time.monotonic  # the clock of that rate limit (a module attribute, so tests can drive it)
 WAIT_SHORTFALL_POLICIES = ("fail", "proceed")
@@ -103,15 +106,15 @@ class RedisStore:
             break the guarantees (default False).
         check_server_on_first_use: run :meth:`check_server` before the first operation (default True).
         index_grace: seconds after its expiry an entry of the purge index is dropped without counting, so the index
-            stays bounded when :meth:`purge` never runs (default 3600.0).
+            stays bounded when :meth:`purge` never runs (default 3600.0; at most 2**53 us, about 285 years).
         wait_replicas: replicas that must acknowledge a claim and a completion (Redis ``WAIT``, sent in the same
             round trip as the script); default 0: no ``WAIT``. Needs a ``redis.asyncio.Redis`` client (not
             ``RedisCluster``). Narrows, does not close, the failover window (see the module documentation).
         wait_timeout: seconds ``WAIT`` may block for the acknowledgements (default 0.1; > 0, rounded up to the
-            millisecond). Redis ends a blocked ``WAIT`` on its ``hz`` tick, so a shortfall takes up to one tick
-            more (0.1 s at the default ``hz 10``). Keep it well below the client's socket timeout and the
-            middleware's ``store_timeout``: while replicas are missing, every claim (replays too: the ``WAIT`` is
-            sent before the script's outcome is known) and completion takes this long.
+            millisecond, at most 2**53 ms). Redis ends a blocked ``WAIT`` on its ``hz`` tick, so a shortfall takes
+            up to one tick more (0.1 s at the default ``hz 10``). Keep it well below the client's socket timeout and
+            the middleware's ``store_timeout``: while replicas are missing, every claim (replays too: the ``WAIT``
+            is sent before the script's outcome is known) and completion takes this long.
         wait_shortfall: what a claim that took the key does when fewer than ``wait_replicas`` replicas acknowledged
             it: ``"fail"`` (default) releases it and raises StoreUnavailable (503, the handler does not run);
             ``"proceed"`` keeps it (the guarantee is then that of a store without ``WAIT``). Completions always
@@ -154,10 +157,11 @@ class RedisStore:
         self.prefix = prefix
         self.shards = check_int(shards, "shards", minimum=1)
         self.strict_server_checks = strict_server_checks
-        self._grace_us = round(to_seconds(index_grace, "index_grace") * _US)
+        self._grace_us = to_units(index_grace, "index_grace", per_second=_US, maximum=_EXACT, allow_zero=True)
         self.wait_replicas = check_int(wait_replicas, "wait_replicas", minimum=0)
+        # WAIT's unit, rounded up: 0 would block forever
+        self._wait_ms = to_units(wait_timeout, "wait_timeout", per_second=1000, maximum=_EXACT)
         self.wait_timeout = to_seconds(wait_timeout, "wait_timeout", allow_zero=False)
-        self._wait_ms = max(1, math.ceil(self.wait_timeout * 1000))  # WAIT's unit; 0 would block forever
         if wait_shortfall not in WAIT_SHORTFALL_POLICIES:
             raise ValueError(f"wait_shortfall must be 'fail' or 'proceed', got {wait_shortfall!r}")
         self.wait_shortfall = wait_shortfall

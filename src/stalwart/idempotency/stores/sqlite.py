@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from stalwart._clock import SYSTEM_CLOCK
-from stalwart._config import to_seconds
+from stalwart._config import to_units
 from stalwart._exceptions import StoreUnavailable
 from stalwart.idempotency._record import (
     ClaimAction,
@@ -42,6 +42,8 @@ from stalwart.idempotency._record import (
 from ._common import decode_record_row, wall_clock
 
 __all__ = ["SQLiteStore"]
+
+_MAX_BUSY_MS = 2**31 - 1  # SQLite's busy timeout is a C int of milliseconds; a larger one reads as 0 (no waiting)
 
 T = TypeVar("T")
 
@@ -94,7 +96,8 @@ class SQLiteStore:
     Args:
         path: the database file (created when missing); default ``"stalwart-idempotency.sqlite3"``.
         busy_timeout: seconds to wait for another process's write lock before giving up with
-            :class:`~stalwart.StoreUnavailable` (default 5.0).
+            :class:`~stalwart.StoreUnavailable` (default 5.0; 0: no waiting; rounded up to the millisecond, at most
+            2**31 - 1 ms, about 24.8 days, the most SQLite takes).
         clock: the store clock, epoch seconds (default: the host's wall clock); tests pass a controllable one.
         table: the table name prefix (default ``"stalwart_idempotency"``); letters, digits and ``_`` only.
         synchronous: SQLite's ``synchronous`` setting, ``"FULL"`` (default, spec §2.16.2: each commit is flushed
@@ -121,7 +124,7 @@ class SQLiteStore:
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         self.synchronous = synchronous.upper()
         self.path = os.fspath(path)
-        self._busy_ms = int(to_seconds(busy_timeout, "busy_timeout") * 1000)
+        self._busy_ms = to_units(busy_timeout, "busy_timeout", per_second=1000, maximum=_MAX_BUSY_MS, allow_zero=True)
         self._clock = clock
         names = {"r": f"{table}_records", "m": f"{table}_meta", "c": _COLUMNS}
         self._sql = {name: sql.format(**names) for name, sql in _SQL.items()}
