@@ -54,10 +54,10 @@ import redis
 from stalwart._breaker_link import BreakerLink
 from stalwart._breaker_settings import CircuitState
 from stalwart._breaker_shared import FleetView, SyncRequest
-from stalwart._config import check_int, to_seconds, to_seconds_or_none
+from stalwart._config import check_int, to_seconds, to_seconds_or_none, to_units
 from stalwart._windows import CountWindow
 
-from ._common import REDIS_ERRORS, OutageLog, SyncThread, check_client, check_key_part, client_from_url
+from ._common import MAX_MS, REDIS_ERRORS, OutageLog, SyncThread, check_client, check_key_part, client_from_url
 
 __all__ = ["RedisCircuitStore"]
 
@@ -252,6 +252,14 @@ return {st, ep, rs, rt, remaining, on, lo, granted, applied, calls, failures, sl
 
 
 def _ms(seconds: float) -> int:
+    """A breaker's duration in whole milliseconds for the script, at most MAX_MS.
+
+    The breaker's own settings (``reset_timeout``, ``max_half_open_wait``, the open periods they lead to) may be as
+    long as any float: past MAX_MS (about 142,700 years) a period means "forever" either way, while its exact count
+    would overflow here (``OverflowError`` from ``round(inf)``) or reach Redis as a number it refuses.
+    """
+    if seconds >= MAX_MS / 1000:  # also infinity
+        return MAX_MS
     return max(0, round(seconds * 1000))
 
 
@@ -333,8 +341,9 @@ class RedisCircuitStore:
             once (``int`` >= 1, default 1000).
         probe_lease: seconds after which a HALF_OPEN period whose probe permits are all out ends (back to OPEN),
             for breakers without ``max_half_open_wait`` (> 0, default ``60.0``): a process that dies holding a
-            permit delays the fleet's recovery by at most this much.
-        ttl: seconds after the last sync at which a breaker's keys expire (> 0, default one day).
+            permit delays the fleet's recovery by at most this much. At most 2**52 ms.
+        ttl: seconds after the last sync at which a breaker's keys expire (> 0, default one day; at most 2**52 ms,
+            about 142,700 years).
         close_client: whether :meth:`close` closes ``client`` too (``from_url`` sets it).
 
     Raises:
@@ -356,6 +365,8 @@ class RedisCircuitStore:
         self.prefix = check_key_part(prefix, "prefix")
         self._interval = to_seconds_or_none(flush_interval, "flush_interval", allow_zero=False)
         self.flush_size = check_int(flush_size, "flush_size", minimum=1)
+        to_units(probe_lease, "probe_lease", per_second=1000, maximum=MAX_MS)  # a count the scripts can hold
+        to_units(ttl, "ttl", per_second=1000, maximum=MAX_MS)
         self._probe_lease = to_seconds(probe_lease, "probe_lease", allow_zero=False)
         self._ttl = to_seconds(ttl, "ttl", allow_zero=False)
         self._client = client

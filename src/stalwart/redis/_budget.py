@@ -41,9 +41,9 @@ import redis
 
 from stalwart._budget import RetryBudgetStatistics
 from stalwart._clock import SYSTEM_CLOCK, Clock
-from stalwart._config import check_int, check_percent, to_seconds, to_seconds_or_none
+from stalwart._config import check_int, check_percent, to_seconds, to_seconds_or_none, to_units
 
-from ._common import REDIS_ERRORS, OutageLog, SyncThread, check_client, check_key_part, client_from_url
+from ._common import MAX_MS, REDIS_ERRORS, OutageLog, SyncThread, check_client, check_key_part, client_from_url
 
 __all__ = ["RedisRetryBudget"]
 
@@ -115,7 +115,7 @@ class RedisRetryBudget:
             background thread waits on it, never a request). :meth:`from_url` builds one.
         name: the budget's name (one per dependency), also part of the key; no ``{`` or ``}``.
         percent: retries allowed per 100 calls of the fleet, in (0, 100]; default ``20.0``.
-        ttl: the window in seconds, ``> 0``; default ``10.0``.
+        ttl: the window in seconds, ``> 0`` and at most 2**52 ms (about 142,700 years); default ``10.0``.
         min_per_second: retries per second always allowed to the whole fleet (per process during an outage),
             ``>= 0``; default ``10``.
         prefix: the key prefix; no ``{`` or ``}``; default ``"stalwart:budget"``.
@@ -154,7 +154,8 @@ class RedisRetryBudget:
         self._min_per_second = check_int(min_per_second, "min_per_second", minimum=0)
         self._reserve = self._min_per_second * self._ttl
         self._interval = to_seconds_or_none(sync_interval, "sync_interval", allow_zero=False)
-        self._slice_ms = max(1, round(self._ttl * 1000 / _SLICES))
+        window_ms = to_units(ttl, "ttl", per_second=1000, maximum=MAX_MS)  # the scripts' count of milliseconds
+        self._slice_ms = max(1, round(window_ms / _SLICES))
         self._client = client
         self._close_client = close_client
         self._script = client.register_script(_SYNC)

@@ -23,9 +23,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-__all__ = ["REDIS_ERRORS", "OutageLog", "SyncThread", "check_client", "check_key_part", "client_from_url"]
+__all__ = ["MAX_MS", "REDIS_ERRORS", "OutageLog", "SyncThread", "check_client", "check_key_part", "client_from_url"]
 
 logger = logging.getLogger("stalwart")
+
+MAX_MS = 2**52
+"""The most milliseconds a duration sent to the scripts may count (about 142,700 years): the scripts add it to the
+server's time in Lua numbers, which hold whole numbers exactly below 2**53, and Redis reads the sum back."""
 
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, ValueError, TypeError, IndexError)
 """Errors a sync treats as "Redis cannot be reached": the client's errors, socket errors, and a malformed reply."""
