@@ -137,6 +137,18 @@ def test_redis_durations_its_scripts_and_wait_cannot_hold_are_refused(parameter:
         RedisStore(redis.asyncio.Redis(), **{parameter: seconds})
 
 
+async def test_redis_from_url_without_a_socket_timeout_accepts_wait() -> None:
+    # socket_timeout=None (no per-command limit) with WAIT on: compared with None, it raised TypeError.
+    store = RedisStore.from_url("redis://127.0.0.1:1/0", socket_timeout=None, wait_replicas=1, wait_timeout=0.5)
+    await store.aclose()
+
+
+@pytest.mark.parametrize("socket_timeout", [-1.0, 0.0, math.nan])
+def test_redis_from_url_refuses_a_bad_socket_timeout(socket_timeout: float) -> None:
+    with pytest.raises(ValueError, match="socket_timeout"):
+        RedisStore.from_url("redis://127.0.0.1:1/0", socket_timeout=socket_timeout)
+
+
 # -- retention and lease_ttl ------------------------------------------------------------------------------------
 
 

@@ -194,7 +194,7 @@ class RedisStore:
         wait_replicas: int = 0,
         wait_timeout: float = 0.1,
         wait_shortfall: str = "fail",
-        socket_timeout: float = 2.0,
+        socket_timeout: float | None = 2.0,
         **client_kwargs: Any,
     ) -> RedisStore:
         """A store with its own client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
@@ -203,7 +203,8 @@ class RedisStore:
             url: the server URL.
             prefix, shards, strict_server_checks, check_server_on_first_use, index_grace, wait_replicas,
                 wait_timeout, wait_shortfall: as for the constructor.
-            socket_timeout: seconds for connecting and for each command (default 2.0).
+            socket_timeout: seconds for connecting and for each command (default 2.0; ``None``: no limit, which
+                leaves a stalled server to the middleware's ``store_timeout``).
             **client_kwargs: passed to ``redis.asyncio.Redis.from_url`` (``decode_responses`` is forced off;
                 ``retry`` defaults to no retries).
 
@@ -211,7 +212,10 @@ class RedisStore:
             ValueError: as for the constructor, or ``wait_timeout`` not below ``socket_timeout`` while
                 ``wait_replicas`` is set (the socket would time out before ``WAIT`` answers).
         """
-        if wait_replicas and to_seconds(wait_timeout, "wait_timeout", allow_zero=False) >= socket_timeout:
+        if socket_timeout is not None:
+            socket_timeout = to_seconds(socket_timeout, "socket_timeout", allow_zero=False)
+        wait = to_seconds(wait_timeout, "wait_timeout", allow_zero=False)
+        if wait_replicas and socket_timeout is not None and wait >= socket_timeout:
             raise ValueError(f"wait_timeout ({wait_timeout!r} s) must be below socket_timeout ({socket_timeout!r} s)")
         client_kwargs.setdefault("socket_connect_timeout", socket_timeout)
         client_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
