@@ -75,6 +75,8 @@ class Case:
         stalwart: whether the row measures stalwart (used by the targets and the report).
         rebuild: build the callable afresh (untimed) before every chunk, for a row whose state grows with every
             call (purgatory's OPEN rejection re-raises one exception whose traceback grows), to bound memory.
+        repeat: chunks of the row's group per round (the group's largest value counts); a table whose rows differ
+            by a few percent of a large cost (one HTTP request) takes more paired samples than the others.
     """
 
     group: str
@@ -86,6 +88,7 @@ class Case:
     expect: Any = 1
     stalwart: bool = False
     rebuild: bool = False
+    repeat: int = 1
     # filled in by prepare()
     fn: Any = None
     unavailable: str | None = None
@@ -205,10 +208,11 @@ def measure(
 ) -> dict[str, Result]:
     """Calibrate and time the available cases in interleaved rounds; return results by case name.
 
-    Every round times one chunk of every case. The cases of one group run back to back (so the rows compared with
-    each other are timed close together), the groups' order and the order inside each group rotate from round to
-    round, and odd rounds run reversed. Sample ``i`` of every result comes from round ``i``, which is what
-    :func:`paired_ratio` relies on.
+    Every round times one chunk of every case (``repeat`` chunks for the cases of a group that asks for more). The
+    cases of one group run back to back (so the rows compared with each other are timed close together), the
+    groups' order and the order inside each group rotate from round to round, and odd rounds run reversed. Sample
+    ``i`` of every row of a group comes from the same round and repetition, which is what :func:`paired_ratio`
+    relies on (rows of different groups are paired only when both groups have the same ``repeat``).
     """
     live = [c for c in cases if c.unavailable is None]
     # Everything built so far (modules, cases) is long-lived: move it out of the collector's sight, so a full
@@ -230,7 +234,9 @@ def measure(
             shift = r % max(len(blocks), 1)
             for block in blocks[shift:] + blocks[:shift]:
                 k = r % len(block)
-                order.extend(block[k:] + block[:k])
+                rotated = block[k:] + block[:k]
+                for j in range(max(c.repeat for c in block)):  # every row of the block the same number of times
+                    order.extend(rotated if j % 2 == 0 else rotated[::-1])
             if r % 2:
                 order.reverse()
             for case in order:

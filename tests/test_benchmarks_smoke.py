@@ -100,9 +100,11 @@ def test_measure_and_report(loop: asyncio.AbstractEventLoop) -> None:
     cases = _harness.prepare(run.all_cases(), loop)
     results = _harness.measure(cases, loop, rounds=2, chunk_seconds=1e-4)
     assert {c.name for c in cases if c.unavailable is None} == set(results)
-    for result in results.values():
-        assert len(result.samples) == 2
+    repeats = {c.name: max(o.repeat for o in cases if o.group == c.group) for c in cases}
+    for name, result in results.items():
+        assert len(result.samples) == 2 * repeats[name]  # rounds x the group's repeat: rows of a group pair up
         assert result.median > 0
+    assert max(repeats.values()) > 1  # the HTTP table takes more samples
     tables = run.table_rows(cases, results)
     text = run.render_text(tables)
     assert "Retry, success path" in text
