@@ -8,16 +8,12 @@ each loading its script anew. test_idem_redis_wait.py covers SCRIPT FLUSH for th
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import redis.asyncio
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis_servers import PrivateRedis
 
 from stalwart import StoreUnavailable
 from stalwart.idempotency import FP_VERSION, Outcome, State, StoredResponse
@@ -29,50 +25,9 @@ T = TypeVar("T")
 RESPONSE = StoredResponse(Outcome.RESPONSE, 201, ((b"content-type", b"text/plain"),), b"done")
 
 
-class Server:
-    """A private redis-server on a unix socket, without persistence; ``restart()`` loses data and scripts."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.socket = directory / "redis.sock"
-        self.url = f"unix://{self.socket}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None, "redis-server is not installed"
-        command = [binary, "--port", "0", "--unixsocket", str(self.socket), "--dir", str(self.directory)]
-        self.proc = subprocess.Popen([*command, "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        probe = redis.asyncio.Redis.from_url(self.url)
-        try:
-            for _ in range(1000):  # readiness poll, not a timed assertion
-                assert self.proc.poll() is None, "redis-server exited"
-                try:
-                    if await probe.ping():
-                        return
-                except (RedisConnectionError, OSError):
-                    await asyncio.sleep(0.01)
-            raise AssertionError("redis-server did not start")
-        finally:
-            await probe.aclose()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    async def restart(self) -> None:
-        self.stop()
-        await self.start()
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path)
+def server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path, "--port", "0")
     try:
         yield server
     finally:
@@ -93,7 +48,7 @@ async def claim(store: RedisStore, record_id: str, owner: str, lease_ttl: float 
     )
 
 
-async def test_every_operation_works_again_after_the_server_restarts(server: Server) -> None:
+async def test_every_operation_works_again_after_the_server_restarts(server: PrivateRedis) -> None:
     await server.start()
     store = RedisStore.from_url(server.url, prefix="restart", check_server_on_first_use=False)
     try:

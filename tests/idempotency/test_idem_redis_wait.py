@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import signal
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 from idem_apps import Probe, client, headers, make_app, wrap
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis_servers import PrivateRedis
 
 from stalwart import StoreUnavailable
 from stalwart.idempotency import FP_VERSION, Outcome, State, StoredResponse
@@ -39,54 +36,6 @@ def record_key(record_id: str) -> str:
     return f"{{{PREFIX}}}:r:{record_id}"
 
 
-class Server:
-    """A private redis-server; ``stop()`` ends it, ``freeze()``/``thaw()`` send SIGSTOP/SIGCONT."""
-
-    def __init__(self, directory: Path, name: str, *args: str) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None, "redis-server is not installed"
-        self.directory = directory / name
-        self.directory.mkdir()
-        self.socket = self.directory / "redis.sock"
-        self.url = f"unix://{self.socket}"
-        command = [binary, "--unixsocket", str(self.socket), "--dir", str(self.directory), "--save", "", *args]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.frozen = False
-
-    async def ready(self) -> None:
-        probe = redis.asyncio.Redis.from_url(self.url)
-        try:
-            for _ in range(1000):  # readiness poll, not a timed assertion
-                assert self.proc.poll() is None, "redis-server exited"
-                try:
-                    if await probe.ping():
-                        return
-                except (RedisConnectionError, OSError):
-                    await asyncio.sleep(0.01)
-            raise AssertionError("redis-server did not start")
-        finally:
-            await probe.aclose()
-
-    def freeze(self) -> None:
-        self.proc.send_signal(signal.SIGSTOP)
-        self.frozen = True
-
-    def thaw(self) -> None:
-        if self.frozen:
-            self.proc.send_signal(signal.SIGCONT)
-            self.frozen = False
-
-    def stop(self) -> None:
-        self.thaw()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -102,39 +51,38 @@ async def poll(condition: Callable[[], Any], what: str) -> None:
 
 
 @pytest.fixture
-async def lone_primary(tmp_path: Path) -> AsyncIterator[Server]:
+async def lone_primary(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
     """A primary without replicas: every WAIT falls short."""
-    server = Server(tmp_path, "lone", "--port", "0")
+    server = PrivateRedis(tmp_path / "lone", "--port", "0")
     try:
-        await server.ready()
+        await server.start()
         yield server
     finally:
         server.stop()
 
 
 @pytest.fixture
-async def primary_and_replica(tmp_path: Path) -> AsyncIterator[tuple[Server, Server]]:
+async def primary_and_replica(tmp_path: Path) -> AsyncIterator[tuple[PrivateRedis, PrivateRedis]]:
     """A primary (loopback TCP, which replication needs) and one replica connected to it."""
-    servers: list[Server] = []
+    servers: list[PrivateRedis] = []
     try:
         for _attempt in range(5):  # the free port may be taken between the probe and the bind
             port = free_port()
-            primary = Server(
-                tmp_path,
-                f"primary-{port}",
+            primary = PrivateRedis(
+                tmp_path / f"primary-{port}",
                 *("--port", str(port), "--bind", "127.0.0.1", "--repl-diskless-sync-delay", "0"),
             )
             servers.append(primary)
             try:
-                await primary.ready()
+                await primary.start()
                 break
             except AssertionError:
                 primary.stop()
         else:
             raise AssertionError("the primary did not start")
-        replica = Server(tmp_path, "replica", "--port", "0", "--replicaof", "127.0.0.1", str(port))
+        replica = PrivateRedis(tmp_path / "replica", "--port", "0", "--replicaof", "127.0.0.1", str(port))
         servers.append(replica)
-        await replica.ready()
+        await replica.start()
         primary_client = redis.asyncio.Redis.from_url(primary.url)
         try:
 
@@ -161,7 +109,9 @@ async def claim(store: RedisStore, record_id: str, owner: str) -> Any:
     )
 
 
-async def returns_only_after_the_replica_acknowledges(primary: Server, replica: Server, operation: Any) -> Any:
+async def returns_only_after_the_replica_acknowledges(
+    primary: PrivateRedis, replica: PrivateRedis, operation: Any
+) -> Any:
     """Run ``operation`` with the replica frozen: it must still be waiting once its WAIT blocks on the primary."""
     watcher = redis.asyncio.Redis.from_url(primary.url)
     try:
@@ -185,7 +135,7 @@ async def returns_only_after_the_replica_acknowledges(primary: Server, replica: 
 
 
 async def test_claim_and_completion_are_on_the_replica_as_soon_as_they_return(
-    primary_and_replica: tuple[Server, Server],
+    primary_and_replica: tuple[PrivateRedis, PrivateRedis],
 ) -> None:
     primary, replica = primary_and_replica
     store = make_store(primary.url, wait_replicas=1, wait_timeout=25.0, socket_timeout=30.0)
@@ -215,7 +165,9 @@ async def test_claim_and_completion_are_on_the_replica_as_soon_as_they_return(
         await store.aclose()
 
 
-async def test_more_replicas_than_acknowledge_is_a_shortfall(primary_and_replica: tuple[Server, Server]) -> None:
+async def test_more_replicas_than_acknowledge_is_a_shortfall(
+    primary_and_replica: tuple[PrivateRedis, PrivateRedis],
+) -> None:
     primary, replica = primary_and_replica
     store = make_store(primary.url, wait_replicas=2, wait_timeout=0.05, wait_shortfall="proceed")
     on_replica = redis.asyncio.Redis.from_url(replica.url)
@@ -239,7 +191,7 @@ async def test_more_replicas_than_acknowledge_is_a_shortfall(primary_and_replica
 
 
 async def test_a_claim_falling_short_fails_closed_and_gives_the_key_back(
-    lone_primary: Server, caplog: pytest.LogCaptureFixture
+    lone_primary: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = make_store(lone_primary.url, wait_replicas=1, wait_timeout=0.01)
     try:
@@ -257,7 +209,7 @@ async def test_a_claim_falling_short_fails_closed_and_gives_the_key_back(
 
 
 async def test_a_claim_falling_short_proceeds_when_asked(
-    lone_primary: Server, caplog: pytest.LogCaptureFixture
+    lone_primary: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = make_store(lone_primary.url, wait_replicas=1, wait_timeout=0.01, wait_shortfall="proceed")
     try:
@@ -271,7 +223,7 @@ async def test_a_claim_falling_short_proceeds_when_asked(
         await store.aclose()
 
 
-async def test_a_completion_falling_short_is_done_and_counted(lone_primary: Server) -> None:
+async def test_a_completion_falling_short_is_done_and_counted(lone_primary: PrivateRedis) -> None:
     store = make_store(lone_primary.url, wait_replicas=1, wait_timeout=0.01, wait_shortfall="proceed")
     try:
         claimed = (await claim(store, "r1", "owner-a")).record
@@ -293,7 +245,7 @@ async def test_a_completion_falling_short_is_done_and_counted(lone_primary: Serv
 
 
 async def test_shortfall_warnings_are_rate_limited(
-    lone_primary: Server, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    lone_primary: PrivateRedis, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
     monkeypatch.setattr(redis_store_module, "_monotonic", lambda: now[0])
@@ -315,7 +267,9 @@ async def test_shortfall_warnings_are_rate_limited(
         await store.aclose()
 
 
-async def test_through_the_middleware_a_short_claim_is_503_and_the_handler_never_runs(lone_primary: Server) -> None:
+async def test_through_the_middleware_a_short_claim_is_503_and_the_handler_never_runs(
+    lone_primary: PrivateRedis,
+) -> None:
     store = make_store(lone_primary.url, wait_replicas=1, wait_timeout=0.01)
     probe = Probe()
     mw = wrap(make_app(probe), store)
@@ -340,7 +294,7 @@ async def test_through_the_middleware_a_short_claim_is_503_and_the_handler_never
 
 
 @pytest.mark.parametrize("wait_replicas", [0, 1])
-async def test_scripts_are_loaded_again_after_script_flush(lone_primary: Server, wait_replicas: int) -> None:
+async def test_scripts_are_loaded_again_after_script_flush(lone_primary: PrivateRedis, wait_replicas: int) -> None:
     store = make_store(lone_primary.url, wait_replicas=wait_replicas, wait_timeout=0.01, wait_shortfall="proceed")
     raw = redis.asyncio.Redis.from_url(lone_primary.url)
     try:
