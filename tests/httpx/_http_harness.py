@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
@@ -149,3 +150,33 @@ class Harness:
 
     def bulkhead(self, origin: str = "http:https://api.example.com:443") -> Any:
         return self.registry.get_bulkhead(origin)
+
+
+class GatedOneSlot:
+    """An ``AsyncResilientTransport`` with a one-slot bulkhead over an upstream that holds its second request until
+    ``gate`` is set (``entered`` is set once it is held); the first request, sent by :meth:`create`, creates the
+    transport's watchdog, so later requests take the lean first attempt."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.calls = 0
+        self.transport = AsyncResilientTransport(
+            httpx.MockTransport(self._upstream),
+            config=ResilienceConfig(max_concurrent=1),
+            registry=Registry(),
+            clock=FakeClock(),
+        )
+
+    async def _upstream(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.calls == 2:
+            self.entered.set()
+            await self.gate.wait()
+        return httpx.Response(200)
+
+    @classmethod
+    async def create(cls, url: str) -> GatedOneSlot:
+        gated = cls()
+        await gated.transport.handle_async_request(httpx.Request("GET", url))  # creates the watchdog
+        return gated

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _http_harness import NO_JITTER
+from _http_harness import NO_JITTER, GatedOneSlot
 
 from stalwart import CircuitBreaker, CircuitCallRecorded, DeadlineExceeded, Event, add_hook, remove_hook
 from stalwart._registry import Registry
@@ -161,22 +161,8 @@ async def test_a_lean_attempt_past_its_timeout_raises_deadline_exceeded() -> Non
 
 async def test_a_lean_release_hands_the_slot_to_a_queued_request() -> None:
     # The lean path inlines Bulkhead.release: a request queued behind it must still be woken with the slot.
-    gate = asyncio.Event()
-    entered = asyncio.Event()
-    calls = 0
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            entered.set()
-            await gate.wait()
-        return httpx.Response(200)
-
-    transport = AsyncResilientTransport(
-        httpx.MockTransport(handler), config=ResilienceConfig(max_concurrent=1), registry=Registry(), clock=FakeClock()
-    )
-    await transport.handle_async_request(httpx.Request("GET", URL))  # creates the watchdog
+    gated = await GatedOneSlot.create(URL)
+    transport, gate, entered = gated.transport, gated.gate, gated.entered
     first = asyncio.create_task(transport.handle_async_request(httpx.Request("GET", URL)))
     await entered.wait()
     second = asyncio.create_task(transport.handle_async_request(httpx.Request("GET", URL)))

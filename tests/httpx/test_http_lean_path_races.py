@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _http_harness import GatedOneSlot
 
 from stalwart import Backoff, CircuitBreaker, CountWindow, Event, add_hook, remove_hook
 from stalwart._breaker import CircuitState
@@ -137,25 +138,8 @@ async def wait_until(condition: Any) -> None:
 
 
 async def test_a_thread_queued_behind_a_lean_request_gets_the_slot_it_releases() -> None:
-    gate = asyncio.Event()
-    entered = asyncio.Event()
-    calls = 0
-
-    async def upstream(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            entered.set()
-            await gate.wait()
-        return httpx.Response(200)
-
-    transport = AsyncResilientTransport(
-        httpx.MockTransport(upstream),
-        config=ResilienceConfig(max_concurrent=1),
-        registry=Registry(),
-        clock=FakeClock(),
-    )
-    await transport.handle_async_request(httpx.Request("GET", URL))  # creates the watchdog
+    gated = await GatedOneSlot.create(URL)
+    transport, gate, entered = gated.transport, gated.gate, gated.entered
     bulkhead = transport.origin(URL).bulkhead
     assert bulkhead is not None
     assert transport.origin(URL).slots is not None  # the lean path takes and returns the slot inline
