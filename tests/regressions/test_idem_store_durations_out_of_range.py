@@ -125,6 +125,15 @@ async def test_postgres_takes_the_longest_and_shortest_timeouts_accepted(databas
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
 
 
+def test_postgres_from_url_sends_only_the_timeouts_it_is_given() -> None:
+    # None is documented to keep the server's setting (postgresql.conf, ALTER ROLE/DATABASE ... SET); it used to
+    # send "-c lock_timeout=0 -c statement_timeout=0" (no limit), overriding such a default.
+    store = PostgresStore.from_url("postgresql://127.0.0.1:1/none", lock_timeout=None, statement_timeout=None)
+    assert "options" not in store.pool.kwargs
+    store = PostgresStore.from_url("postgresql://127.0.0.1:1/none", lock_timeout=1.5, statement_timeout=None)
+    assert store.pool.kwargs["options"] == "-c lock_timeout=1500"
+
+
 # -- Redis ------------------------------------------------------------------------------------------------------
 
 

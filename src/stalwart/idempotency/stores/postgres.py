@@ -158,9 +158,10 @@ class PostgresStore:
             TypeError, ValueError: an invalid ``schema``, ``table``, ``connect_timeout``, ``lock_timeout`` or
                 ``statement_timeout`` (the message names it).
         """
-        lock_ms, statement_ms = _ms(lock_timeout, "lock_timeout"), _ms(statement_timeout, "statement_timeout")
-        options = f"-c lock_timeout={lock_ms} -c statement_timeout={statement_ms}"
-        kwargs = {"autocommit": True, "options": options, **pool_kwargs.pop("kwargs", {})}
+        settings = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
+        # None leaves the setting out, so the server's (postgresql.conf, ALTER ROLE/DATABASE ... SET) applies.
+        options = " ".join(f"-c {name}={_ms(value, name)}" for name, value in settings.items() if value is not None)
+        kwargs = {"autocommit": True, **({"options": options} if options else {}), **pool_kwargs.pop("kwargs", {})}
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False, **pool_kwargs
         )
