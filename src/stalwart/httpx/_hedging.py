@@ -89,9 +89,17 @@ class _Call:
             else:
                 budget.record_success(first)
 
-    def retryable_response(self, response: httpx.Response) -> bool:
+    async def judge(self, response: httpx.Response) -> bool:
+        """Whether ``response`` is retryable (a retry status, or ``on_result`` rejects it), recorded in the budget.
+        ``response`` is closed when the check raises (``on_result``'s error propagates)."""
         t = self.transport
-        return response.status_code in t._retry_statuses or t.result_rejected(response)
+        try:
+            rejected = response.status_code in t._retry_statuses or t.result_rejected(response)
+        except BaseException:
+            await discard_async(response)
+            raise
+        self.record(rejected)
+        return rejected
 
     def prepare(self) -> tuple[httpx.Request, int, float | None, bool]:
         """A copy of the request for the next attempt, its number, its time limit and whether the ambient deadline
@@ -309,13 +317,7 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
                 exc = task.exception()
                 if exc is None:
                     response = task.result()
-                    try:
-                        rejected = call.retryable_response(response)
-                    except BaseException:
-                        await discard_async(response)
-                        raise
-                    call.record(rejected)
-                    if not rejected:
+                    if not await call.judge(response):
                         if learned is not None:
                             now = clock.monotonic()
                             if number == 1:
@@ -392,13 +394,7 @@ async def send_hedged(
                 call.record(True)
                 outcome = exc
             else:
-                try:
-                    rejected = call.retryable_response(outcome)
-                except BaseException:
-                    await discard_async(outcome)
-                    raise
-                call.record(rejected)
-                if not rejected:
+                if not await call.judge(outcome):
                     return outcome
         now = monotonic()
         attempts = call.number
