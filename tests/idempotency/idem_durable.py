@@ -2,7 +2,8 @@
 
 Used by the shared harness (``idem_harness.make_harness``, kinds ``redis`` and ``postgres``) and by the
 store-specific tests. The clean-up is a synchronous finalizer, so it runs after the async fixtures closed the store.
-``claim_from_processes`` races claims from several OS processes.
+``claim_from_processes`` races claims from several OS processes. ``wait_for_lapsed_lease`` and ``wait_for_log``
+poll for a state (never a fixed wait).
 """
 
 from __future__ import annotations
@@ -50,6 +51,26 @@ def postgres_schema(request: pytest.FixtureRequest) -> tuple[str, str]:
     schema = request.getfixturevalue("unique_prefix").replace("-", "_")
     request.addfinalizer(lambda: drop_schema(url, schema))
     return url, schema
+
+
+async def wait_for_lapsed_lease(store: Any, record_id: str) -> Any:
+    """Poll until the store's clock passes the record's lease; return the record (it must exist)."""
+    for _ in range(200):  # up to about 4 s: a state to reach, not a timing assertion
+        record = await store.get(record_id)
+        assert record is not None
+        if record.lease_expires_at < await store.now():
+            return record
+        await asyncio.sleep(0.02)
+    raise AssertionError("the lease never lapsed")
+
+
+async def wait_for_log(caplog: pytest.LogCaptureFixture, text: str) -> None:
+    """Poll until ``text`` appears in the captured log."""
+    for _ in range(500):  # up to about 5 s: a state to reach, not a timing assertion
+        if text in caplog.text:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never logged: {text!r}")
 
 
 def postgres_store(request: pytest.FixtureRequest, **kwargs: Any) -> PostgresStore:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import idem_procs
 import pytest
-from idem_durable import drop_redis_keys, drop_schema
+from idem_durable import drop_redis_keys, drop_schema, wait_for_lapsed_lease
 
 from stalwart.idempotency import IdempotencyConfig, Outcome, State, StoredResponse, scope_id
 
@@ -84,17 +84,6 @@ def test_fifty_identical_requests_from_eight_processes_run_the_handler_once(
     assert len(executions(effects)) == 1  # the handler ran exactly once across 8 processes
     assert answers.count((201, False)) == 1  # the one original response
     assert set(answers) <= {(201, False), (201, True), (409, False)}  # replays or 409, never a 5xx
-
-
-async def wait_for_lapsed_lease(store: Any, record_id: str) -> Any:
-    """Poll until the store's clock passes the record's lease (the lease is 0.5 s in the victim)."""
-    for _ in range(200):
-        record = await store.get(record_id)
-        assert record is not None
-        if record.lease_expires_at < await store.now():
-            return record
-        await asyncio.sleep(0.02)
-    raise AssertionError("the lease never lapsed")
 
 
 @pytest.mark.parametrize("durable", DURABLE, indirect=True)

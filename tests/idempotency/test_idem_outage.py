@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from idem_apps import SECRET, Probe, client, headers, make_app, wrap
+from idem_durable import wait_for_lapsed_lease, wait_for_log
 
 from stalwart.idempotency import IdempotencyConfig, scope_id
 from stalwart.idempotency.stores.redis import RedisStore
@@ -135,12 +136,7 @@ async def test_an_outage_at_completion_delivers_the_real_response(redis_server: 
             assert first.status_code == 201  # the truth, not a 5xx
             assert mw.statistics()["completion_write_failures"] == 1
             await redis_server.start()
-            for _ in range(100):  # the record survived in progress; wait for its lease to lapse
-                record = await store.get(RECORD_ID)
-                assert record is not None
-                if record.lease_expires_at < await store.now():
-                    break
-                await asyncio.sleep(0.02)
+            await wait_for_lapsed_lease(store, RECORD_ID)  # the record survived in progress
             retry = await c.post("/payments", json=PAYLOAD, headers=headers())
     finally:
         await store.aclose()
@@ -162,11 +158,7 @@ async def test_heartbeats_fail_during_an_outage_and_the_completion_lands_after_i
             original = asyncio.create_task(c.post("/payments", json=PAYLOAD, headers=headers()))
             await probe.started.wait()
             redis_server.kill()
-            for _ in range(500):
-                if "heartbeat failed" in caplog.text:
-                    break
-                await asyncio.sleep(0.01)
-            assert "heartbeat failed" in caplog.text  # the handler keeps running through the outage
+            await wait_for_log(caplog, "heartbeat failed")  # the handler keeps running through the outage
             await redis_server.start()
             probe.release()
             first = await original

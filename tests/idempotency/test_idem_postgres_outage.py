@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from idem_apps import SECRET, Probe, client, headers, make_app, wrap
-from idem_durable import postgres_schema
+from idem_durable import postgres_schema, wait_for_lapsed_lease, wait_for_log
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from stalwart import StoreUnavailable
@@ -151,12 +151,7 @@ async def test_an_outage_at_completion_delivers_the_real_response(
         assert mw.statistics()["completion_write_failures"] == 1
         proxy.restore()
         await back_up(store)
-        for _ in range(100):  # the record survived in progress; wait for its lease to lapse
-            record = await store.get(RECORD_ID)
-            assert record is not None
-            if record.lease_expires_at < await store.now():
-                break
-            await asyncio.sleep(0.02)
+        await wait_for_lapsed_lease(store, RECORD_ID)  # the record survived in progress
         retry = await c.post("/payments", json=PAYLOAD, headers=headers())
     assert retry.status_code == 500  # strict: outcome unknown, never a second execution
     assert retry.json()["type"].endswith("/idempotency-outcome-unknown")
@@ -175,11 +170,7 @@ async def test_heartbeats_fail_during_an_outage_and_the_completion_lands_after_i
         original = asyncio.create_task(c.post("/payments", json=PAYLOAD, headers=headers()))
         await probe.started.wait()
         proxy.cut()
-        for _ in range(500):
-            if "heartbeat failed" in caplog.text:
-                break
-            await asyncio.sleep(0.01)
-        assert "heartbeat failed" in caplog.text  # the handler keeps running through the outage
+        await wait_for_log(caplog, "heartbeat failed")  # the handler keeps running through the outage
         proxy.restore()
         await back_up(store)
         probe.release()
