@@ -39,7 +39,7 @@ from stalwart.httpx import AsyncResilientTransport, ResilienceConfig
 from ._cascade_apps import ASGIApp, Gauge, ServiceC, counting, relay
 from ._clients import classify, fallback
 from ._server import bind_loopback, serving, url_of
-from ._summary import Kind, Outcome, percentile
+from ._summary import Kind, Outcome, summarize
 from ._threads import LoopThread, run_side_by_side
 from ._workload import arrival_offsets, run_open_loop
 
@@ -130,22 +130,16 @@ class CascadeResult:
 
 
 def summarize_side(outcomes: list[Outcome], *, a: Gauge, b: Gauge, c: ServiceC) -> CascadeSide:
-    """One side's numbers from its users' outcomes and its services' counters (pure)."""
-    counts: dict[Kind, int] = {"ok": 0, "fallback": 0, "failed": 0}
-    for outcome in outcomes:
-        counts[outcome.kind] += 1
-    latencies = sorted(outcome.latency for outcome in outcomes)
-
-    def ms(percent: float) -> float:
-        return round(percentile(latencies, percent) * 1000.0, 1) if latencies else 0.0
-
+    """One side's numbers from its users' outcomes (counted as :func:`summarize` counts them) and its services'
+    counters (pure)."""
+    users = summarize(outcomes, retries=0, upstream_calls_during_outage=0)
     return CascadeSide(
-        requests=len(outcomes),
-        succeeded=counts["ok"],
-        fallback=counts["fallback"],
-        failed=counts["failed"],
-        p50_ms=ms(50),
-        p99_ms=ms(99),
+        requests=users.requests,
+        succeeded=users.succeeded,
+        fallback=users.fallback,
+        failed=users.failed,
+        p50_ms=users.p50_ms,
+        p99_ms=users.p99_ms,
         max_in_flight_a=a.peak,
         max_in_flight_b=b.peak,
         wasted_work_c=c.wasted,
