@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from test_demo_payments import check_document
+from test_demo_run import ports_of, refused, wait_answering
 
 pytestmark = pytest.mark.slow
 
@@ -55,14 +54,6 @@ def test_the_table_is_printed() -> None:
     assert done.stderr.startswith("stalwart demo: payments API on http://127.0.0.1:")
 
 
-def _refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2.0):
-            return False
-    except ConnectionRefusedError:
-        return True
-
-
 def _demo_dirs() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("stalwart-demo-*"))
 
@@ -74,17 +65,10 @@ def test_ctrl_c_mid_run_exits_130_frees_the_ports_and_removes_the_store() -> Non
     try:
         assert process.stderr is not None
         first = process.stderr.readline()
-        ports = [int(port) for port in re.findall(r"http://127\.0\.0\.1:(\d+)", first)]
+        ports = ports_of(first)
         assert len(ports) == 2, first
         for port in ports:  # mid-run: both APIs answer (a million payments take far longer than this test)
-            for _ in range(100):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5.0).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    continue
-            else:
-                pytest.fail(f"the API on port {port} never answered")
+            wait_answering(port, "/stats")
         with httpx.Client(base_url=f"http://127.0.0.1:{ports[1]}") as client:  # payments are being charged
             for _ in range(200):
                 if client.get("/stats").json()["charges"] > 0:
@@ -101,5 +85,5 @@ def test_ctrl_c_mid_run_exits_130_frees_the_ports_and_removes_the_store() -> Non
     assert stdout == ""
     assert "interrupted" in stderr
     assert "Traceback" not in stderr
-    assert all(_refused(port) for port in ports)
+    assert all(refused(port) for port in ports)
     assert _demo_dirs() - before == set()  # the SQLite store's temporary directory is gone

@@ -78,11 +78,13 @@ def test_json_numbers_are_consistent() -> None:
     assert budget["retries_granted"] >= resilient["retries"]
 
 
-def _ports(line: str) -> list[int]:
+def ports_of(line: str) -> list[int]:
+    """The loopback ports of the URLs the demo printed in ``line``."""
     return [int(port) for port in re.findall(r"http://127\.0\.0\.1:(\d+)", line)]
 
 
-def _refused(port: int) -> bool:
+def refused(port: int) -> bool:
+    """Whether a connection to the loopback ``port`` is refused (nothing listens there any more)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2.0):
             return False
@@ -90,23 +92,27 @@ def _refused(port: int) -> bool:
         return True
 
 
+def wait_answering(port: int, path: str) -> None:
+    """Poll ``GET path`` on the loopback ``port`` until it answers 200 (a state to reach, not a timing check)."""
+    for _ in range(100):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            continue
+    pytest.fail(f"the server on port {port} never answered")
+
+
 def test_ctrl_c_mid_run_exits_130_and_frees_the_ports() -> None:
     process = subprocess.Popen(_demo(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None
         first = process.stderr.readline()
-        ports = _ports(first)
+        ports = ports_of(first)
         assert len(ports) == 2, first
         # Mid-run: both upstreams are answering (the workload runs from 0.2 s to 20 s).
         for port in ports:
-            for _ in range(100):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5.0).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    continue
-            else:
-                pytest.fail(f"upstream on port {port} never answered")
+            wait_answering(port, "/health")
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
     finally:
@@ -117,4 +123,4 @@ def test_ctrl_c_mid_run_exits_130_and_frees_the_ports() -> None:
     assert stdout == ""
     assert "interrupted" in stderr
     assert "Traceback" not in stderr
-    assert all(_refused(port) for port in ports)
+    assert all(refused(port) for port in ports)
