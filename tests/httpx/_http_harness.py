@@ -1,4 +1,5 @@
-"""Shared helpers of the stalwart.httpx tests: a scripted mock upstream and one driver for both transport flavours.
+"""Shared helpers of the stalwart.httpx tests: a scripted mock upstream and one driver for both transport flavours;
+:class:`LoopbackSide`, a client over either transport and a real connection pool, for the loopback-server tests.
 
 (A plain module, not a conftest: ``tests/httpx`` has no ``__init__.py``, so its modules have unique names.)
 """
@@ -18,6 +19,9 @@ from stalwart.testing import FakeClock
 
 NO_JITTER = Backoff.exponential(initial=1.0, multiplier=2.0, max_delay=60.0, jitter=Jitter.NONE)
 """Exact delays 1, 2, 4, ... so tests can assert the schedule."""
+
+LOOPBACK = ResilienceConfig(backoff=NO_JITTER, timeout=5.0)
+"""The loopback tests' default config: exact backoff delays (on the fake clock), a 5 s per-attempt timeout."""
 
 Step = int | tuple[int, dict[str, str]] | httpx.Response | BaseException | type[BaseException]
 
@@ -180,3 +184,34 @@ class GatedOneSlot:
         gated = cls()
         await gated.transport.handle_async_request(httpx.Request("GET", url))  # creates the watchdog
         return gated
+
+
+class LoopbackSide:
+    """One flavour (``mode`` "async" or "sync") of client over the resilient transport and a real connection pool,
+    with a fake clock for the backoff sleeps and a private registry; ``kwargs`` go to the transport. The sync client
+    runs in a worker thread, so the event loop stays free."""
+
+    def __init__(self, mode: str, config: ResilienceConfig = LOOPBACK, **kwargs: Any) -> None:
+        self.mode = mode
+        self.clock = FakeClock()
+        self.registry = Registry()
+        options: dict[str, Any] = {"config": config, "registry": self.registry, "clock": self.clock, **kwargs}
+        if mode == "async":
+            self.transport: Any = AsyncResilientTransport(**options)
+            self.client: Any = httpx.AsyncClient(transport=self.transport)
+        else:
+            self.transport = ResilientTransport(**options)
+            self.client = httpx.Client(transport=self.transport)
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        if self.mode == "async":
+            response: httpx.Response = await self.client.request(method, url, **kwargs)
+        else:
+            response = await asyncio.to_thread(self.client.request, method, url, **kwargs)
+        return response
+
+    async def close(self) -> None:
+        if self.mode == "async":
+            await self.client.aclose()
+        else:
+            self.client.close()

@@ -3,49 +3,15 @@ responses, refused connections. Backoff sleeps use a fake clock; only the per-at
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import httpx
 import pytest
-from _http_harness import NO_JITTER
+from _http_harness import NO_JITTER, LoopbackSide
 from _http_server import drop, free_port, hang, respond, scripted_server, truncate
 
 from stalwart import CircuitOpenError, DeadlineExceeded, deadline
 from stalwart._registry import Registry
-from stalwart.httpx import AsyncResilientTransport, ResilienceConfig, ResilientClient, ResilientTransport
+from stalwart.httpx import ResilienceConfig, ResilientClient
 from stalwart.testing import FakeClock
-
-CONFIG = ResilienceConfig(backoff=NO_JITTER, timeout=5.0)
-
-
-class Side:
-    """One flavour (async or sync) of client over the resilient transport and a real connection pool."""
-
-    def __init__(self, mode: str, config: ResilienceConfig = CONFIG, **kwargs: Any) -> None:
-        self.mode = mode
-        self.clock = FakeClock()
-        self.registry = Registry()
-        options: dict[str, Any] = {"config": config, "registry": self.registry, "clock": self.clock, **kwargs}
-        if mode == "async":
-            self.transport: Any = AsyncResilientTransport(**options)
-            self.client: Any = httpx.AsyncClient(transport=self.transport)
-        else:
-            self.transport = ResilientTransport(**options)
-            self.client = httpx.Client(transport=self.transport)
-
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        if self.mode == "async":
-            response: httpx.Response = await self.client.request(method, url, **kwargs)
-        else:
-            response = await asyncio.to_thread(self.client.request, method, url, **kwargs)
-        return response
-
-    async def close(self) -> None:
-        if self.mode == "async":
-            await self.client.aclose()
-        else:
-            self.client.close()
 
 
 @pytest.fixture(params=["async", "sync"])
@@ -55,7 +21,7 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 async def test_503s_are_retried_over_one_kept_alive_connection(mode: str) -> None:
     with scripted_server([respond(503), respond(503), respond(200)]) as server:
-        side = Side(mode)
+        side = LoopbackSide(mode)
         response = await side.request("GET", server.url + "/items")
         await side.close()
     assert (response.status_code, response.text) == (200, "attempt 3")
@@ -66,7 +32,7 @@ async def test_503s_are_retried_over_one_kept_alive_connection(mode: str) -> Non
 
 async def test_retry_after_from_a_real_server(mode: str) -> None:
     with scripted_server([respond(503, Retry_After="4"), respond(200)]) as server:
-        side = Side(mode)
+        side = LoopbackSide(mode)
         response = await side.request("GET", server.url)
         await side.close()
     assert response.status_code == 200
@@ -75,7 +41,7 @@ async def test_retry_after_from_a_real_server(mode: str) -> None:
 
 async def test_too_long_retry_after_returns_the_503_at_once(mode: str) -> None:
     with scripted_server([respond(503, Retry_After="3600"), respond(200)]) as server:
-        side = Side(mode)
+        side = LoopbackSide(mode)
         response = await side.request("GET", server.url)
         await side.close()
     assert (response.status_code, response.headers["retry-after"]) == (503, "3600")
@@ -84,7 +50,7 @@ async def test_too_long_retry_after_returns_the_503_at_once(mode: str) -> None:
 
 async def test_a_dropped_connection_is_retried_for_get(mode: str) -> None:
     with scripted_server([drop, respond(200)]) as server:
-        side = Side(mode)
+        side = LoopbackSide(mode)
         response = await side.request("GET", server.url)
         await side.close()
     assert (response.status_code, response.text) == (200, "attempt 2")
@@ -93,7 +59,7 @@ async def test_a_dropped_connection_is_retried_for_get(mode: str) -> None:
 
 async def test_a_dropped_connection_is_not_retried_for_post_without_key(mode: str) -> None:
     with scripted_server([drop, respond(200)]) as server:
-        side = Side(mode)
+        side = LoopbackSide(mode)
         with pytest.raises(httpx.RemoteProtocolError):
             await side.request("POST", server.url, content=b"charge")
         await side.close()
@@ -102,7 +68,7 @@ async def test_a_dropped_connection_is_not_retried_for_post_without_key(mode: st
 
 async def test_a_dropped_connection_is_retried_for_post_with_key_and_the_body_resent(mode: str) -> None:
     with scripted_server([drop, respond(503), respond(201)]) as server:
-        side = Side(mode)
+        side = LoopbackSide(mode)
         response = await side.request(
             "POST", server.url + "/charges", json={"amount": 5}, headers={"Idempotency-Key": "k1"}
         )
@@ -113,7 +79,7 @@ async def test_a_dropped_connection_is_retried_for_post_with_key_and_the_body_re
 
 async def test_a_refused_connection_is_retried_even_for_post_then_raised(mode: str) -> None:
     url = f"http://127.0.0.1:{free_port()}/charges"
-    side = Side(mode, config=ResilienceConfig(backoff=NO_JITTER, timeout=5.0, failure_threshold=3))
+    side = LoopbackSide(mode, config=ResilienceConfig(backoff=NO_JITTER, timeout=5.0, failure_threshold=3))
     with pytest.raises(httpx.ConnectError) as info:
         await side.request("POST", url, content=b"x")
     assert side.clock.sleeps == [1.0, 2.0]
@@ -126,7 +92,7 @@ async def test_a_refused_connection_is_retried_even_for_post_then_raised(mode: s
 async def test_the_breaker_trips_on_a_failing_server_and_stops_calling_it(mode: str) -> None:
     config = ResilienceConfig(backoff=NO_JITTER, timeout=5.0, max_attempts=1, failure_threshold=2)
     with scripted_server([respond(500)]) as server:
-        side = Side(mode, config=config)
+        side = LoopbackSide(mode, config=config)
         for _ in range(2):
             assert (await side.request("GET", server.url)).status_code == 500
         for _ in range(5):
@@ -139,7 +105,7 @@ async def test_the_breaker_trips_on_a_failing_server_and_stops_calling_it(mode: 
 async def test_a_hung_response_hits_the_per_attempt_timeout_and_is_retried() -> None:
     config = ResilienceConfig(backoff=NO_JITTER, timeout=1.0)
     with scripted_server([hang, respond(200)]) as server:
-        side = Side("async", config=config)
+        side = LoopbackSide("async", config=config)
         response = await side.request("GET", server.url)
         await side.close()
     assert (response.status_code, response.text) == (200, "attempt 2")
@@ -149,7 +115,7 @@ async def test_a_hung_response_hits_the_per_attempt_timeout_and_is_retried() -> 
 async def test_a_hung_response_hits_httpx_clamped_timeout_in_sync_code() -> None:
     config = ResilienceConfig(backoff=NO_JITTER, timeout=1.0)
     with scripted_server([hang, respond(200)]) as server:
-        side = Side("sync", config=config)
+        side = LoopbackSide("sync", config=config)
         response = await side.request("GET", server.url)  # httpx's read timeout (5 s) is clamped to 1 s
         await side.close()
     assert response.status_code == 200
@@ -158,7 +124,7 @@ async def test_a_hung_response_hits_httpx_clamped_timeout_in_sync_code() -> None
 
 async def test_an_async_deadline_stops_a_hung_call_without_retrying() -> None:
     with scripted_server([hang, respond(200)]) as server:
-        side = Side("async")
+        side = LoopbackSide("async")
         with pytest.raises(DeadlineExceeded):
             async with deadline(0.3):
                 await side.request("GET", server.url)

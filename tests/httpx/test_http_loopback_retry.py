@@ -3,46 +3,15 @@ automatic idempotency keys, retry on result. Backoff sleeps use a fake clock."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from typing import Any
 
-import httpx
 import pytest
-from _http_harness import NO_JITTER
+from _http_harness import NO_JITTER, LoopbackSide
 from _http_server import drop, respond, scripted_server
 
-from stalwart._registry import Registry
-from stalwart.httpx import AsyncResilientTransport, ResilienceConfig, ResilientTransport
-from stalwart.testing import FakeClock
-
-
-class Side:
-    """One flavour (async or sync) of client over the resilient transport and a real connection pool."""
-
-    def __init__(self, mode: str, **config: Any) -> None:
-        self.mode = mode
-        self.clock = FakeClock()
-        settings = ResilienceConfig(**{"backoff": NO_JITTER, "timeout": 5.0, **config})
-        options: dict[str, Any] = {"config": settings, "registry": Registry(), "clock": self.clock}
-        if mode == "async":
-            self.client: Any = httpx.AsyncClient(transport=AsyncResilientTransport(**options))
-        else:
-            self.client = httpx.Client(transport=ResilientTransport(**options))
-
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        if self.mode == "async":
-            response: httpx.Response = await self.client.request(method, url, **kwargs)
-        else:
-            response = await asyncio.to_thread(self.client.request, method, url, **kwargs)
-        return response
-
-    async def close(self) -> None:
-        if self.mode == "async":
-            await self.client.aclose()
-        else:
-            self.client.close()
+from stalwart.httpx import ResilienceConfig
 
 
 @pytest.fixture(params=["async", "sync"])
@@ -56,7 +25,7 @@ def header_values(server: Any, name: str) -> list[str | None]:
 
 async def test_the_server_sees_the_attempt_count_on_every_attempt(mode: str) -> None:
     with scripted_server([respond(503), respond(502), respond(200)]) as server:
-        side = Side(mode)
+        side = LoopbackSide(mode)
         response = await side.request("PUT", server.url + "/doc", content=b"v2")
         await side.close()
     assert response.status_code == 200
@@ -65,7 +34,9 @@ async def test_the_server_sees_the_attempt_count_on_every_attempt(mode: str) -> 
 
 async def test_rate_limit_reset_pushback_from_a_real_server(mode: str) -> None:
     with scripted_server([respond(429, RateLimit_Reset="6"), respond(200)]) as server:
-        side = Side(mode, rate_limit_reset_header="RateLimit-Reset")
+        side = LoopbackSide(
+            mode, ResilienceConfig(backoff=NO_JITTER, timeout=5.0, rate_limit_reset_header="RateLimit-Reset")
+        )
         response = await side.request("GET", server.url)
         await side.close()
     assert response.status_code == 200
@@ -75,7 +46,7 @@ async def test_rate_limit_reset_pushback_from_a_real_server(mode: str) -> None:
 async def test_retry_after_as_an_http_date_against_the_servers_date(mode: str) -> None:
     headers = {"Date": "Wed, 01 May 2030 12:00:00 GMT", "Retry_After": "Wed, 01 May 2030 12:00:03 GMT"}
     with scripted_server([respond(503, **headers), respond(200)]) as server:
-        side = Side(mode)
+        side = LoopbackSide(mode)
         response = await side.request("GET", server.url)
         await side.close()
     assert response.status_code == 200
@@ -84,7 +55,7 @@ async def test_retry_after_as_an_http_date_against_the_servers_date(mode: str) -
 
 async def test_auto_idempotency_key_is_sent_unchanged_on_every_attempt(mode: str) -> None:
     with scripted_server([drop, respond(503), respond(201)]) as server:
-        side = Side(mode, auto_idempotency_key=True)
+        side = LoopbackSide(mode, ResilienceConfig(backoff=NO_JITTER, timeout=5.0, auto_idempotency_key=True))
         response = await side.request("POST", server.url + "/charges", json={"amount": 5})
         second = await side.request("POST", server.url + "/charges", json={"amount": 5})
         await side.close()
@@ -100,7 +71,7 @@ async def test_auto_idempotency_key_is_sent_unchanged_on_every_attempt(mode: str
 
 async def test_a_post_without_key_that_reached_the_server_is_sent_once(mode: str) -> None:
     with scripted_server([respond(503), respond(201)]) as server:
-        side = Side(mode)
+        side = LoopbackSide(mode)
         response = await side.request("POST", server.url + "/charges", content=b"x")
         await side.close()
     assert response.status_code == 503
@@ -111,7 +82,10 @@ async def test_on_result_retries_a_json_body_saying_try_later(mode: str) -> None
     later = json.dumps({"status": "try later"}).encode()
     done = json.dumps({"status": "done", "id": 3}).encode()
     with scripted_server([respond(200, body=later), respond(200, body=done)]) as server:
-        side = Side(mode, on_result=lambda response: response.json()["status"] == "try later")
+        try_later = ResilienceConfig(
+            backoff=NO_JITTER, timeout=5.0, on_result=lambda response: response.json()["status"] == "try later"
+        )
+        side = LoopbackSide(mode, try_later)
         response = await side.request("GET", server.url + "/jobs/3")
         await side.close()
     assert response.json() == {"status": "done", "id": 3}
