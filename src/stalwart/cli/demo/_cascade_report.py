@@ -8,8 +8,6 @@ hanging from 5 s); of the shared options it uses ``--seed`` and ``--json``.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -73,7 +71,7 @@ def render_cascade(result: CascadeResult) -> RenderableType:
 
 def cascade_command(args: argparse.Namespace) -> int:
     """``stalwart demo --scenario cascade``: run both sides at once (about 26 s), print the table or the JSON."""
-    from ._command import _quiet_stalwart_logger  # noqa: PLC0415 - the registry imports this module lazily
+    from ._command import _quiet_stalwart_logger, print_result  # noqa: PLC0415 - the registry imports us lazily
 
     settings = CascadeSettings(seed=args.seed)
     err = Console(stderr=True)
@@ -89,9 +87,5 @@ def cascade_command(args: argparse.Namespace) -> int:
 
     with _quiet_stalwart_logger():
         result = run_cascade(settings, on_start=started)  # stops everything on Ctrl-C
-    if args.json:
-        sys.stdout.write(json.dumps(result.document()) + "\n")
-        sys.stdout.flush()
-    else:
-        Console().print(render_cascade(result))
+    print_result(args.json, result, render_cascade)
     return 0

@@ -18,9 +18,10 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol, TypeVar
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from ._outage import DemoSettings, run_outage
 from ._report import DemoProgress, render_report
@@ -67,6 +68,22 @@ def _quiet_stalwart_logger(*others: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
+class _Result(Protocol):
+    def document(self) -> Mapping[str, object]: ...
+
+
+R = TypeVar("R", bound=_Result)
+
+
+def print_result(as_json: bool, result: R, render: Callable[[R], RenderableType]) -> None:
+    """Print a scenario's result: its ``document()`` as one line of JSON on stdout, or ``render(result)``."""
+    if as_json:
+        sys.stdout.write(json.dumps(result.document()) + "\n")
+        sys.stdout.flush()
+    else:
+        Console().print(render(result))
+
+
 def _outage(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         requests=args.requests, concurrency=args.concurrency, seed=args.seed, duration=args.duration
@@ -83,11 +100,7 @@ def _outage(args: argparse.Namespace) -> int:
 
     with _quiet_stalwart_logger(), DemoProgress(err, settings.requests) as progress:
         result = run_outage(settings, on_start=started, on_done=progress.done)  # stops everything on Ctrl-C
-    if args.json:
-        sys.stdout.write(json.dumps(result.document()) + "\n")
-        sys.stdout.flush()
-    else:
-        Console().print(render_report(result))
+    print_result(args.json, result, render_report)
     return 0
 
 
@@ -121,11 +134,7 @@ def _payments(args: argparse.Namespace) -> int:
     except DemoError as exc:
         err.print(f"stalwart demo: {exc}", soft_wrap=True, highlight=False, markup=False)
         return 1
-    if args.json:
-        sys.stdout.write(json.dumps(result.document()) + "\n")
-        sys.stdout.flush()
-    else:
-        Console().print(render_payments(result))
+    print_result(args.json, result, render_payments)
     return 0
 
 
