@@ -177,11 +177,11 @@ async def test_more_replicas_than_acknowledge_is_a_shortfall(
         assert store.replication_shortfalls == 1
         # The one replica there is gets the claim (whether or not it acknowledged within wait_timeout: under load
         # it may not have, and WAIT then counts 0; the shortfall is the same). Polled, not timed.
-        for _ in range(1000):
-            if (await on_replica.hget(record_key("r1"), "ow")) == b"owner-a":
-                break
-            await asyncio.sleep(0.01)
-        assert (await on_replica.hget(record_key("r1"), "ow")) == b"owner-a"
+
+        async def replicated() -> bool:
+            return bool(await on_replica.hget(record_key("r1"), "ow") == b"owner-a")
+
+        await poll(replicated, "the claim on the replica")
     finally:
         await on_replica.aclose()
         await store.aclose()
