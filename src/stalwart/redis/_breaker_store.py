@@ -394,6 +394,10 @@ class RedisCircuitStore:
             socket_timeout: seconds for connecting and for each command (default ``1.0``); commands are not retried
                 by the client (the next sync is the retry).
             **kwargs: the constructor's keyword arguments.
+
+        Raises:
+            ValueError: ``url`` has no supported scheme.
+            TypeError, ValueError: an invalid parameter, as for the constructor.
         """
         return cls(client_from_url(url, socket_timeout), close_client=True, **kwargs)
 
