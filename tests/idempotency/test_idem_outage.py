@@ -8,16 +8,13 @@ the claim cannot be decided; the real response delivered when only the completio
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from idem_apps import SECRET, Probe, client, headers, make_app, wrap
 from idem_durable import wait_for_lapsed_lease, wait_for_log
+from redis_servers import PrivateRedis
 
 from stalwart.idempotency import IdempotencyConfig, scope_id
 from stalwart.idempotency.stores.redis import RedisStore
@@ -28,73 +25,16 @@ PAYLOAD = {"amount": 1}
 RECORD_ID = scope_id(SECRET, tenant="default", principal="alice", namespace="default", key="k-1")
 
 
-class PrivateRedis:
-    """A redis-server on a unix socket in ``directory``; ``kill()`` is SIGKILL, ``start()`` restarts it."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.socket = directory / "redis.sock"
-        self.url = f"unix://{self.socket}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            message = "redis-server is not installed"
-            if os.environ.get("CI", "").lower() == "true":
-                pytest.fail(message)
-            pytest.skip(message)
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port", "0",
-                "--unixsocket", str(self.socket),
-                "--dir", str(self.directory),
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--save", "",
-                "--maxmemory-policy", "noeviction",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(500):
-            if self.socket.exists() and await self._ping():
-                return
-            assert self.proc.poll() is None, "redis-server exited"
-            await asyncio.sleep(0.01)
-        raise AssertionError("redis-server did not start")
-
-    async def _ping(self) -> bool:
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(self.socket))
-        except OSError:
-            return False
-        try:
-            writer.write(b"PING\r\n")
-            await writer.drain()
-            return (await reader.readline()).startswith(b"+PONG")
-        except OSError:
-            return False
-        finally:
-            writer.close()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.socket.unlink(missing_ok=True)
-
-
 @pytest.fixture
 async def redis_server(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    await server.start()
+    server = PrivateRedis(
+        tmp_path, "--port", "0", "--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction"
+    )
     try:
+        await server.start()
         yield server
     finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
+        server.stop()
 
 
 async def test_an_outage_at_claim_is_503_and_never_an_execution(redis_server: PrivateRedis) -> None:
