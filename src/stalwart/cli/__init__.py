@@ -7,13 +7,42 @@ The entry point is :func:`main` (``stalwart = "stalwart.cli.__main__:main"``; ``
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
-__all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "build_parser", "main"]
 
 EXIT_INTERRUPTED = 130
 """The exit code after Ctrl-C (SIGINT): 128 + 2, the shells' convention."""
+
+EXIT_TERMINATED = 143
+"""The exit code after SIGTERM (``kill``, ``timeout``, a container stop): 128 + 15."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a ``KeyboardInterrupt`` so that a command stops what it started on the same path as
+    after Ctrl-C."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while the command runs (main thread only; restored afterwards)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,16 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``stalwart`` command line with ``argv`` (default ``sys.argv[1:]``); return the exit code.
 
-    Exit codes: 0 on success, 2 for invalid arguments, 130 when interrupted by Ctrl-C.
+    Exit codes: 0 on success, 2 for invalid arguments, 130 when interrupted by Ctrl-C, 143 when ended by SIGTERM
+    (which stops the command the same way Ctrl-C does: servers, threads and temporary files are cleaned up).
     """
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from .demo import run  # noqa: PLC0415
+        with _sigterm_as_interrupt():
+            if args.command == "demo":
+                from .demo import run  # noqa: PLC0415
 
-            return run(args)
-        raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover - argparse refuses others
-    except KeyboardInterrupt:
+                return run(args)
+            raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover - argparse refuses others
+    except KeyboardInterrupt as exc:
         # The command has already stopped its servers, threads and clients on the way out.
-        print(f"stalwart {args.command}: interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        terminated = isinstance(exc, _Terminated)
+        print(f"stalwart {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr, flush=True)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
