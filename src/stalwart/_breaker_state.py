@@ -389,8 +389,12 @@ class BreakerMachine:
         HALF_OPEN, else the outcomes since the last transition.
 
         Advancing a time window to ``now`` may open the breaker (older successes left the window), exactly as the
-        next recorded outcome would; the driver publishes that transition.
+        next recorded outcome would; and an OPEN breaker whose open period has passed moves to HALF_OPEN, as the
+        next caller would, but without taking a probe (so that a reader such as the health endpoint does not see
+        OPEN forever when no call comes: resilience4j's automatic transition). The driver publishes the transition.
         """
+        if self.state is _OPEN and now >= self.open_until:
+            self._move(_HALF_OPEN, now, "reset_timeout")
         window = self.window
         if window is None or self.state is _HALF_OPEN or self.state is _DISABLED:
             return self.calls, self.failed, self.slow

@@ -13,14 +13,21 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ._breaker import CircuitBreaker, CircuitState
+from ._breaker import CircuitBreaker, CircuitState, CircuitStatistics
 from ._bulkhead import Bulkhead
 
 __all__ = ["Registry", "registry"]
 
 _OPENISH = frozenset({CircuitState.OPEN, CircuitState.HALF_OPEN, CircuitState.FORCED_OPEN})
-_REJECTING = frozenset({CircuitState.OPEN, CircuitState.FORCED_OPEN})
 _MISSING = object()
+
+
+def _rejecting(stats: CircuitStatistics) -> bool:
+    """Whether a breaker rejects its next call: FORCED_OPEN, or OPEN with part of its open period left."""
+    state = stats.state
+    if state is CircuitState.FORCED_OPEN:
+        return True
+    return state is CircuitState.OPEN and stats.retry_after is not None and stats.retry_after > 0.0
 
 
 def _conflicts(existing: object, candidate: object, keys: list[str]) -> list[str]:
@@ -179,8 +186,10 @@ class Registry:
     # --- health --------------------------------------------------------------------------------------------------
 
     def critical_open(self) -> list[str]:
-        """Names of the breakers marked ``critical=True`` that are rejecting calls (OPEN or FORCED_OPEN)."""
-        return sorted(name for name, b in self._breakers.items() if b.critical and b.state in _REJECTING)
+        """Names of the breakers marked ``critical=True`` that are rejecting calls: FORCED_OPEN, or OPEN within its
+        open period (once that has passed, the next call is a probe: reading the statistics moves a local breaker to
+        HALF_OPEN, and a breaker shared through a store asks its fleet for probe permits at the next call)."""
+        return self._circuits_report()[1]
 
     def circuits_snapshot(self) -> dict[str, Any]:
         """The ``/health/circuits`` JSON (DESIGN.md): ``{"status": "ok" | "degraded", "circuits": {name: {...}}}``.
@@ -188,13 +197,22 @@ class Registry:
         ``status`` is ``"degraded"`` while any breaker is OPEN, HALF_OPEN or FORCED_OPEN. Per breaker: ``state``
         (the :class:`CircuitState` value), ``failure_rate`` and ``slow_call_rate`` (percent, or ``null``
         when not judged), ``calls`` (int: in the window, or since the last transition for the consecutive model)
-        and ``retry_after`` (seconds until a probe is admitted, or ``null``).
+        and ``retry_after`` (seconds until a probe is admitted, or ``null``). Reading applies the rules at the
+        current time (``CircuitBreaker.statistics()``): an OPEN breaker whose open period has passed shows HALF_OPEN.
         """
+        return self._circuits_report()[0]
+
+    def _circuits_report(self) -> tuple[dict[str, Any], list[str]]:
+        """:meth:`circuits_snapshot` and :meth:`critical_open` from one reading of each breaker's statistics (what
+        the health endpoint serves: its status code then agrees with its document)."""
         circuits: dict[str, Any] = {}
+        critical: list[str] = []
         degraded = False
         for name, breaker in sorted(self._breakers.items()):
             stats = breaker.statistics()
             degraded = degraded or stats.state in _OPENISH
+            if breaker.critical and _rejecting(stats):
+                critical.append(name)
             circuits[name] = {
                 "state": stats.state.value,
                 "failure_rate": stats.failure_rate,
@@ -202,7 +220,7 @@ class Registry:
                 "calls": stats.calls,
                 "retry_after": stats.retry_after,
             }
-        return {"status": "degraded" if degraded else "ok", "circuits": circuits}
+        return {"status": "degraded" if degraded else "ok", "circuits": circuits}, critical
 
     def bulkheads_snapshot(self) -> dict[str, Any]:
         """The ``/health/bulkheads`` JSON (DESIGN.md): ``{name: {"active": int, "queued": int, "available": int}}``."""

@@ -7,9 +7,11 @@ DESIGN.md pins::
                               "circuits": {name: {"state", "failure_rate", "slow_call_rate", "calls", "retry_after"}}}
     GET /health/bulkheads  → {name: {"active", "queued", "available"}}
 
-``/health/circuits`` answers **503** while a breaker created with ``critical=True`` is OPEN or FORCED_OPEN (a load
-balancer then takes the instance out of rotation), else 200; ``status`` is ``"degraded"`` while any breaker is
-OPEN, HALF_OPEN or FORCED_OPEN. Responses are never cached (``Cache-Control: no-store``).
+``/health/circuits`` answers **503** while a breaker created with ``critical=True`` is FORCED_OPEN, or OPEN within
+its open period (a load balancer then takes the instance out of rotation), else 200: once the open period has
+passed the report shows the breaker HALF_OPEN, so that the instance gets the traffic that probes the dependency.
+``status`` is ``"degraded"`` while any breaker is OPEN, HALF_OPEN or FORCED_OPEN. Responses are never cached
+(``Cache-Control: no-store``).
 
 Mount it anywhere: it answers a path ending in ``/circuits`` or ``/bulkheads`` relative to its mount point
 (``root_path``), so ``app.mount("/health", HealthApp())`` (FastAPI, Starlette) and a bare ``HealthApp()`` served
@@ -45,7 +47,8 @@ class HealthApp:
         registry: the registry to report (default: ``stalwart.registry``, looked up at each request).
 
     Routes (``GET`` or ``HEAD``; other methods get 405):
-        ``…/circuits``: the circuits document; status 503 while a ``critical`` breaker is OPEN or FORCED_OPEN.
+        ``…/circuits``: the circuits document; status 503 while a ``critical`` breaker is OPEN (within
+            its open period) or FORCED_OPEN.
         ``…/bulkheads``: the bulkheads document; status 200.
         anything else: 404.
     """
@@ -71,9 +74,8 @@ class HealthApp:
         """The status and JSON body for a request path (relative to the mount point)."""
         route = path.rstrip("/")
         if route.endswith("/circuits"):
-            registry = self.registry
-            document = registry.circuits_snapshot()
-            status = 503 if registry.critical_open() else 200
+            document, critical = self.registry._circuits_report()  # one reading: the status agrees with the body
+            status = 503 if critical else 200
         elif route.endswith("/bulkheads"):
             document = self.registry.bulkheads_snapshot()
             status = 200
