@@ -243,7 +243,7 @@ class IdempotencyMiddleware:
             await self._problem(send, 413, "idempotency-request-too-large", "Request body too large")
             return
         assert isinstance(body, bytes)
-        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        raw_path = _request_path(scope)
         fingerprint = compute_fingerprint(
             route.fingerprint,
             method=scope["method"],
@@ -469,6 +469,18 @@ class IdempotencyMiddleware:
             return
         self._next_purge = self._clock.monotonic() + self._purge_interval
         self._spawn(self.store.purge())
+
+
+def _request_path(scope: Scope) -> bytes:
+    """The path as received, for the fingerprint and ``scope_by_route`` (spec §2.5): ``raw_path`` without any query.
+
+    ASGI's ``raw_path`` excludes the query, but only since a clarification (django/asgiref PR #402); httpx's
+    ``ASGITransport`` before 0.28 and some servers pass the whole request target. The query is hashed from
+    ``query_string`` (where ``exclude_query`` and ``query_canonical`` apply), so it is cut here at the first ``?``,
+    which cannot occur literally in a path.
+    """
+    raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+    return bytes(raw_path).partition(b"?")[0]
 
 
 def _scope_for_app(scope: Scope, state: IdempotencyState) -> Scope:
