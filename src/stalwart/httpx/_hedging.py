@@ -44,7 +44,7 @@ from stalwart._types import NEVER_HANDLED
 
 from ._classify import is_retryable_exception
 from ._origin import Origin
-from ._wire import clamp_timeouts, discard_async
+from ._wire import clamp_timeouts, close_unread_async, discard_async
 
 if TYPE_CHECKING:
     from stalwart._hedge import Hedge, PercentileDelay
@@ -162,7 +162,11 @@ class _Call:
                 async with timer:
                     response = await t._transport.handle_async_request(copy)
                     if t._read:
-                        await response.aread()
+                        try:
+                            await response.aread()
+                        except BaseException:
+                            await close_unread_async(response)  # its connection back now, not at collection
+                            raise
             except BaseException as exc:
                 if held:
                     held = False

@@ -23,7 +23,7 @@ from stalwart._types import NEVER_HANDLED
 from ._classify import is_retryable_exception
 from ._config import ResilienceConfig
 from ._origin import SyncFallback, TransportCore
-from ._wire import checked, clamp_timeouts, discard_sync, expired, status_error
+from ._wire import checked, clamp_timeouts, close_unread_sync, discard_sync, expired, status_error
 
 __all__ = ["ResilientTransport"]
 
@@ -165,7 +165,11 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                 try:
                     response = inner.handle_request(request)
                     if read:
-                        response.read()
+                        try:
+                            response.read()
+                        except BaseException:
+                            close_unread_sync(response)  # its connection back now, not at collection
+                            raise
                 except BaseException as exc:
                     if sent is not None:
                         propagate.unstamp(request, sent)  # type: ignore[union-attr]

@@ -43,7 +43,7 @@ from ._config import ResilienceConfig
 from ._hedging import send_hedged
 from ._origin import AsyncFallback, Origin, TransportCore
 from ._watchdog import Watchdog
-from ._wire import _SECOND, checked, clamp_timeouts, discard_async, expired, status_error
+from ._wire import _SECOND, checked, clamp_timeouts, close_unread_async, discard_async, expired, status_error
 
 __all__ = ["AsyncResilientTransport"]
 
@@ -365,7 +365,11 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     if handed is None:
                         response = await inner.handle_async_request(request)
                         if read:
-                            await response.aread()
+                            try:
+                                await response.aread()
+                            except BaseException:
+                                await close_unread_async(response)  # its connection back now, not at collection
+                                raise
                     elif isinstance(handed, BaseException):
                         raise handed
                     else:

@@ -22,6 +22,8 @@ __all__ = [
     "StampedHeader",
     "checked",
     "clamp_timeouts",
+    "close_unread_async",
+    "close_unread_sync",
     "discard_async",
     "discard_sync",
     "expired",
@@ -176,6 +178,23 @@ def discard_sync(response: httpx.Response) -> None:
         pass
     finally:
         response.close()
+
+
+async def close_unread_async(response: httpx.Response) -> None:
+    """Close a response whose body failed to read inside the attempt (as ``httpx.AsyncClient.send`` does), so its
+    stream and connection are released at once; an error while closing is ignored (the read's error goes on)."""
+    try:
+        await response.aclose()
+    except Exception:  # noqa: S110 - the read's error is the one that matters
+        pass
+
+
+def close_unread_sync(response: httpx.Response) -> None:
+    """Sync twin of :func:`close_unread_async`."""
+    try:
+        response.close()
+    except Exception:  # noqa: S110 - the read's error is the one that matters
+        pass
 
 
 def wall_time() -> float:
