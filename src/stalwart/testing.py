@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from ._config import to_float, to_seconds
 from ._policy import is_async_callable
-from ._retry_testing import RetryTestingMode, set_mode
+from ._retry_testing import RetryTestingMode, enter_mode, leave_mode
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,7 +86,9 @@ class testing:  # noqa: N801 - a context manager used like a function, as contex
 
     Usable as ``with testing(attempts=2): ...``, ``async with testing(...):``, or as a decorator on a sync or an
     ``async`` test (the mode is on while the test runs, awaits included); nested uses restore the outer setting on
-    exit. The mode is process-wide (threads started by the code under test see it). A pytest fixture to paste into
+    exit, and uses that overlap without nesting (concurrent async tests, tests in threads) each end only their own
+    use: the mode is that of the latest use still active. The mode is process-wide (threads started by the code
+    under test see it). A pytest fixture to paste into
     ``conftest.py``::
 
         import pytest
@@ -107,20 +109,22 @@ class testing:  # noqa: N801 - a context manager used like a function, as contex
         TypeError, ValueError: ``attempts`` is not an int >= 1, or ``no_sleep`` is not a bool (at construction).
     """
 
-    __slots__ = ("_mode", "_previous")
+    __slots__ = ("_mode", "_tokens")
     __test__ = False  # its name starts with "test": keep pytest from collecting it in modules that import it
 
     def __init__(self, *, attempts: int | None = None, no_sleep: bool = True) -> None:
         self._mode = RetryTestingMode(attempts=attempts, no_sleep=no_sleep)
-        self._previous: list[RetryTestingMode | None] = []  # a stack: one instance may be entered again
+        # This instance's active uses: it may be entered again, also concurrently (one decorator on tests that run
+        # at the same time); all its uses have the same mode, so which of its tokens an exit ends does not matter.
+        self._tokens: list[object] = []
 
     def __enter__(self) -> None:
-        self._previous.append(set_mode(self._mode))
+        self._tokens.append(enter_mode(self._mode))
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        set_mode(self._previous.pop())
+        leave_mode(self._tokens.pop())
 
     async def __aenter__(self) -> None:
         self.__enter__()
