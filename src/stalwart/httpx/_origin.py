@@ -354,17 +354,20 @@ class TransportCore:
         valid one, the config's ``rate_limit_reset_header`` (delta-seconds) when set.
 
         An HTTP-date is read against the response's own ``Date`` header when it has a valid one (the server's
-        clock: immune to clock skew), else against this host's wall clock.
+        clock: immune to clock skew), else against this host's wall clock. The wall clock also resolves the
+        two-digit year of an RFC 850 ``Date`` (RFC 9110 §5.6.7).
         """
         headers = response.headers
         value = headers.get("retry-after")
         delay = None
         if value is not None:
-            now: float | None = None
-            date = headers.get("date")
-            if date is not None and not value.strip(" \t").isdigit():
-                now = parse_http_date(date.strip(" \t"), 0.0)
-            delay = parse_retry_after(value, self._wall_clock() if now is None else now)
+            if value.strip(" \t").isdigit():  # delta-seconds: no clock needed
+                delay = parse_retry_after(value, 0.0)
+            else:
+                wall = self._wall_clock()
+                date = headers.get("date")
+                now = None if date is None else parse_http_date(date.strip(" \t"), wall)
+                delay = parse_retry_after(value, wall if now is None else now)
         reset = self._config.rate_limit_reset_header
         if delay is None and reset is not None:
             delay = parse_delta_seconds(headers.get(reset))
