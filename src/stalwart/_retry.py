@@ -7,13 +7,14 @@ line by line against each other.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random as _random
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import CoroutineType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, NoReturn, ParamSpec, TypeVar, overload
 
 from ._backoff import Backoff
 from ._clock import SYSTEM_CLOCK, Clock
@@ -46,6 +47,25 @@ logger = logging.getLogger("stalwart")
 
 DEFAULT_MAX_ATTEMPTS = 3
 UNLIMITED_ATTEMPTS = sys.maxsize  # ``stop`` given without ``max_attempts``: the stop condition decides
+_NOT_CALLED: Any = object()  # the async loops' "fn has not returned yet" (any value, None included, is a return)
+
+
+def refuse_not_awaitable(value: object, policy: object, fn: object, error: BaseException) -> NoReturn:
+    """Raise ``TypeError``: ``fn``, awaited by an async entry point, returned ``value``, which is not awaitable.
+
+    The ``await`` raises a ``TypeError`` of its own after ``fn`` has run; with ``on=Exception`` (or any ``on`` that
+    covers ``TypeError``) that was retried, running a sync function ``max_attempts`` times, with the backoff sleeps
+    in between, before failing with the same error. Calling ``fn`` again cannot make its result awaitable, so this
+    is a usage error, raised at once (``error``, the ``await``'s own, is its ``__cause__``).
+
+    Raises:
+        TypeError: always, naming the function and saying what to use instead.
+    """
+    name = type(policy).__name__
+    raise TypeError(
+        f"{getattr(fn, '__qualname__', fn)!r} returned {type(value).__name__!r}, which is not awaitable, to "
+        f"{name}'s async path: use `{name.lower()}.call(fn, ...)` for a sync function"
+    ) from error
 
 
 class Retry(Policy):
@@ -226,11 +246,20 @@ class Retry(Policy):
         return self._retry_sync(fn, args, kwargs, start, failure, None)  # type: ignore[no-any-return]
 
     async def run(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Await the coroutine function ``fn(*args, **kwargs)``, retrying it per this policy; return its result."""
+        """Await the coroutine function ``fn(*args, **kwargs)``, retrying it per this policy; return its result.
+
+        Raises:
+            TypeError: ``fn`` returned something that is not awaitable (a sync function belongs in :meth:`call`);
+                raised at once, whatever ``on`` says: calling ``fn`` again would not make its result awaitable.
+        """
         start = self._clock.monotonic()
+        awaitable: Awaitable[T] = _NOT_CALLED
         try:
-            result = await fn(*args, **kwargs)
+            awaitable = fn(*args, **kwargs)
+            result = await awaitable
         except BaseException as e:
+            if awaitable is not _NOT_CALLED and not inspect.isawaitable(awaitable):
+                refuse_not_awaitable(awaitable, self, fn, e)
             if not self._should_retry(e):
                 raise
             failure = e
@@ -334,11 +363,15 @@ class Retry(Policy):
             previous = decision.backoff_delay
             await asleep(decision.delay)
             attempt += 1
+            awaitable: Any = _NOT_CALLED
             try:
-                result = await fn(*args, **kwargs)
+                awaitable = fn(*args, **kwargs)
+                result = await awaitable
             except BaseException as e:
                 if isinstance(e, NEVER_HANDLED):
                     raise
+                if awaitable is not _NOT_CALLED and not inspect.isawaitable(awaitable):
+                    refuse_not_awaitable(awaitable, self, fn, e)
                 exc, result = e, None
                 retryable = should_retry(e)
             else:
