@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 from ._breaker_settings import BreakerSettings, Transition
 from ._breaker_shared import FleetView, SharedMachine, SyncRequest
 
-__all__ = ["BreakerLink", "CircuitStore", "attach", "shared_machine"]
+__all__ = ["BreakerLink", "CircuitStore", "attach", "check_store", "shared_machine"]
 
 
 class BreakerLink:
@@ -103,6 +103,17 @@ class CircuitStore(Protocol):
         ...
 
 
+def check_store(store: object) -> CircuitStore:
+    """``store``, checked to implement :class:`CircuitStore` (nothing is attached).
+
+    Raises:
+        TypeError: ``store`` does not implement :class:`CircuitStore`.
+    """
+    if not isinstance(store, CircuitStore):
+        raise TypeError(f"store must implement the CircuitStore protocol (e.g. RedisCircuitStore), got {store!r}")
+    return store
+
+
 def shared_machine(
     store: object, settings: BreakerSettings, *, now: float, random: Callable[[], float]
 ) -> SharedMachine:
@@ -111,8 +122,7 @@ def shared_machine(
     Raises:
         TypeError: ``store`` does not implement :class:`CircuitStore`.
     """
-    if not isinstance(store, CircuitStore):
-        raise TypeError(f"store must implement the CircuitStore protocol (e.g. RedisCircuitStore), got {store!r}")
+    store = check_store(store)
     return SharedMachine(settings, now=now, random=random, flush_size=store.flush_size)
 
 

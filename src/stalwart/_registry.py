@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._breaker import CircuitBreaker, CircuitState, CircuitStatistics
+from ._breaker_link import check_store
 from ._bulkhead import Bulkhead
 
 __all__ = ["Registry", "registry"]
@@ -97,13 +98,24 @@ class Registry:
         existing = self._breakers.get(name)
         if existing is not None and not specified:
             return existing
+        # Validate and compare on a breaker built without the store: built with one, a breaker is attached to it
+        # (synced with the fleet from then on), so only the breaker kept may be built with it.
+        store = settings.pop("store", None)
+        if store is not None:
+            check_store(store)
         candidate = CircuitBreaker(name, **settings)  # validates even when the breaker exists
         with self._lock:
             existing = self._breakers.get(name)
             if existing is None:
+                if store is not None:  # under the lock: two threads creating the name attach one breaker
+                    candidate = CircuitBreaker(name, store=store, **settings)
                 self._breakers[name] = candidate
                 return candidate
-        different = _conflicts(existing, candidate, specified)
+        different = [
+            key
+            for key in specified
+            if (existing.config.store is not store if key == "store" else _conflicts(existing, candidate, [key]))
+        ]
         if different:
             raise ValueError(f"circuit breaker {name!r} already exists with different settings: {different}")
         return existing
