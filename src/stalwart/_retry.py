@@ -390,7 +390,22 @@ class Retry(Policy):
     def _decide(
         self, attempt: int, start: float, previous: float, exc: BaseException | None, result: Any
     ) -> RetryDecision:
-        """Ask the rules what follows failed attempt ``attempt``; consult the budget; emit ``RetryScheduled``."""
+        """Ask the rules what follows failed attempt ``attempt``; consult the budget; emit ``RetryScheduled``.
+
+        The decision runs user code (a ``stop.when`` predicate, the budget, the clock, the random source) outside
+        any ``except`` block: an exception it raises propagates with the attempt's exception as its
+        ``__context__``, as one raised by an ``on`` predicate does, instead of hiding the call's own error.
+        """
+        try:
+            return self._decide_unguarded(attempt, start, previous, exc, result)
+        except BaseException as error:
+            if exc is not None and error is not exc and error.__context__ is None:
+                error.__context__ = exc
+            raise
+
+    def _decide_unguarded(
+        self, attempt: int, start: float, previous: float, exc: BaseException | None, result: Any
+    ) -> RetryDecision:
         elapsed = self._clock.monotonic() - start
         ambient = current_deadline()
         rules = self._rules
