@@ -152,7 +152,28 @@ class SQLiteStore:
         conn = self._conn
         if conn is None:
             conn = self._conn = self._connect()
-        return fn(conn)
+        try:
+            return fn(conn)
+        finally:
+            if self._conn is conn and conn.in_transaction:  # (aclose() closes and drops the connection)
+                self._end_transaction(conn)
+
+    def _end_transaction(self, conn: sqlite3.Connection) -> None:
+        """Roll back a transaction a call left open: its ``COMMIT`` (or its rollback) failed.
+
+        A failed ``COMMIT`` (``SQLITE_BUSY``, a full disk, an I/O error on the fsync) can leave the transaction
+        active; SQLite asks for an explicit ``ROLLBACK``. Left open, the connection would refuse every later
+        ``BEGIN``, keep the write lock from the host's other processes and read its own uncommitted writes. When even
+        the rollback fails, the connection is closed (which rolls back) and the next call opens a new one.
+        """
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._conn = None
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_ms / 1000)
@@ -380,8 +401,8 @@ class _immediate:  # noqa: N801 - used like a function
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
+            self.conn.execute("COMMIT")  # on failure the store's _call rolls back whatever is still open
+        elif self.conn.in_transaction:  # SQLite may already have rolled back (SQLITE_FULL, I/O errors)
             self.conn.execute("ROLLBACK")
 
 
