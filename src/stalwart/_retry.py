@@ -92,10 +92,11 @@ class Retry(Policy):
             call ends with its last outcome.
         max_retry_after: the longest server-requested delay honoured, seconds; a longer request ends the retries at
             once with the last outcome; default ``60.0``; ``math.inf`` honours any finite request.
-        retry_after: ``(exception or result) -> float | None``, the server-requested delay (e.g. from a
-            ``Retry-After`` header). Used instead of the backoff delay when valid; negative, NaN or non-numeric
-            values are ignored; an infinite request (``math.inf``, an ``int`` too large for a float) gives up like
-            one above ``max_retry_after``; an extractor that raises is logged and ignored.
+        retry_after: ``(exception or result) -> float | timedelta | None``, the server-requested delay in seconds
+            (e.g. from a ``Retry-After`` header; any real number, ``Decimal`` or ``timedelta``). Used instead of the
+            backoff delay when valid; negative, NaN or non-numeric values are ignored; an infinite request
+            (``math.inf``, a number too large for a float) gives up like one above ``max_retry_after``; an
+            extractor that raises is logged and ignored.
         min_attempt_time: seconds an attempt needs to be worth starting: a retry is abandoned when less than
             ``delay + min_attempt_time`` is left on the ambient deadline; default ``0.0``.
         stop: for power users, a stop condition built from :class:`stalwart.stop`
@@ -130,7 +131,7 @@ class Retry(Policy):
         on_result: Callable[[Any], bool] | None = None,
         budget: RetryBudgetHook | None = None,
         max_retry_after: float | timedelta = 60.0,
-        retry_after: Callable[[Any], float | None] | None = None,
+        retry_after: Callable[[Any], float | timedelta | None] | None = None,
         min_attempt_time: float | timedelta = 0.0,
         stop: StopCondition | None = None,
         name: str = "retry",

@@ -31,9 +31,11 @@ anyway does not spend a token; see :class:`RetryBudgetHook`.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from ._backoff import Backoff
@@ -82,18 +84,24 @@ class RetryDecision:
 def valid_retry_after(value: object) -> float | None:
     """A server-requested delay as ``float`` seconds ``>= 0``, or ``None`` when it is not a number ``>= 0``.
 
+    A number is any real number (``int``, ``float``, ``fractions.Fraction``, ``decimal.Decimal``, NumPy scalars:
+    anything registered as ``numbers.Real``) or a ``datetime.timedelta``, as every other duration stalwart takes.
     Negative, NaN, boolean and non-numeric values are ignored (``None``): a bad header falls back to the computed
     backoff, it never raises (RFC 9110 §10.2.3 allows a recipient to ignore an invalid field value). A request to
-    wait forever, ``math.inf`` or an ``int`` too large for a float, is valid and returned as ``math.inf``, longer
+    wait forever, ``math.inf`` or a number too large for a float, is valid and returned as ``math.inf``, longer
     than any ``max_retry_after``: a bigger request must never mean an earlier retry (RFC 9111 §1.2.2 likewise has a
     recipient treat an overflowing delta-seconds as the largest value it can represent, not ignore it).
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real | Decimal):
         return None
     try:
         seconds = float(value)
-    except OverflowError:  # an int too large for a float: longer than anything
+    except OverflowError:  # an int (or Fraction) too large for a float: longer than anything
         return math.inf
+    except (TypeError, ValueError):  # a numbers.Real that cannot say what float it is
+        return None
     if seconds >= 0.0:  # false for NaN
         return seconds
     return None
@@ -151,7 +159,7 @@ class RetryRules:
         deadline_remaining: float | None,
         previous_delay: float,
         rng: Callable[[], float],
-        retry_after: float | None = None,
+        retry_after: float | timedelta | None = None,
         retryable: bool = True,
     ) -> RetryDecision:
         """Decide what follows the failed attempt number ``attempt``.
@@ -162,7 +170,8 @@ class RetryRules:
             deadline_remaining: seconds left on the ambient deadline (``0.0`` once passed), or ``None``.
             previous_delay: the ``backoff_delay`` of the previous decision, ``0.0`` before the first retry.
             rng: uniform floats in [0, 1), for jitter.
-            retry_after: the server-requested delay in seconds, or ``None``; invalid values are ignored.
+            retry_after: the server-requested delay (seconds, or a ``timedelta``), or ``None``; invalid values are
+                ignored (see :func:`valid_retry_after`).
             retryable: whether the outcome may be retried at all (the driver's classification).
 
         Returns:
