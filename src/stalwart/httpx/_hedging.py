@@ -137,7 +137,7 @@ class _Call:
             t._attempt_header.stamp(copy, number)
         return copy, number, limit, binding
 
-    async def attempt(self, copy: httpx.Request, limit: float | None, binding: bool) -> httpx.Response:
+    async def attempt(self, copy: httpx.Request, number: int, limit: float | None, binding: bool) -> httpx.Response:
         """One attempt: breaker → bulkhead → per-attempt timeout → inner transport. Records the breaker's outcome
         (not the budget's: the caller knows whether the attempt was cancelled as a loser)."""
         t = self.transport
@@ -153,6 +153,12 @@ class _Call:
             if bulkhead is not None:
                 if not bulkhead.try_acquire():  # a free slot is taken without a coroutine
                     await bulkhead.acquire()
+                    held = True
+                    if self.ambient is not None:  # the wait used some of the time left: the limit is read again
+                        before = limit
+                        limit, binding = t.limit_after_wait(self.ambient, limit, binding, number, copy)
+                        if limit != before and t._deadline_header is not None:
+                            t._deadline_header.stamp(copy, cast("float", limit))  # the copy's header, replaced
                 held = True
             monotonic = t._monotonic
             began = monotonic()
@@ -256,7 +262,7 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
         nonlocal timer, due, hedging
         copy, number, limit, binding = call.prepare()
         started = clock.monotonic()  # read before the task exists: it is in `running` (settle's to end) at once
-        task = loop.create_task(call.attempt(copy, limit, binding))
+        task = loop.create_task(call.attempt(copy, number, limit, binding))
         task.add_done_callback(finished.append)  # before asyncio.wait's own callback: in the list once it wakes us
         running[task] = (number, started)
         if number > 1 and hooks_installed():
@@ -389,9 +395,9 @@ async def send_hedged(
             if isinstance(outcome, Rejected):
                 raise outcome
         else:
-            copy, _, limit, binding = call.prepare()
+            copy, number, limit, binding = call.prepare()
             try:
-                outcome = await call.attempt(copy, limit, binding)
+                outcome = await call.attempt(copy, number, limit, binding)
             except BaseException as exc:
                 if not is_retryable_exception(exc):  # an answer, a rejection or a cancellation
                     raise

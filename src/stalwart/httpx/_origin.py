@@ -31,7 +31,7 @@ from ._classify import (
 )
 from ._config import ResilienceConfig
 from ._operations import OperationTable, bulkhead_status
-from ._wire import AttemptHeader, DeadlineHeader, wall_time
+from ._wire import AttemptHeader, DeadlineHeader, clamp_timeouts, expired, wall_time
 
 if TYPE_CHECKING:
     from stalwart._hedge import Hedge
@@ -317,6 +317,24 @@ class TransportCore:
         if request_was_not_sent(error):
             return True
         return replayable and self.may_resend(request)
+
+    def limit_after_wait(
+        self, ambient: Deadline, limit: float | None, binding: bool, attempt: int, request: httpx.Request
+    ) -> tuple[float | None, bool]:
+        """An attempt's ``(limit, binding)`` read again after it waited for its bulkhead slot: the wait took some of
+        the time left on ``ambient``, so when that is now below ``limit`` it becomes the limit (binding) and httpx's
+        timeouts of ``request`` are clamped to it. The deadline header and the watchdog use the result.
+
+        Raises:
+            DeadlineExceeded: the ambient deadline passed during the wait (nothing is sent).
+        """
+        left = ambient.remaining()
+        if left <= 0.0:
+            raise expired(attempt)
+        if limit is None or left < limit:
+            clamp_timeouts(request, left)
+            return left, True
+        return limit, binding
 
     def decide(
         self,

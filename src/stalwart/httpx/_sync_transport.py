@@ -151,7 +151,11 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
             stamp = sent = None
             try:
                 if bulkhead is not None:
-                    bulkhead.acquire_sync()
+                    if not bulkhead.try_acquire():  # a free slot is taken without waiting
+                        bulkhead.acquire_sync()
+                        held = True
+                        if ambient is not None:  # the wait used some of the time left: the limit is read again
+                            limit, binding = self.limit_after_wait(ambient, limit, binding, attempt, request)
                     held = True
                 # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient
                 # deadline, the time left on it or the attempt's own timeout when smaller).

@@ -336,6 +336,9 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                 elif bulkhead is not None:
                     if not bulkhead.try_acquire():  # a free slot is taken without a coroutine
                         await bulkhead.acquire()
+                        held = True
+                        if ambient is not None:  # the wait used some of the time left: the limit is read again
+                            limit, binding = self.limit_after_wait(ambient, limit, binding, attempt, request)
                     held = True
                 # Headers for this attempt only: its number, and the time it may take (`limit`: with an ambient
                 # deadline, the time left on it or the attempt's own timeout when smaller).
