@@ -19,6 +19,7 @@ from typing import Any, TypeAlias, cast
 from stalwart._config import check_int
 from stalwart._exceptions import BulkheadFullError
 from stalwart._keyed_bulkhead import CompartmentFullError, KeyedBulkhead
+from stalwart._policy import is_async_callable
 
 __all__ = ["KeyResolver", "KeyedBulkheadMiddleware"]
 
@@ -64,8 +65,9 @@ class KeyedBulkheadMiddleware:
 
     Args:
         app: the ASGI application.
-        resolver: ``(scope) -> key | None``, sync or async (detected once). Its exceptions are logged on the
-            ``stalwart`` logger and the request is treated as unresolved.
+        resolver: ``(scope) -> key | None``, sync or async (detected once; an awaitable returned by a resolver
+            taken for sync is awaited too). Its exceptions are logged on the ``stalwart`` logger and the request is
+            treated as unresolved.
         bulkhead: the :class:`~stalwart.KeyedBulkhead` to use (share one between middlewares or with other code);
             default: one built from the limits below, named ``name``.
         name: the name of the bulkhead built here (default ``"asgi"``).
@@ -102,9 +104,7 @@ class KeyedBulkheadMiddleware:
         if not callable(resolver):
             raise TypeError(f"resolver must be a callable (scope) -> key, got {resolver!r}")
         self._resolver = resolver
-        self._resolver_is_async = inspect.iscoroutinefunction(resolver) or inspect.iscoroutinefunction(
-            getattr(resolver, "__call__", None)  # noqa: B004 - an object with an async __call__
-        )
+        self._resolver_is_async = is_async_callable(resolver)
         limits = {
             "max_per_key": max_per_key,
             "max_concurrent": max_concurrent,
@@ -171,14 +171,14 @@ class KeyedBulkheadMiddleware:
     async def _resolve(self, scope: Scope) -> Hashable | None:
         try:
             found = self._resolver(scope)
-            if self._resolver_is_async:
+            if self._resolver_is_async or inspect.isawaitable(found):  # a sync callable may return an awaitable
                 found = await cast("Awaitable[Hashable | None]", found)
             if found is not None:
                 hash(found)
         except Exception:
             logger.exception("KeyedBulkheadMiddleware: the resolver failed; the request is treated as unresolved")
             return None
-        return cast("Hashable | None", found)
+        return found
 
     async def _reject(self, send: Send, body: bytes) -> None:
         await send(
