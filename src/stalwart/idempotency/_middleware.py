@@ -119,7 +119,7 @@ class IdempotencyMiddleware:
             (*compile_template(k), None if v is None else Route(v, marker=False)) for k, v in (routes or {}).items()
         ]
         self._route_cache: OrderedDict[tuple[str, str], Route | None] = OrderedDict()
-        self._endpoint_routes: dict[int, Route | None] = {}
+        self._endpoint_routes: dict[tuple[int, int], Route | None] = {}
         self._problems = ProblemFactory(problem_base)
         self._docs_link = None if docs_url is None else f'<{docs_url}>; rel="describedby"'.encode()
         self._breaker = breaker
@@ -175,14 +175,17 @@ class IdempotencyMiddleware:
         overrides = getattr(endpoint, ROUTE_CONFIG_ATTRIBUTE, None)
         if overrides is None:
             return base
-        cached = self._endpoint_routes.get(id(endpoint), _UNSEEN)
+        # Keyed by the endpoint *and* the path's own settings: one endpoint served at several paths (an API mounted
+        # under /v1 and /v2) applies its overrides on top of each path's settings.
+        cache_key = (id(endpoint), id(base))
+        cached = self._endpoint_routes.get(cache_key, _UNSEEN)
         if cached is _UNSEEN:
             overrides = dict(overrides)
             if overrides.pop("enabled", True) is False:
                 cached = None
             else:
                 cached = Route(override_config(base.cfg if base is not None else self.config, overrides), marker=True)
-            self._endpoint_routes[id(endpoint)] = cached
+            self._endpoint_routes[cache_key] = cached
         return cached  # type: ignore[return-value]
 
     # -- ASGI entry point -----------------------------------------------------------------------------------------
