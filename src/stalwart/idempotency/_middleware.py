@@ -118,7 +118,7 @@ class IdempotencyMiddleware:
         self._routes = [
             (*compile_template(k), None if v is None else Route(v, marker=False)) for k, v in (routes or {}).items()
         ]
-        self._route_cache: OrderedDict[tuple[str, str], Route | None] = OrderedDict()
+        self._route_cache: OrderedDict[tuple[str, str, bytes], Route | None] = OrderedDict()
         self._endpoint_routes: dict[tuple[int, int], Route | None] = {}
         self._problems = ProblemFactory(problem_base)
         self._docs_link = None if docs_url is None else f'<{docs_url}>; rel="describedby"'.encode()
@@ -151,7 +151,9 @@ class IdempotencyMiddleware:
     # -- routing --------------------------------------------------------------------------------------------------
 
     def _route_for(self, scope: Scope) -> Route | None:
-        key = (scope["method"], scope["path"])
+        # The router may dispatch on the Host header as well as the path (Starlette's Host routes): both key the cache.
+        hosts = header_values(scope["headers"], b"host")
+        key = (scope["method"], scope["path"], hosts[0] if hosts else b"")
         cached = self._route_cache.get(key, _UNSEEN)
         if cached is not _UNSEEN:
             return cached  # type: ignore[return-value]
