@@ -34,6 +34,11 @@ from ._config import check_int, check_percent, to_float, to_seconds
 __all__ = ["RatioRetryBudget", "RetryBudget", "RetryBudgetStatistics"]
 
 _SLICES = 10  # the ratio budget's window is kept in ttl/10 slices, as Finagle's WindowedAdder does
+# The token count is kept on a grid of 10**-9 tokens: float sums of a decimal ratio drift (six failures and five
+# successes of 0.2 from 10 tokens give 5.000000000000001, "above" the threshold 5 that exact arithmetic, and gRPC's
+# integer thousandths of a token, say it equals). round(x, 9) is correctly rounded, so the count stays the float
+# nearest its exact decimal value for ratios of up to 9 decimals (gRPC allows 3).
+_TOKEN_DIGITS = 9
 _DRAIN_INTERVAL = 0.1  # seconds: a deposit rolls at least this often, so the pending list stays short
 _DEPOSIT = 1000  # integer units, as Finagle's TokenRetryBudget: a retry costs _DEPOSIT * 100 / percent
 
@@ -144,7 +149,7 @@ class RetryBudget:
         if not self._refill:  # full: the healthy steady state needs no lock
             return
         with self._lock:
-            tokens = self._tokens + self._token_ratio
+            tokens = round(self._tokens + self._token_ratio, _TOKEN_DIGITS)
             if tokens < self._max_tokens:
                 self._tokens = tokens
             else:
@@ -154,7 +159,7 @@ class RetryBudget:
     def record_failure(self, first: bool) -> None:
         """An attempt failed retryably: spend one token (never below zero)."""
         with self._lock:
-            tokens = self._tokens - 1.0
+            tokens = round(self._tokens - 1.0, _TOKEN_DIGITS)
             self._tokens = tokens if tokens > 0.0 else 0.0
             self._refill = True
 
