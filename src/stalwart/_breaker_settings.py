@@ -78,7 +78,8 @@ class OpenDurationSchedule(Protocol):
 
     ``delay(n, previous, random)`` returns the open period in seconds for the ``n``-th consecutive opening (``n`` is
     0 for the first opening after a clean close), ``previous`` being the previous open period (0.0 before the
-    first) and ``random`` a ``() -> float`` in [0, 1) for jitter.
+    first) and ``random`` a ``() -> float`` in [0, 1) for jitter. A negative or NaN delay means no open period; an
+    infinite one (or an int beyond float range) means practically forever (``sys.float_info.max`` seconds).
     """
 
     def delay(self, n: int, previous: float, random: Callable[[], float]) -> float: ...

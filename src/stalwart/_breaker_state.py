@@ -33,6 +33,7 @@ reader racing a transition sees the old state or the new one, never a mixture.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 
 from ._breaker_settings import BreakerSettings, CircuitState, OpenDurationSchedule, Permit, Transition
@@ -46,6 +47,8 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 _DISABLED = CircuitState.DISABLED
 _METRICS_ONLY = CircuitState.METRICS_ONLY
 _FORCED_OPEN = CircuitState.FORCED_OPEN
+_FOREVER = sys.float_info.max
+"""The longest open period: a schedule's ``inf`` becomes this, so that ``retry_after`` stays a finite number."""
 
 
 def _no_random() -> float:
@@ -129,14 +132,25 @@ class BreakerMachine:
     # --- transitions ---------------------------------------------------------------------------------------------
 
     def _open_duration(self) -> float:
+        """The next open period in seconds: ``reset_timeout``, or the schedule's value for this opening, mapped into
+        ``[0, sys.float_info.max]`` (negative and NaN: 0; infinite or beyond float range: practically forever, as a
+        ``reset_timeout`` of ``1e308``), so that ``retry_after`` and everything reporting it stay finite."""
         timeout = self.settings.reset_timeout
         if isinstance(timeout, int | float):
             return float(timeout)
-        duration = float(timeout.delay(self.openings, self.last_open_duration, self._random))
-        return duration if duration >= 0.0 else 0.0  # also maps NaN to 0.0
+        value = timeout.delay(self.openings, self.last_open_duration, self._random)
+        try:
+            duration = float(value)
+        except OverflowError:  # an int beyond float range
+            return _FOREVER
+        if not duration >= 0.0:  # also NaN
+            return 0.0
+        return duration if duration <= _FOREVER else _FOREVER
 
     def _move(self, to: CircuitState, now: float, reason: str, rate: float | None = None) -> None:
         """Enter ``to`` (a new epoch even when ``to`` is the current state) and queue the transition."""
+        # The open period first: a schedule that raises leaves the machine as it was.
+        duration = self._open_duration() if to is _OPEN else 0.0
         # Readers without the lock look at fast_epoch/quiet_epoch/reject_until only: clear them before the epoch
         # changes and set them after, so a racing reader sees the old epoch or the new state, never a mixture.
         self.fast_epoch = -1
@@ -154,7 +168,6 @@ class BreakerMachine:
         if window is not None and to is not _OPEN and to is not _FORCED_OPEN:
             window.reset()  # kept while OPEN so that statistics show what opened the breaker
         if to is _OPEN:
-            duration = self._open_duration()
             self.openings += 1
             self.last_open_duration = duration
             self.open_until = now + duration
