@@ -34,20 +34,30 @@ def scope_user_resolver(*, tenant: str = "default") -> Callable[[MutableMapping[
     """A resolver reading ``scope["user"]`` as set by Starlette's ``AuthenticationMiddleware``.
 
     The user must have ``is_authenticated`` true; its ``identity`` (or ``username``, or ``display_name``) is the
-    principal. ``tenant`` is fixed.
+    principal. An attribute the user class leaves unimplemented (``BaseUser`` declares ``identity`` and
+    ``display_name`` as properties raising ``NotImplementedError``; Starlette's ``SimpleUser`` did not implement
+    ``identity`` before its recent versions) counts as absent. ``tenant`` is fixed.
     """
 
     def resolve(scope: MutableMapping[str, Any]) -> Identity | None:
         user = scope.get("user")
-        if user is None or not getattr(user, "is_authenticated", False):
+        if user is None or not _user_attribute(user, "is_authenticated"):
             return None
         for attribute in ("identity", "username", "display_name"):
-            value = getattr(user, attribute, None)
+            value = _user_attribute(user, attribute)
             if isinstance(value, str) and value:
                 return Identity(value, tenant)
         return None
 
     return resolve
+
+
+def _user_attribute(user: Any, name: str) -> Any:
+    """``getattr(user, name, None)``, also None for a property the user class leaves unimplemented."""
+    try:
+        return getattr(user, name, None)
+    except NotImplementedError:
+        return None
 
 
 def state_resolver(
