@@ -5,6 +5,7 @@ request and its response (stamped headers, clamped timeouts, discarded responses
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
@@ -124,6 +125,7 @@ class TransportCore:
     _random: Callable[[], float]
     _wall_clock: Callable[[], float]
     _origins: dict[OriginKey, Origin]
+    _building: threading.RLock
     _by_reference: dict[tuple[str, str, int | None], Origin]
     _timeout: float | None
     _adaptive: AdaptiveTimeout | None
@@ -172,6 +174,7 @@ class TransportCore:
         self._random = random
         self._wall_clock = wall_time if wall_clock is None else wall_clock
         self._origins = {}
+        self._building = threading.RLock()  # an origin is built once, even by threads racing to its first use
         self._by_reference = {}
         timeout = config.timeout
         self._adaptive = timeout if isinstance(timeout, AdaptiveTimeout) else None  # the limit is read per attempt
@@ -231,7 +234,10 @@ class TransportCore:
         key = (url.raw_scheme, url.raw_host, url.port)
         state = self._origins.get(key)
         if state is None:
-            state = self._origins[key] = self._new_origin(url)
+            with self._building:  # re-entrant: a budget factory may look up other origins
+                state = self._origins.get(key)
+                if state is None:
+                    state = self._origins[key] = self._new_origin(url)
         return state
 
     def first_use(self, url: httpx.URL) -> Origin:
