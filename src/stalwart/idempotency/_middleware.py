@@ -389,10 +389,28 @@ class IdempotencyMiddleware:
         self._spawn(self._cleanup_ambiguous_claim(route, record_id, owner))
 
     async def _cleanup_ambiguous_claim(self, route: Route, record_id: str, owner: str) -> None:
-        async with asyncio.timeout(route.store_timeout):
-            record = await self.store.get(record_id)
-            if record is not None and record.owner_token == owner and record.state is State.IN_PROGRESS:
-                await self.store.release(record_id, owner_token=owner, fence=record.fence)
+        """Release the claim of ``owner`` if the store applied it: its handler never ran.
+
+        The store just failed, so a single attempt usually fails too, and a claim left in place would lapse into
+        ABANDONED and answer "outcome unknown" for the retention although nothing ran. So the release is retried with
+        backoff for up to twice the lease, and also applies to a record a retry has meanwhile abandoned (the release
+        is a compare-and-set on owner and fence: it never touches another request's record).
+        """
+        deadline = self._clock.monotonic() + 2 * route.lease_ttl
+        delay = 0.1
+        while True:
+            try:
+                async with asyncio.timeout(route.store_timeout):
+                    record = await self.store.get(record_id)
+                    if record is not None and record.owner_token == owner and record.state is not State.COMPLETED:
+                        await self.store.release(record_id, owner_token=owner, fence=record.fence)
+                return
+            except Exception:
+                remaining = deadline - self._clock.monotonic()
+                if remaining <= 0:
+                    raise
+            await self._clock.asleep(min(delay * (0.5 + self._random()), remaining))
+            delay = min(delay * 2, 5.0)
 
     async def _unavailable(self, route: Route, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
         if route.cfg.fail_open:
