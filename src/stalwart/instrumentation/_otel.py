@@ -160,7 +160,9 @@ class OpenTelemetryMetrics:
 
     def _observe_state(self, options: CallbackOptions) -> Iterable[Observation]:
         for name, breaker in sorted(self.registry.breakers.items()):
-            current = breaker.state.value
+            # statistics(), not .state: it applies the open period's end as a call would, so a breaker no call reaches
+            # reads HALF_OPEN once its open period is over rather than OPEN until the next call
+            current = breaker.statistics().state.value
             for state in _STATES:
                 yield Observation(1 if state == current else 0, {NAME: name, STATE: state})
 
