@@ -105,3 +105,12 @@ def test_python_dash_m_help(module: str) -> None:
     for option in ("--requests", "--concurrency", "--seed", "--duration", "--json", "--scenario"):
         assert option in done.stdout
     assert done.stderr == ""
+
+
+def test_store_choices_match_the_payments_app() -> None:
+    """The CLI keeps its own copy of the store names (so ``stalwart demo --help`` does not import FastAPI): it must
+    name exactly the stores the payments app can build."""
+    from stalwart.cli.demo._command import STORE_CHOICES  # noqa: PLC0415
+    from stalwart.cli.demo._payments_app import STORE_KINDS  # noqa: PLC0415
+
+    assert STORE_CHOICES == STORE_KINDS
