@@ -22,7 +22,7 @@ from ._config import to_seconds, to_seconds_or_none
 from ._deadline import current_deadline
 from ._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
 from ._policy import Policy, check_decoratable, refuse_coroutine
-from ._retry_block import Attempts
+from ._retry_block import Attempts, cancellation_requested, raise_cancelled
 from ._retry_policy import (
     DEFAULT_BACKOFF,
     DelayReason,
@@ -358,6 +358,8 @@ class Retry(Policy):
         attempt = 1
         previous = 0.0
         while True:
+            if cancellation_requested():  # the attempt swallowed a cancellation: no further attempt
+                raise_cancelled(self._name, exc)
             decision = self._decide(attempt, start, previous, exc, result)
             if not decision.retry:
                 return self._give_up(decision.reason, attempt, start, exc, result)  # type: ignore[arg-type]

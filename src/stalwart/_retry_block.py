@@ -9,15 +9,45 @@ last exception. Sync and async iteration differ only in the sleep.
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ._types import NEVER_HANDLED
 
 if TYPE_CHECKING:
     from ._retry import Retry
 
-__all__ = ["Attempt", "Attempts"]
+__all__ = ["Attempt", "Attempts", "cancellation_requested", "raise_cancelled"]
+
+
+def cancellation_requested() -> bool:
+    """Whether the current asyncio task has a cancellation request outstanding (``Task.cancelling() > 0``).
+
+    An attempt that swallowed the ``CancelledError`` it was sent (a driver that turns it into its own connection
+    error, a ``try``/``except`` that returns a fallback) ends with a retryable outcome while the task is being
+    cancelled: by ``asyncio.timeout``, ``Task.cancel()`` or a ``TaskGroup``. asyncio delivers a cancellation once,
+    so nothing would stop the next attempt; retrying there would outlive the timeout by every remaining attempt and
+    its backoff. A nested ``asyncio.timeout`` or stalwart ``Timeout`` that fired inside the attempt has withdrawn its
+    request (``uncancel``) by the time its error reaches the retry, so a per-attempt timeout is still retried. False
+    outside an asyncio task (another event loop, or none).
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running asyncio loop
+        return False
+    return task is not None and task.cancelling() > 0
+
+
+def raise_cancelled(name: str, outcome: BaseException | None) -> NoReturn:
+    """Stop a retrying call whose task is being cancelled: raise ``CancelledError`` from the last outcome.
+
+    Raises:
+        asyncio.CancelledError: always; ``asyncio.timeout`` turns it into its ``TimeoutError`` as usual.
+    """
+    raise asyncio.CancelledError(
+        f"stalwart: {name!r} did not retry: its task is being cancelled (the attempt swallowed the cancellation)"
+    ) from outcome
 
 
 class Attempt:
@@ -102,6 +132,9 @@ class Attempts:
         return Attempt(self, self._number)
 
     async def __anext__(self) -> Attempt:
+        if self._number > 0 and self._failure is not None and not self._done and cancellation_requested():
+            self._done = True
+            raise_cancelled(self._retry._name, self._failure)
         delay = self._advance()
         if delay is None:
             raise StopAsyncIteration
