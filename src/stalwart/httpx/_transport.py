@@ -244,7 +244,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     elif origin.budget is not None:
                         origin.budget.record_success(True)
                     return outcome
-            resumed = (outcome, permit, held, stamp, task, cancelling, began)
+            resumed = (outcome, permit, held, stamp, task, cancelling, began, watchdog)
             out = held = False  # handed over: the general loop settles them from here
             stamp = task = None
         finally:
@@ -312,7 +312,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     clamp_timeouts(request, left)  # the attempt's own timeout is the watchdog's to enforce
             handed = None
             if resumed is not None:  # the lean path's attempt: it holds the permit already
-                handed, permit, held_before, stamp_before, task_before, cancelling, began = resumed
+                handed, permit, held_before, stamp_before, task_before, cancelling, began, dog_before = resumed
                 task: asyncio.Task[Any]
                 resumed = None
             elif breaker is not None:
@@ -331,7 +331,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     stamp = stamp_before
                     if task_before is not None:
                         task = task_before
-                        dog = self._watchdog
+                        dog = dog_before  # the watchdog holding the watch (self._watchdog may be another loop's now)
                     start = began
                 elif bulkhead is not None:
                     if not bulkhead.try_acquire():  # a free slot is taken without a coroutine
