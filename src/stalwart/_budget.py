@@ -227,10 +227,16 @@ class RatioRetryBudget(RetryBudget):
             raise TypeError(f"clock must implement the Clock protocol, got {clock!r}")
         self._clock = clock
         self._monotonic = clock.monotonic
-        self._withdrawal = math.ceil(_DEPOSIT * 100.0 / self._percent)
+        withdrawal = _DEPOSIT * 100.0 / self._percent
+        if not math.isfinite(withdrawal):  # a subnormal percent: a retry would cost infinitely many calls
+            raise ValueError(f"percent is too small to count, got {percent!r}")
+        self._withdrawal = math.ceil(withdrawal)
         self._reserve = to_float(self._min_per_second) * self._ttl * self._withdrawal
         if not math.isfinite(self._reserve):
-            raise ValueError(f"min_per_second x ttl is too large to count, got {min_per_second!r} x {ttl!r}")
+            raise ValueError(
+                f"min_per_second x ttl is too large to count at this percent, got {min_per_second!r} x {ttl!r} "
+                f"at percent={percent!r}"
+            )
         self._slice_length = self._ttl / _SLICES
         self._slices = [0] * _SLICES  # deposits minus withdrawals per slice, in units
         self._index = 0
