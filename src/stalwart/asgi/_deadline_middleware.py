@@ -104,11 +104,13 @@ class DeadlineMiddleware:
       ``buffer``; an ``X-Deadline`` in the past).
     * **504 when the deadline passes before the response starts**: the handler is cancelled (``CancelledError``
       at its current ``await``; its ``finally`` blocks run). A :class:`~stalwart.DeadlineExceeded` escaping the
-      app before the response starts (a ``Timeout`` inside it expired) is answered with 504 as well; a framework
+      app before the response starts (a ``Timeout`` inside it expired), or an exception group holding only such
+      errors (a ``TaskGroup`` fan-out), is answered with 504 as well; a framework
       with its own last-resort error handler (Starlette's ``ServerErrorMiddleware``) answers 500 itself first,
       unless the app registers an exception handler for ``DeadlineExceeded``.
     * **Left alone once the response has started**: the status and headers are on the wire, so the handler is
-      not cancelled; a streaming body keeps streaming.
+      not cancelled; a streaming body keeps streaming. A response the handler starts while it is being cancelled
+      is its own as well: no 504 follows it.
     * A malformed deadline header is ignored (the request runs as if it were absent) and logged once per header
       name at WARNING on the ``stalwart`` logger; it never causes a 500.
     * A cancellation from outside (client disconnect, server shutdown) propagates untouched.
@@ -234,10 +236,14 @@ class DeadlineMiddleware:
             _current.reset(token)
             if exchange.fired and task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError):
                 # Our own cancellation (a cancellation from outside as well leaves the count above the entry
-                # level and propagates). The timer fires only before the response starts.
-                await _gateway_timeout(send, limit)
+                # level and propagates). The timer fires only before the response starts, but the handler may
+                # have started one while it was being cancelled (an error response in an ``except
+                # CancelledError``): that response is the app's, so no second one is sent, and our own
+                # cancellation, consumed here, does not escape.
+                if not exchange.started:
+                    await _gateway_timeout(send, limit)
                 return
-            if isinstance(exc, DeadlineExceeded) and not exchange.started:
+            if not exchange.started and _is_deadline_error(exc):
                 await _gateway_timeout(send, limit)
                 return
             raise
@@ -259,6 +265,21 @@ class DeadlineMiddleware:
                     "further malformed values of this header are logged at DEBUG)",
                     name,
                 )
+
+
+def _is_deadline_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``DeadlineExceeded``, or an exception group holding nothing else.
+
+    A handler fanning out with a ``TaskGroup`` under the request's deadline gets its children's
+    ``DeadlineExceeded`` wrapped in an ``ExceptionGroup`` when their per-call timeouts (clamped to that deadline)
+    expire: that is the request's deadline passing, a 504 like the bare error, not a 500.
+    """
+    if isinstance(exc, DeadlineExceeded):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        deadline_errors, rest = exc.split(DeadlineExceeded)
+        return deadline_errors is not None and rest is None
+    return False
 
 
 async def _gateway_timeout(send: Send, limit: float) -> None:
