@@ -214,9 +214,23 @@ class Race:
     async def _judge(self, attempt: _Attempt) -> tuple[bool, Any]:
         """Classify a finished attempt: ``(True, result)`` for the winner, ``(False, None)`` for a handled outcome.
 
+        The judgement runs user code (the ``on`` and ``on_result`` predicates, the budget) outside any ``except``
+        block: an exception it raises propagates with the attempt's exception as its ``__context__``, as ``Retry``'s
+        decision does, instead of hiding the dependency's own error.
+
         Raises:
             BaseException: the attempt's exception when it is the answer (``on`` does not cover it).
         """
+        try:
+            return await self._judge_unguarded(attempt)
+        except BaseException as error:
+            task = attempt.task
+            exc = task.exception() if task.done() and not task.cancelled() else None
+            if exc is not None and error is not exc and error.__context__ is None:
+                error.__context__ = exc
+            raise
+
+    async def _judge_unguarded(self, attempt: _Attempt) -> tuple[bool, Any]:
         hedge = self.hedge
         task = attempt.task
         if task.cancelled():  # not by us: the attempt cancelled itself; never swallowed
