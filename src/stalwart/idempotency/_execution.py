@@ -49,6 +49,7 @@ class Execution:
         "_chunks",
         "_clock",
         "_count",
+        "_give_back",
         "_problems",
         "_send",
         "_settled",
@@ -82,6 +83,7 @@ class Execution:
         clock: Clock,
         problems: ProblemFactory,
         count: Count,
+        give_back: Callable[[], None],
     ) -> None:
         self.route = route
         self._store = store
@@ -93,6 +95,7 @@ class Execution:
         self._clock = clock
         self._problems = problems
         self._count = count
+        self._give_back = give_back
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self._chunks: list[bytes] = []
@@ -261,7 +264,10 @@ class Execution:
             lambda: self._store.release(self.record_id, owner_token=self.owner, fence=self.fence),
         )
         if released is None:
-            logger.warning("idempotency: releasing the record failed; its lease will lapse")
+            # Nothing was processed: a record left in progress would lapse into ABANDONED and answer "outcome
+            # unknown" for the whole retention. The give-back keeps trying in the background (twice the lease).
+            logger.warning("idempotency: releasing the record failed; it is given back in the background")
+            self._give_back()
 
     async def _write_with_retries(self, what: str, write: Callable[[], Awaitable[bool]]) -> tuple[bool | None, bool]:
         """Run a compare-and-set write within the completion budget (spec §2.8 step 9).

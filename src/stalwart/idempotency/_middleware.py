@@ -385,16 +385,21 @@ class IdempotencyMiddleware:
         raise StoreUnavailable("the idempotency store did not answer the claim") from last
 
     def _give_back(self, route: Route, record_id: str, owner: str) -> None:
-        """Release in the background a claim that may have been applied but whose request will not run."""
-        self._spawn(self._cleanup_ambiguous_claim(route, record_id, owner))
+        """Release in the background the record of ``owner``, whose request processed nothing.
 
-    async def _cleanup_ambiguous_claim(self, route: Route, record_id: str, owner: str) -> None:
-        """Release the claim of ``owner`` if the store applied it: its handler never ran.
+        Used for a claim that may have been applied but whose request will not run, and for a release (a "not
+        processed, retry" outcome) that failed on the request path.
+        """
+        self._spawn(self._release_until_answered(route, record_id, owner))
 
-        The store just failed, so a single attempt usually fails too, and a claim left in place would lapse into
-        ABANDONED and answer "outcome unknown" for the retention although nothing ran. So the release is retried with
-        backoff for up to twice the lease, and also applies to a record a retry has meanwhile abandoned (the release
-        is a compare-and-set on owner and fence: it never touches another request's record).
+    async def _release_until_answered(self, route: Route, record_id: str, owner: str) -> None:
+        """Release the record of ``owner`` if it is still there: nothing was processed under it.
+
+        The store just failed, so a single attempt usually fails too, and a record left in place would lapse into
+        ABANDONED and answer "outcome unknown" for the retention although nothing was processed. So the release is
+        retried with backoff (on the middleware's clock) for up to twice the lease, and also applies to a record a
+        retry has meanwhile abandoned (the release is a compare-and-set on owner and fence: it never touches another
+        request's record, and a completed record is left alone).
         """
         deadline = self._clock.monotonic() + 2 * route.lease_ttl
         delay = 0.1
@@ -454,6 +459,7 @@ class IdempotencyMiddleware:
             clock=self._clock,
             problems=self._problems,
             count=self._count,
+            give_back=lambda: self._give_back(route, record.record_id, owner),
         )
         execution.heartbeat = heartbeat = asyncio.create_task(
             heartbeat_loop(
