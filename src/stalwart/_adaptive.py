@@ -15,10 +15,12 @@ sample at the timeout value, so the estimate grows when the service slows down.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
+from decimal import Decimal
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar
 
@@ -58,9 +60,11 @@ class AdaptiveTimeout(Policy):
     ``attempt_timeout=``): each call runs under a :class:`~stalwart.Timeout` of the current value, with the same
     semantics (async calls are cancelled and raise :class:`~stalwart.DeadlineExceeded`; sync calls get the ambient
     deadline and are not pre-empted), and its duration is recorded: a success at its measured duration, a call
-    cancelled by this timeout at the timeout value (a censored sample). Calls that fail otherwise, are cancelled
-    from outside or end at a tighter ambient deadline are not recorded: their duration says little about the
-    service's latency. Or use it by hand: :meth:`record` durations and read :attr:`timeout`.
+    cut by this timeout at the timeout value (a censored sample) — an async call cancelled by it, or a call, sync
+    or async, failing with :class:`~stalwart.DeadlineExceeded` once this timeout's deadline has passed (a sync
+    Retry, the sync transport or a nested Timeout giving up at the ambient deadline it set). Calls that fail
+    otherwise, are cancelled from outside or end at a tighter ambient deadline are not recorded: their duration says
+    little about the service's latency. Or use it by hand: :meth:`record` durations and read :attr:`timeout`.
 
     **Keys.** ``record(seconds, key)`` and ``timeout_for(key)`` keep one estimate per key (say per endpoint,
     ``"GET /users/{id}"``), each with its own window; ``for_key(key)`` is a policy timing calls under one key. Keys
@@ -191,18 +195,23 @@ class AdaptiveTimeout(Policy):
 
     # -- recording --------------------------------------------------------------------------------------------------
 
-    def record(self, seconds: float, key: Hashable = None) -> None:
+    def record(self, seconds: float | timedelta, key: Hashable = None) -> None:
         """Add one observed duration (seconds, finite and >= 0) to ``key``'s window (default: the default key).
 
         Record a call cut by its timeout at the timeout value (a censored sample: it took at least that long), so
         the estimate can grow. The oldest sample leaves once ``window`` are held; a new key beyond ``max_keys``
-        evicts the least recently recorded one.
+        evicts the least recently recorded one. ``seconds`` may be any real number (``int``, ``float``,
+        ``Fraction``, ``Decimal``, a NumPy scalar) or a ``timedelta``; it is kept as a ``float``.
 
         Raises:
-            ValueError: ``seconds`` is negative, NaN or infinite.
+            TypeError: ``seconds`` is not a number or a ``timedelta`` (``bool`` included).
+            ValueError: ``seconds`` is negative, NaN or infinite (an ``int`` too large for a float included).
         """
+        given = seconds
+        if type(seconds) is not float:
+            seconds = _sample_seconds(seconds)
         if not 0.0 <= seconds < _INF:
-            raise ValueError(f"seconds must be a finite duration >= 0, got {seconds!r}")
+            raise ValueError(f"seconds must be a finite duration >= 0, got {given!r}")
         with self._lock:
             if key is None:
                 estimate = self._default
@@ -248,7 +257,8 @@ class AdaptiveTimeout(Policy):
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn(*args, **kwargs)`` with the ambient deadline set to the current timeout; record its duration.
 
-        Sync code is not pre-empted: a late result is returned (and recorded at its full duration).
+        Sync code is not pre-empted: a late result is returned (and recorded at its full duration); a
+        ``DeadlineExceeded`` raised by ``fn`` once the deadline has passed is recorded at the timeout (censored).
 
         Raises:
             DeadlineExceeded: the ambient deadline had already passed (the call was not started).
@@ -274,6 +284,10 @@ class AdaptiveTimeout(Policy):
                 if scope.own:
                     self.record(limit, key)  # censored: the call took at least this long
                 raise
+            if scope.own and isinstance(exc, DeadlineExceeded) and scope.deadline.expired:
+                # Code inside gave up at this timeout's deadline before the timer cancelled it (a child task's
+                # scope clamped to it, a policy refusing to start past it): cut by this timeout all the same.
+                self.record(limit, key)
             raise
         scope.exit(None)
         self.record(clock.monotonic() - start, key)
@@ -281,10 +295,20 @@ class AdaptiveTimeout(Policy):
 
     def _call(self, key: Hashable, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
         clock = self._clock
-        token = enter_sync_scope(self.current_limit(key), clock)
+        limit = self.current_limit(key)
+        token = enter_sync_scope(limit, clock)
         start = clock.monotonic()
         try:
             result = fn(*args, **kwargs)
+        except DeadlineExceeded:
+            # Sync code is not pre-empted: a call is cut by this timeout when what it runs (a sync Retry, the sync
+            # transport, a nested Timeout) gives up at the ambient deadline this timeout set. Censored at the limit,
+            # as an async call cancelled by it, or the estimate could never grow past a latency step.
+            if token is not None:
+                ambient = current_deadline()
+                if ambient is not None and ambient.expired:
+                    self.record(limit, key)
+            raise
         finally:
             exit_sync_scope(token)
         if type(result) is CoroutineType:
@@ -348,6 +372,24 @@ def _clamp_to_ambient(limit: float) -> float:
         if left < limit:
             return left
     return limit
+
+
+def _sample_seconds(value: object) -> float:
+    """A sample given as a number other than ``float`` (or a ``timedelta``) as ``float`` seconds, unchecked.
+
+    Converted before it reaches a window: a ``Decimal`` kept as such made every later estimate fail (``Decimal *
+    float``), and an ``int`` beyond float range stayed the window's maximum with each estimate overflowing.
+    """
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | Decimal):
+        raise TypeError(f"seconds must be a number of seconds or a timedelta, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # an int (or Fraction) too large for a float: refused as infinite
+        return _INF
+    except (TypeError, ValueError):  # a numbers.Real that cannot say what float it is
+        raise TypeError(f"seconds must be a number of seconds or a timedelta, got {value!r}") from None
 
 
 def _check_fraction(value: float, parameter: str) -> float:
