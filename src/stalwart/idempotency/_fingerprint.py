@@ -16,12 +16,15 @@ forms never collide.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+from stalwart._policy import is_async_callable
 
 from ._keys import length_prefixed
 
@@ -78,13 +81,16 @@ class FingerprintSpec:
             and ``host`` are refused.
         json_canonical: hash the RFC 8785 canonical form of a JSON body (``application/json`` or ``+json``)
             instead of its bytes, so whitespace, member order and number spelling do not matter (default False).
-        fields: hash only these parts of a JSON body: a tuple of RFC 6901 JSON pointers, or a callable
+        fields: hash only these parts of a JSON body: a tuple of RFC 6901 JSON pointers, or a synchronous callable
             ``(parsed_json) -> value`` (like Powertools' ``payload_validation_jmespath``); default None (whole body).
+            The fingerprint is computed synchronously: an async callable is refused, and an awaitable returned by
+            one that looked sync counts as a failing callable (the raw body is hashed).
         exclude_query: ignore the query string (default False).
         query_canonical: sort the query's ``&``-separated parameters before hashing (default False).
 
     Raises:
-        ValueError: a forbidden or upper-case header name, a pointer not starting with ``/``, or both query options.
+        ValueError: a forbidden or upper-case header name, a pointer not starting with ``/``, an async ``fields``
+            callable, or both query options.
     """
 
     headers: tuple[str, ...] = ("content-type", "content-encoding")
@@ -106,6 +112,8 @@ class FingerprintSpec:
                     raise ValueError(f"fields must be JSON pointers such as '/amount', got {pointer!r}")
         elif self.fields is not None and not callable(self.fields):
             raise ValueError("fields must be a tuple of JSON pointers or a callable")
+        elif self.fields is not None and is_async_callable(self.fields):
+            raise ValueError("fields must be a synchronous callable (the fingerprint cannot await it)")
         if self.exclude_query and self.query_canonical:
             raise ValueError("exclude_query and query_canonical are mutually exclusive")
         object.__setattr__(self, "_header_bytes", tuple(h.encode("latin-1") for h in self.headers))
@@ -168,6 +176,11 @@ def _body_part(spec: FingerprintSpec, content_type: bytes, body: bytes) -> bytes
             selected: Any = document
         elif callable(spec.fields):
             selected = spec.fields(document)
+            if inspect.isawaitable(selected):  # cannot be awaited here: a failing callable, without a leaked coroutine
+                close = getattr(selected, "close", None)
+                if callable(close):
+                    close()
+                raise TypeError("the fields callable returned an awaitable")
         else:
             selected = [_resolve_pointer(document, p) for p in spec.fields]
         return b"jcs:" + canonical_json(selected)

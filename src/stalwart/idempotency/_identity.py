@@ -27,7 +27,9 @@ class Identity:
 
 
 Resolver: TypeAlias = Callable[[MutableMapping[str, Any]], "Identity | Awaitable[Identity | None] | None"]
-"""``(asgi_scope) -> Identity | None``, sync or async (detected once, at construction)."""
+"""``(asgi_scope) -> Identity | None``, sync or async (detected once, at construction, with ``is_async_callable``:
+also behind a plain decorator or as an object's async ``__call__``); an awaitable returned by a resolver taken for
+sync (a lambda returning a coroutine) is awaited too."""
 
 
 def scope_user_resolver(*, tenant: str = "default") -> Callable[[MutableMapping[str, Any]], Identity | None]:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 __all__ = [
     "MIN_SECRET_BYTES",
@@ -32,6 +34,9 @@ __all__ = [
     "parse_key_header",
     "scope_id",
 ]
+
+FORMAT_REFUSED = "Idempotency-Key does not have the required format"
+"""The :class:`InvalidKey` reason for a key its validator refuses."""
 
 MIN_SECRET_BYTES = 32
 """Shortest accepted HMAC secret (spec §2.4)."""
@@ -73,6 +78,13 @@ class ParsedKey:
     lenient: bool
 
 
+def _discard(awaitable: Awaitable[Any]) -> None:
+    """Close a coroutine that will not be awaited (no "never awaited" warning)."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
+
+
 def is_uuid(key: str) -> bool:
     """True when ``key`` is a UUID in its canonical 8-4-4-4-12 hexadecimal form (any version)."""
     return _UUID.match(key) is not None
@@ -99,7 +111,9 @@ def parse_key_header(
             True); when False only an sf-string Item is accepted.
         max_length: longest decoded key accepted (default 255, Stripe's limit).
         min_length: shortest decoded key accepted (default 1); a crude entropy check such as Rocket Rides' 20.
-        validator: an optional key format check, e.g. :func:`is_uuid4`; a false result or an exception is a 400.
+        validator: an optional synchronous key format check, e.g. :func:`is_uuid4`; a false result or an exception
+            is a 400, and so is an awaitable result (an async check cannot run here: ``IdempotencyMiddleware``
+            awaits the ``key_validator`` of its configuration itself).
 
     Returns:
         ``None`` when the header is absent, else the validated key.
@@ -130,11 +144,14 @@ def parse_key_header(
         raise InvalidKey(f"Idempotency-Key must be {min_length} to {max_length} characters")
     if validator is not None:
         try:
-            ok = validator(key)
+            ok = cast("object", validator(key))
         except Exception:
             ok = False
+        if inspect.isawaitable(ok):  # a coroutine is truthy: taking it for a pass would accept every key
+            _discard(ok)
+            ok = False
         if not ok:
-            raise InvalidKey("Idempotency-Key does not have the required format")
+            raise InvalidKey(FORMAT_REFUSED)
     return ParsedKey(key, was_lenient)
 
 

@@ -21,12 +21,13 @@ from typing import Any
 from stalwart._clock import SYSTEM_CLOCK, Clock
 from stalwart._config import check_int, to_seconds_or_none
 from stalwart._exceptions import CircuitOpenError, StoreUnavailable
+from stalwart._policy import is_async_callable
 
 from ._answers import Answers, ReplayCache
 from ._execution import Execution, heartbeat_loop
 from ._fingerprint import FP_VERSION, compute_fingerprint, header_values
 from ._identity import Identity, Resolver
-from ._keys import InvalidKey, check_secret, parse_key_header, scope_id
+from ._keys import FORMAT_REFUSED, InvalidKey, check_secret, parse_key_header, scope_id
 from ._options import IdempotencyConfig, override_config
 from ._record import ClaimResult, Record, RecordDecodeError, State
 from ._replay import ProblemFactory, send_response
@@ -68,7 +69,8 @@ class IdempotencyMiddleware:
     Args:
         app: the ASGI app to protect (place authentication outside this middleware).
         store: an :class:`IdempotencyStore` (``SQLiteStore`` is the embedded default).
-        resolver: ``(asgi_scope) -> Identity | None``, sync or async, returning the *verified* identity.
+        resolver: ``(asgi_scope) -> Identity | None``, sync or async (detected once; an awaitable returned by a
+            resolver taken for sync is awaited too), returning the *verified* identity.
         secret: the scope HMAC secret shared by every instance (at least 32 bytes); optional with stores that
             provide one (SQLite keeps one in its file; memory generates one per process).
         config: the app-wide :class:`IdempotencyConfig` (default: its defaults).
@@ -107,9 +109,7 @@ class IdempotencyMiddleware:
         self.app = app
         self.store = store
         self._resolver = resolver
-        self._resolver_is_async = inspect.iscoroutinefunction(resolver) or inspect.iscoroutinefunction(
-            getattr(resolver, "__call__", None)  # noqa: B004 - an object with an async __call__
-        )
+        self._resolver_is_async = is_async_callable(resolver)
         self._secret = None if secret is None else check_secret(secret)
         if self._secret is None and getattr(store, "requires_secret", False):
             raise ValueError(f"secret is required with {type(store).__name__} (at least 32 bytes, shared by instances)")
@@ -224,12 +224,14 @@ class IdempotencyMiddleware:
                 lenient=cfg.lenient_header,
                 max_length=cfg.max_key_length,
                 min_length=cfg.min_key_length,
-                validator=cfg.key_validator,
             )
+            assert parsed is not None  # values is not empty
+            # The format check runs here, not in the (synchronous) parser, so that an async validator is awaited.
+            if cfg.key_validator is not None and not await _key_passes(cfg.key_validator, parsed.key):
+                raise InvalidKey(FORMAT_REFUSED)
         except InvalidKey as exc:
             await send_response(send, self._problems.build(400, "idempotency-key-invalid", exc.reason))
             return
-        assert parsed is not None
         if parsed.lenient:
             self._count("lenient_header_accepts")
         identity = await self._identify(scope)
@@ -237,7 +239,7 @@ class IdempotencyMiddleware:
             if not cfg.allow_anonymous:
                 await self._problem(send, 401, "idempotency-principal-required", "Authenticated principal required")
                 return
-            if not cfg.anonymous_key_validator(parsed.key):
+            if not await _key_passes(cfg.anonymous_key_validator, parsed.key):
                 await self._problem(send, 400, "idempotency-key-invalid", "Anonymous keys must be random UUIDs")
                 return
             identity = Identity("", "anonymous")
@@ -327,7 +329,7 @@ class IdempotencyMiddleware:
     async def _identify(self, scope: Scope) -> Identity | None:
         try:
             found = self._resolver(scope)
-            if self._resolver_is_async:
+            if self._resolver_is_async or inspect.isawaitable(found):  # a sync callable may return an awaitable
                 found = await found  # type: ignore[misc]
         except Exception:
             logger.exception("idempotency: the scope resolver failed; answering 401")
@@ -498,6 +500,18 @@ class IdempotencyMiddleware:
             return
         self._next_purge = self._clock.monotonic() + self._purge_interval
         self._spawn(self.store.purge())
+
+
+async def _key_passes(check: Callable[[str], Any], key: str) -> bool:
+    """Whether the key format check ``check`` (sync or async: an awaitable result is awaited) accepts ``key``; an
+    exception is a refusal."""
+    try:
+        ok = check(key)
+        if inspect.isawaitable(ok):  # a coroutine is truthy: taking it for a pass would accept every key
+            ok = await ok
+    except Exception:
+        return False
+    return bool(ok)
 
 
 def _request_path(scope: Scope) -> bytes:

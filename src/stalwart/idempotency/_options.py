@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from typing import Any
@@ -48,9 +48,11 @@ class IdempotencyConfig:
         required: a missing key is a 400 (default False: the request passes through without a record).
         lenient_header: accept bare unquoted keys (default True); False accepts only sf-strings.
         max_key_length: longest key (default 255). ``min_key_length``: shortest (default 1).
-        key_validator: optional key format check such as :func:`~stalwart.idempotency.is_uuid4` (failure: 400).
+        key_validator: optional key format check ``(key) -> bool``, sync or async (an awaitable result is awaited),
+            such as :func:`~stalwart.idempotency.is_uuid4` (false or an exception: 400).
         allow_anonymous: serve requests without a verified principal in a fixed "anonymous" scope (default False:
-            401). Anonymous keys must pass ``anonymous_key_validator`` (default: a UUIDv4); anyone holding the key
+            401). Anonymous keys must pass ``anonymous_key_validator`` (sync or async like ``key_validator``;
+            default: a UUIDv4); anyone holding the key
             can read the replay.
         namespace: part of the scope (default ``"default"``). ``scope_by_route``: put method and path in the scope
             instead of the fingerprint, so each endpoint has independent keys (default False: another endpoint
@@ -92,9 +94,9 @@ class IdempotencyConfig:
     lenient_header: bool = True
     max_key_length: int = 255
     min_key_length: int = 1
-    key_validator: Callable[[str], bool] | None = None
+    key_validator: Callable[[str], bool | Awaitable[bool]] | None = None
     allow_anonymous: bool = False
-    anonymous_key_validator: Callable[[str], bool] = is_uuid4
+    anonymous_key_validator: Callable[[str], bool | Awaitable[bool]] = is_uuid4
     namespace: str = "default"
     scope_by_route: bool = False
     fingerprint: FingerprintSpec = field(default_factory=FingerprintSpec)

@@ -10,10 +10,11 @@ validation 422, a 404/405 from routing) then releases the record instead of stor
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
+
+from stalwart._policy import is_async_callable
 
 from ._keys import derived_key
 from ._options import check_overrides
@@ -103,7 +104,7 @@ def idempotent(**overrides: Any) -> Callable[[F], F]:
     check_overrides(overrides)
 
     def decorate(fn: F) -> F:
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):  # also an async endpoint behind a plain decorator or an object's async __call__
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
