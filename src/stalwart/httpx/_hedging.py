@@ -89,6 +89,18 @@ class _Call:
             else:
                 budget.record_success(first)
 
+    async def discard(self, *responses: httpx.Response, delay: float = 0.0) -> None:
+        """Close ``responses``, draining their small bodies in the time the attempt's limit and the ambient deadline
+        leave (less ``delay``, the backoff before a retry): one allowance for them all
+        (:meth:`TransportCore.drain_time`)."""
+        t = self.transport
+        monotonic = t._monotonic
+        limit = t._timeout if t._adaptive is None else t._adaptive.current_limit(self.key)
+        within = t.drain_time(limit, self.ambient, delay)
+        end = None if within is None else monotonic() + within
+        for response in responses:
+            await discard_async(response, None if end is None else end - monotonic(), monotonic)
+
     async def judge(self, response: httpx.Response) -> bool:
         """Whether ``response`` is retryable (a retry status, or ``on_result`` rejects it), recorded in the budget.
         ``response`` is closed when the check raises (``on_result``'s error propagates)."""
@@ -96,7 +108,7 @@ class _Call:
         try:
             rejected = response.status_code in t._retry_statuses or t.result_rejected(response)
         except BaseException:
-            await discard_async(response)
+            await self.discard(response)
             raise
         self.record(rejected)
         return rejected
@@ -279,7 +291,7 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
     async def keep(outcome: httpx.Response | BaseException | None) -> None:
         nonlocal last
         if isinstance(last, httpx.Response):
-            await discard_async(last)
+            await call.discard(last)
         last = outcome
 
     async def settle(winner: asyncio.Task[httpx.Response] | None) -> None:
@@ -297,9 +309,9 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
             except asyncio.CancelledError as exc:  # remembered: the clean-up finishes first
                 cancelled = exc
         running.clear()
-        for task in losers:
-            if not task.cancelled() and task.exception() is None:
-                await discard_async(task.result())
+        answered = [task.result() for task in losers if not task.cancelled() and task.exception() is None]
+        if answered:
+            await call.discard(*answered)
         if cancelled is not None:
             raise cancelled
 
@@ -338,7 +350,7 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
                         try:
                             await settle(task)
                         except BaseException:
-                            await discard_async(response)
+                            await call.discard(response)
                             raise
                         finally:
                             await keep(None)  # a failed attempt's response kept meanwhile is closed
@@ -361,7 +373,7 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
             await settle(None)
         finally:
             if isinstance(last, httpx.Response):
-                await discard_async(last)
+                await call.discard(last)
         raise
     await settle(None)  # the timer
     return False, cast("httpx.Response | BaseException", last)
@@ -430,7 +442,7 @@ async def send_hedged(
         if isinstance(outcome, BaseException):
             t.scheduled(origin, attempts, decision.delay, decision.reason, exc=outcome, elapsed=now - start)
         else:
-            await discard_async(outcome)
+            await call.discard(outcome, delay=decision.delay)  # bounded: the retry keeps its time
             t.scheduled(origin, attempts, decision.delay, decision.reason, exc=None, elapsed=now - start)
         previous = decision.backoff_delay
         await t._clock.asleep(decision.delay)

@@ -342,6 +342,17 @@ class TransportCore:
             return left, True
         return limit, binding
 
+    def drain_time(self, limit: float | None, ambient: Deadline | None, delay: float = 0.0) -> float | None:
+        """Seconds a discarded response's body may take to drain (``_wire.discard_async/_sync``): the attempt's
+        ``limit``, and no more than the time left on ``ambient`` less the ``delay`` slept before the retry, so the
+        drain never eats the time the retry was scheduled with. ``None``: no limit (no timeout and no deadline);
+        ``0`` or less: no time for it (the response is closed unread)."""
+        if ambient is not None:
+            left = ambient.remaining() - delay
+            if limit is None or left < limit:
+                return left
+        return limit
+
     def decide(
         self,
         attempt: int,

@@ -260,7 +260,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
                     if budget is not None and not budget.try_acquire_retry():
                         self.budget_refused(origin, budget, attempt, now - start, None)
                         return response
-                    discard_sync(response)  # closed (its connection back in the pool) before sleeping
+                    # Closed (its connection back in the pool) before sleeping; the drain is bounded in time.
+                    discard_sync(response, self.drain_time(limit, ambient, decision.delay), monotonic)
                     self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
             finally:
                 try:

@@ -480,7 +480,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                     if budget is not None and not budget.try_acquire_retry():
                         self.budget_refused(origin, budget, attempt, now - start, None)
                         return response
-                    await discard_async(response)  # closed (its connection back in the pool) before sleeping
+                    # Closed (its connection back in the pool) before sleeping; the drain is bounded in time.
+                    await discard_async(response, self.drain_time(limit, ambient, decision.delay), monotonic)
                     self.scheduled(origin, attempt, decision.delay, decision.reason, exc=None, elapsed=now - start)
             finally:
                 try:

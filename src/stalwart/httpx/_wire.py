@@ -4,7 +4,11 @@ clamped to the attempt's limit, discarded responses drained and closed, and the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import math
+import time
+from collections.abc import AsyncGenerator, Callable, Generator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import cast
@@ -155,26 +159,61 @@ an unread response closes its connection). Larger or unsized bodies are not read
 
 def _drainable(response: httpx.Response) -> bool:
     length = response.headers.get("content-length")
-    return length is not None and length.isdigit() and int(length) <= DRAIN_LIMIT
+    return length is not None and length.isdigit() and int(length) <= DRAIN_LIMIT and not response.is_stream_consumed
 
 
-async def discard_async(response: httpx.Response) -> None:
-    """Close a response the caller will not see, draining a small body first to keep its connection alive."""
+async def discard_async(
+    response: httpx.Response, within: float | None = None, monotonic: Callable[[], float] = time.monotonic
+) -> None:
+    """Close a response the caller will not see, draining a small body first to keep its connection alive.
+
+    Args:
+        response: the response to close.
+        within: seconds the drain may take in all (``None`` or ``inf``: no limit beyond httpx's per-read
+            timeouts). A read still running then is cut (a loop timer), and a drain that has not finished by then
+            is abandoned: the response is closed unread and its connection dropped. ``0`` or less: closed without
+            draining.
+        monotonic: the clock ``within`` is measured on, checked between reads (seconds).
+    """
     try:
-        if _drainable(response):
-            await response.aread()
-    except Exception:  # noqa: S110 - a broken body only means the connection is not reused
+        if _drainable(response) and (within is None or within > 0.0):
+            chunks = cast("AsyncGenerator[bytes, None]", response.aiter_raw())  # a generator in httpx
+            async with aclosing(chunks):
+                if within is None or within == math.inf:
+                    async for _ in chunks:
+                        pass
+                else:
+                    end = monotonic() + within
+                    async with asyncio.timeout(within):  # a read that stalls (the loop's clock)
+                        async for _ in chunks:
+                            if monotonic() >= end:  # a body that trickles (the transport's clock)
+                                break
+    except Exception:  # noqa: S110 - a broken or slow body only means the connection is not reused
         pass
     finally:
         await response.aclose()
 
 
-def discard_sync(response: httpx.Response) -> None:
-    """Sync twin of :func:`discard_async`."""
+def discard_sync(
+    response: httpx.Response, within: float | None = None, monotonic: Callable[[], float] = time.monotonic
+) -> None:
+    """Sync twin of :func:`discard_async`. Sync code cannot be pre-empted: ``within`` is checked between reads,
+    each bounded by httpx's read timeout (clamped to the attempt's limit by the driver)."""
     try:
-        if _drainable(response):
-            response.read()
-    except Exception:  # noqa: S110 - a broken body only means the connection is not reused
+        if _drainable(response) and (within is None or within > 0.0):
+            chunks = cast("Generator[bytes, None, None]", response.iter_raw())
+            try:
+                if within is None or within == math.inf:
+                    for _ in chunks:
+                        pass
+                else:
+                    end = monotonic() + within
+                    for _ in chunks:
+                        if monotonic() >= end:
+                            break
+            finally:
+                chunks.close()
+    except Exception:  # noqa: S110 - a broken or slow body only means the connection is not reused
         pass
     finally:
         response.close()
