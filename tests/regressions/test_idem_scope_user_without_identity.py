@@ -6,7 +6,8 @@ and Starlette's own ``SimpleUser`` did not implement it before its recent versio
 ``getattr(user, "identity", None)``, which only absorbs ``AttributeError``: the ``NotImplementedError`` escaped, the
 middleware treated the failing resolver as "no principal", and every authenticated request with an Idempotency-Key
 got 401 ``idempotency-principal-required``. An attribute the user class leaves unimplemented now counts as absent,
-and the documented fallbacks (``username``, then ``display_name``) apply.
+and the documented fallback (``username``) applies. (``display_name`` is not a fallback: it is not unique, see
+test_idem_scope_user_display_name_not_a_principal.py.)
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class NamedOnlyUser(BaseUser):
 def test_an_unimplemented_identity_falls_back_to_the_username() -> None:
     resolve = scope_user_resolver(tenant="t")
     assert resolve({"user": OldSimpleUser("bob")}) == Identity("bob", "t")
-    assert resolve({"user": NamedOnlyUser()}) == Identity("Carol", "t")
+    assert resolve({"user": NamedOnlyUser()}) is None  # a display name is not a verified principal
 
 
 class Backend(AuthenticationBackend):

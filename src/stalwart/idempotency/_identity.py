@@ -35,17 +35,20 @@ sync (a lambda returning a coroutine) is awaited too."""
 def scope_user_resolver(*, tenant: str = "default") -> Callable[[MutableMapping[str, Any]], Identity | None]:
     """A resolver reading ``scope["user"]`` as set by Starlette's ``AuthenticationMiddleware``.
 
-    The user must have ``is_authenticated`` true; its ``identity`` (or ``username``, or ``display_name``) is the
-    principal. An attribute the user class leaves unimplemented (``BaseUser`` declares ``identity`` and
-    ``display_name`` as properties raising ``NotImplementedError``; Starlette's ``SimpleUser`` did not implement
-    ``identity`` before its recent versions) counts as absent. ``tenant`` is fixed.
+    The user must have ``is_authenticated`` true; its ``identity``, or else its ``username``, is the principal.
+    ``display_name`` is never used: it is chosen by the user and not unique, and two users sharing one would share
+    a scope (one replaying the other's response). A user with neither ``identity`` nor ``username`` has no principal:
+    the middleware answers 401 ``idempotency-principal-required``, or, on a route with ``allow_anonymous=True``,
+    serves it in the shared anonymous scope (UUIDv4 keys only). An attribute the user class leaves unimplemented
+    (``BaseUser`` declares ``identity`` as a property raising ``NotImplementedError``; Starlette's ``SimpleUser`` did
+    not implement it before its recent versions) counts as absent. ``tenant`` is fixed.
     """
 
     def resolve(scope: MutableMapping[str, Any]) -> Identity | None:
         user = scope.get("user")
         if user is None or not _user_attribute(user, "is_authenticated"):
             return None
-        for attribute in ("identity", "username", "display_name"):
+        for attribute in ("identity", "username"):  # never display_name: not unique
             value = _user_attribute(user, attribute)
             if isinstance(value, str) and value:
                 return Identity(value, tenant)
