@@ -37,7 +37,9 @@ a permit cannot keep the fleet in HALF_OPEN: once all permits are out, the perio
 (the breaker's) or else ``probe_lease`` seconds (the store's), and the breaker goes back to OPEN.
 
 Outage. When Redis cannot be reached, every breaker of the store goes on as a local breaker from its current state
-(one warning on the ``stalwart`` logger; no call fails because of Redis). A trip made meanwhile is proposed to the
+(one warning on the ``stalwart`` logger; no call fails because of Redis). A sync round stops talking to a single
+server at its first unanswered call (refused, reset, timed out): the remaining breakers go local at once, so a hung
+server costs one ``socket_timeout`` per round, not one per breaker. A trip made meanwhile is proposed to the
 fleet when Redis answers again (applied if the fleet did not move meanwhile, or has no state, e.g. after a restart);
 otherwise the fleet's state is adopted (logged once). Outcomes counted during the outage are not sent. Create stores
 after forking worker processes (threads do not survive ``fork``); every process should configure a breaker alike.
@@ -251,6 +253,11 @@ return {st, ep, rs, rt, remaining, on, lo, granted, applied, calls, failures, sl
 """
 
 
+# The errors meaning the server did not answer at all (refused, reset, timed out), as opposed to an answer that was
+# an error for one breaker's keys (a ResponseError, a malformed reply).
+_UNREACHABLE: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
 def _ms(seconds: float) -> int:
     """A breaker's duration in whole milliseconds for the script, at most MAX_MS.
 
@@ -370,6 +377,9 @@ class RedisCircuitStore:
         self._probe_lease = to_seconds(probe_lease, "probe_lease", allow_zero=False)
         self._ttl = to_seconds(ttl, "ttl", allow_zero=False)
         self._client = client
+        # One server behind the client: when it does not answer, no breaker of the round can reach it. (A cluster
+        # client spreads the breakers over nodes: one node down says nothing of the others.)
+        self._single_server = not isinstance(client, redis.RedisCluster)
         self._close_client = close_client
         self._script = client.register_script(_SYNC)
         self._attached: list[_Attached] = []
@@ -433,6 +443,10 @@ class RedisCircuitStore:
     def sync(self) -> bool:
         """Sync every attached breaker now (one round trip each); return whether Redis answered for all.
 
+        When a single server does not answer (refused, reset, timed out), the breakers not yet synced in this round
+        go local without trying it (one ``socket_timeout`` per round, not one per breaker); with a cluster client,
+        or an error answer for one breaker's keys, the others are still tried.
+
         The background thread calls it every ``flush_interval``; call it yourself with ``flush_interval=None``.
         Never raises for a Redis problem (the breakers fall back to local state; logged once per outage).
         """
@@ -440,11 +454,23 @@ class RedisCircuitStore:
             with self._lock:
                 attached = list(self._attached)
             answered = True
+            unreachable = False
             for entry in attached:
-                answered = self._sync_one(entry) and answered
+                if unreachable:
+                    # The server did not answer this round: the other breakers go local at once instead of each
+                    # waiting out its own socket timeout (N breakers x timeout per round against a hung or
+                    # blackholed server, while a breaker further down the list, its open period over, rejected
+                    # every call waiting for a fleet probe permit).
+                    entry.link.fail(entry.link.begin())
+                    continue
+                failure = self._sync_one(entry)
+                if failure is not None:
+                    answered = False
+                    unreachable = self._single_server and isinstance(failure, _UNREACHABLE)
             return answered
 
-    def _sync_one(self, entry: _Attached) -> bool:
+    def _sync_one(self, entry: _Attached) -> BaseException | None:
+        """Sync one breaker; the error when Redis did not answer, else ``None``."""
         link = entry.link
         request = link.begin()
         try:
@@ -453,7 +479,7 @@ class RedisCircuitStore:
         except REDIS_ERRORS as exc:
             link.fail(request)
             self._outage.failed(exc)
-            return False
+            return exc
         self._outage.answered()
         if mismatch and not entry.warned:
             entry.warned = True
@@ -463,7 +489,7 @@ class RedisCircuitStore:
                 link.name,
             )
         link.end(view)
-        return True
+        return None
 
     def _args(self, entry: _Attached, request: SyncRequest) -> list[Any]:
         proposal = request.proposal
