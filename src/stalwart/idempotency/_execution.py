@@ -59,6 +59,7 @@ class Execution:
         "client_gone",
         "fence",
         "finished",
+        "head",
         "headers",
         "heartbeat",
         "omitted",
@@ -84,6 +85,7 @@ class Execution:
         problems: ProblemFactory,
         count: Count,
         give_back: Callable[[], None],
+        head: bool = False,
     ) -> None:
         self.route = route
         self._store = store
@@ -96,6 +98,8 @@ class Execution:
         self._problems = problems
         self._count = count
         self._give_back = give_back
+        self.head = head
+        """The request is a HEAD: the response's own ``content-length`` is stored (nothing to recompute it from)."""
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self._chunks: list[bytes] = []
@@ -192,7 +196,7 @@ class Execution:
         self._stop_heartbeat()
         if self._decide(exception=False) == "store":
             body = b"" if self.omitted else b"".join(self._chunks)
-            headers = self.route.header_filter.filter(self.headers)
+            headers = self.route.header_filter.filter(self.headers, head=self.head)
             await self._complete(StoredResponse(Outcome.RESPONSE, self.status, headers, body, self.omitted))
         else:
             await self._release()
@@ -227,7 +231,7 @@ class Execution:
             await self._forward({"type": "http.response.body", "body": body, "more_body": False})
         else:
             assert self.status is not None
-            kept = self.route.header_filter.filter(self.headers)
+            kept = self.route.header_filter.filter(self.headers, head=self.head)
             await self._complete(StoredResponse(Outcome.EXCEPTION, self.status, kept, b"", body_omitted=True))
         self._settled = True
 

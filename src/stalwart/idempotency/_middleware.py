@@ -462,6 +462,7 @@ class IdempotencyMiddleware:
             problems=self._problems,
             count=self._count,
             give_back=lambda: self._give_back(route, record.record_id, owner),
+            head=scope["method"] == "HEAD",
         )
         execution.heartbeat = heartbeat = asyncio.create_task(
             heartbeat_loop(

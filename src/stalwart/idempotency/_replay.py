@@ -2,7 +2,8 @@
 
 Headers are kept as raw ordered ``(name, value)`` byte pairs: never a dict, never split on commas. At capture time
 hop-by-hop headers, headers regenerated per response (``date``, ``server``, ``x-request-id``, ``traceparent``),
-``content-length`` (recomputed on replay) and, unless allowed, ``set-cookie``, ``x-ratelimit-*`` and
+``content-length`` (recomputed on replay; a HEAD response's own is kept, since it states the length of a GET's
+body) and, unless allowed, ``set-cookie``, ``x-ratelimit-*`` and
 ``retry-after`` are dropped; everything else (``location``, ``etag``, ``link``, ``content-type`` …) is replayed
 exactly, with ``Idempotent-Replayed: true`` added.
 """
@@ -56,16 +57,22 @@ class HeaderFilter:
         self._denied_prefixes = tuple(d[:-1].encode() for d in denied if d.endswith("*"))
         self._dropped = _HOP_BY_HOP | _REGENERATED | {replay_header.lower().encode(), BODY_OMITTED_HEADER}
 
-    def keep(self, name: bytes) -> bool:
-        """True when a header named ``name`` (any case) is stored and replayed."""
+    def keep(self, name: bytes, *, head: bool = False) -> bool:
+        """True when a header named ``name`` (any case) is stored and replayed (``head``: in a HEAD response)."""
         lower = name.lower()
+        if head and lower == b"content-length":
+            return True  # the length of the body a GET would carry: nothing to recompute it from
         if lower in self._dropped or lower in self._denied_exact or lower.startswith(b"proxy-"):
             return False
         return not (self._denied_prefixes and lower.startswith(self._denied_prefixes))
 
-    def filter(self, headers: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
-        """The stored subset of ``headers``, order and duplicates preserved."""
-        return tuple((bytes(n), bytes(v)) for n, v in headers if self.keep(n))
+    def filter(self, headers: list[tuple[bytes, bytes]], *, head: bool = False) -> tuple[tuple[bytes, bytes], ...]:
+        """The stored subset of ``headers``, order and duplicates preserved.
+
+        ``head``: the response answers a HEAD request. Its ``content-length`` states the length of the body a GET
+        would have had, not of the (absent) body, so it is stored as it is instead of being recomputed on replay.
+        """
+        return tuple((bytes(n), bytes(v)) for n, v in headers if self.keep(n, head=head))
 
 
 def replay_response(record: Record, replay_header: bytes) -> Response:
@@ -73,7 +80,8 @@ def replay_response(record: Record, replay_header: bytes) -> Response:
 
     A record whose body was omitted replays its status and headers with an empty body and
     ``Idempotency-Body-Omitted: true``. Statuses without content (1xx, 204, 304) get no ``content-length``: RFC 9110
-    §8.6 forbids it on 1xx and 204, and on a 304 it would have to state the length of a 200, not 0.
+    §8.6 forbids it on 1xx and 204, and on a 304 it would have to state the length of a 200, not 0. A record that
+    stored its own ``content-length`` (a HEAD response, see :meth:`HeaderFilter.filter`) replays it unchanged.
     """
     status = record.status
     assert status is not None
@@ -82,7 +90,8 @@ def replay_response(record: Record, replay_header: bytes) -> Response:
     if record.body_omitted:
         headers.append((BODY_OMITTED_HEADER, b"true"))
         body = b""
-    if status >= 200 and status not in _NO_CONTENT:
+    kept_length = any(name.lower() == b"content-length" for name, _ in headers)
+    if status >= 200 and status not in _NO_CONTENT and not kept_length:
         headers.append((b"content-length", str(len(body)).encode()))
     headers.append((replay_header, b"true"))
     return status, headers, body

@@ -111,7 +111,7 @@ async def run_transactional(
                 response = StoredResponse(
                     Outcome.RESPONSE,
                     status,
-                    route.header_filter.filter(headers),
+                    route.header_filter.filter(headers, head=scope["method"] == "HEAD"),
                     b"" if omitted else b"".join(chunks),
                     omitted,
                 )
