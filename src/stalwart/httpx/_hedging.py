@@ -21,7 +21,9 @@ body read ahead is sent like this when ``ResilienceConfig.hedge`` is set:
 * Every attempt is its own copy of the request (the same body bytes) with its own attempt number and deadline
   header, and runs the usual chain: breaker → bulkhead → per-attempt timeout → inner transport. Each completed
   attempt is recorded by the breaker and the budget (``first`` for the first attempt of the call to be recorded);
-  a cancelled loser records nothing. Cancelling the caller cancels every attempt.
+  a cancelled loser records nothing. An attempt whose ambient deadline passed during its bulkhead wait sent
+  nothing and records nothing: its ``DeadlineExceeded`` ends the call at once, as in the transport's loops
+  (``_Call.was_unsent``). Cancelling the caller cancels every attempt.
 * A learned delay (``Hedge.percentile(...)``) records the primary's latency when it wins, and its age when a hedge
   wins (a censored sample), as :class:`stalwart.Hedge` does.
 """
@@ -60,7 +62,7 @@ _EARLY = 1e-3  # seconds: the loop may run a timer up to its clock resolution ea
 class _Call:
     """The state of one hedged call shared by its attempts: numbering and budget bookkeeping."""
 
-    __slots__ = ("ambient", "bulkhead", "key", "number", "origin", "recorded", "request", "transport")
+    __slots__ = ("ambient", "bulkhead", "key", "number", "origin", "recorded", "request", "transport", "unsent")
 
     def __init__(
         self,
@@ -77,6 +79,7 @@ class _Call:
         self.ambient = ambient
         self.number = 0  # attempts started
         self.recorded = False  # whether an attempt of the call has recorded its outcome in the budget
+        self.unsent: list[BaseException] = []  # DeadlineExceeded of attempts whose deadline passed in the queue
         self.key = None if transport._adaptive is None else origin.timeout_key(transport._operations, request)
 
     def record(self, failure: bool) -> None:
@@ -168,7 +171,11 @@ class _Call:
                     held = True
                     if self.ambient is not None:  # the wait used some of the time left: the limit is read again
                         before = limit
-                        limit, binding = t.limit_after_wait(self.ambient, limit, binding, number, copy)
+                        try:
+                            limit, binding = t.limit_after_wait(self.ambient, limit, binding, number, copy)
+                        except DeadlineExceeded as exc:
+                            self.unsent.append(exc)  # not an attempt's outcome: see was_unsent
+                            raise
                         if limit != before and t._deadline_header is not None:
                             t._deadline_header.stamp(copy, cast("float", limit))  # the copy's header, replaced
                 held = True
@@ -221,6 +228,13 @@ class _Call:
             finally:
                 if out:
                     breaker.release(permit)  # type: ignore[union-attr]
+
+    def was_unsent(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the ``DeadlineExceeded`` of an attempt whose deadline passed while it queued for its
+        bulkhead slot (``TransportCore.limit_after_wait``): nothing was sent. The loops raise it at once, recording
+        nothing (as when the deadline passed before the attempt started), and so does the hedged path: it is not a
+        transient error of the attempt (no budget failure, no retry decision, no give-up note or event)."""
+        return any(unsent is exc for unsent in self.unsent)
 
     def may_hedge(self) -> bool:
         """Whether one more hedge may start now (and, when the budget refuses it, say so)."""
@@ -337,6 +351,8 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
                 if task.cancelled():  # not by us: never swallowed
                     raise asyncio.CancelledError
                 exc = task.exception()
+                if exc is not None and call.was_unsent(exc):
+                    raise exc  # the deadline passed before it was sent: the call ends, as in the loops
                 if exc is None:
                     response = task.result()
                     if not await call.judge(response):
@@ -411,8 +427,8 @@ async def send_hedged(
             try:
                 outcome = await call.attempt(copy, number, limit, binding)
             except BaseException as exc:
-                if not is_retryable_exception(exc):  # an answer, a rejection or a cancellation
-                    raise
+                if not is_retryable_exception(exc) or call.was_unsent(exc):  # an answer, a rejection or a cancellation
+                    raise  # (or the deadline passed before it was sent)
                 call.record(True)
                 outcome = exc
             else:
