@@ -26,7 +26,7 @@ from ._store import IdempotencyStore
 if TYPE_CHECKING:
     from ._routing import Route
 
-__all__ = ["Execution", "heartbeat_loop", "is_disconnect"]
+__all__ = ["Execution", "heartbeat_loop", "is_disconnect", "is_retryable"]
 
 logger = logging.getLogger("stalwart")
 
@@ -40,6 +40,19 @@ def is_disconnect(exc: Exception) -> bool:
     """True when ``exc``, raised by the server's ``send``, says the client went away."""
     # Servers report a vanished client as OSError (uvicorn's ClientDisconnected) or a "...Disconnect" exception.
     return isinstance(exc, OSError) or "disconnect" in type(exc).__name__.lower()
+
+
+def is_retryable(exc: BaseException, retryable: tuple[type[BaseException], ...]) -> bool:
+    """True when ``exc`` is one of the ``retryable`` types, or an exception group (a ``TaskGroup`` fan-out, nested
+    groups included) whose leaves all are: the handler's work was not applied and the key can be released."""
+    if not retryable:
+        return False
+    if isinstance(exc, retryable):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(retryable)
+        return rest is None
+    return False
 
 
 class Execution:
@@ -219,7 +232,7 @@ class Execution:
         if self._settled:
             return
         self.finished = True
-        if self._decide(exception=True, retryable=isinstance(exc, self.route.retryable_exceptions)) == "release":
+        if self._decide(exception=True, retryable=is_retryable(exc, self.route.retryable_exceptions)) == "release":
             await self._release()
         elif not self.response_started:
             status, headers, body = self._problems.build(

@@ -67,7 +67,9 @@ class IdempotencyConfig:
         release_statuses: statuses that release the record (default 401, 403, 408, 425, 429, 503).
         store_5xx: store 500/502/504 returned by the handler (default True); False releases them.
         release_on_exception: release on an unhandled exception instead of storing a 500 (default False).
-        retryable_exceptions: exception types that mean "not applied, retry": the record is released.
+        retryable_exceptions: exception types that mean "not applied, retry": the record is released. An exception
+            group (a ``TaskGroup`` in the handler) counts when all its leaves, nested groups included, are of these
+            types; a group with any other leaf is stored as an exception.
         reclaim_on_lease_expiry: re-run after an expired lease or an abandonment (at-least-once; default False).
         abandoned_status: status replayed for an abandoned record (default 500, "outcome unknown").
         max_request_body: largest buffered request body (default 10 MiB; above: 413).
