@@ -286,6 +286,16 @@ def emit(event: Event) -> None:
             logger.exception("stalwart event hook %r failed on %s", hook, type(event).__name__)
 
 
+def emit_budget_refusal(budget: str, attempt: int) -> None:
+    """Emit what a retry (or hedge) the retry budget refused is: ``RetryBudgetExhausted(budget, attempt)`` and
+    ``CallRejected(budget, "budget")`` (the attempt was refused locally, without reaching the dependency).
+
+    Callers check :func:`hooks_installed` first, as for :func:`emit`.
+    """
+    emit(RetryBudgetExhausted(budget, attempt))
+    emit(CallRejected(budget, "budget"))
+
+
 class LoggingHook:
     """A hook that logs every event to the ``stalwart`` logger at ``level`` (default ``logging.INFO``)."""
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._deadline import current_deadline
-from ._events import HedgeStarted, RetryBudgetExhausted, RetryGaveUp, emit, hooks_installed
+from ._events import HedgeStarted, RetryGaveUp, emit, emit_budget_refusal, hooks_installed
 from ._exceptions import Rejected
 from ._retry_policy import GiveUpReason, add_give_up_note, give_up_note
 from ._retry_testing import current_mode
@@ -170,7 +170,7 @@ class Race:
         if budget is not None and not budget.try_acquire_retry():
             self.stop = "budget"
             if hooks_installed():
-                emit(RetryBudgetExhausted(budget.name, self.launched))
+                emit_budget_refusal(budget.name, self.launched)
             return False
         return True
 

@@ -20,7 +20,7 @@ from ._backoff import Backoff
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import to_seconds, to_seconds_or_none
 from ._deadline import current_deadline
-from ._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
+from ._events import RetryGaveUp, RetryScheduled, emit, emit_budget_refusal, hooks_installed
 from ._policy import Policy, check_decoratable, refuse_coroutine
 from ._retry_block import Attempts, cancellation_requested, raise_cancelled
 from ._retry_policy import (
@@ -436,7 +436,7 @@ class Retry(Policy):
             budget = self._budget
             if budget is not None and not budget.try_acquire_retry():
                 if hooks_installed():
-                    emit(RetryBudgetExhausted(budget.name, attempt))
+                    emit_budget_refusal(budget.name, attempt)
                 return RetryDecision(False, 0.0, "budget", previous)
             if hooks_installed():
                 reason: DelayReason = "retry_after" if decision.reason == "retry_after" else "backoff"
