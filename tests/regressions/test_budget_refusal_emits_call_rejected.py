@@ -78,11 +78,15 @@ def test_retry_async_decorator(events: list[sw.Event]) -> None:
     assert _refusals(events) == [("RetryBudgetExhausted", None), ("CallRejected", "budget")]
 
 
+def _block_form() -> None:
+    for attempt in sw.Retry(on=Down, budget=SpentBudget(), clock=FakeClock()).attempts():
+        with attempt:
+            raise Down
+
+
 def test_retry_block_form(events: list[sw.Event]) -> None:
     with pytest.raises(Down):
-        for attempt in sw.Retry(on=Down, budget=SpentBudget(), clock=FakeClock()).attempts():
-            with attempt:
-                raise Down
+        _block_form()
     assert _refusals(events) == [("RetryBudgetExhausted", None), ("CallRejected", "budget")]
 
 
