@@ -197,10 +197,17 @@ class Backoff:
         max_delay: float | timedelta = 60.0,
         jitter: Jitter = Jitter.NONE,
     ) -> Backoff:
-        """``min(max_delay, initial + increment · n)``, without jitter unless one is given.
+        """``min(max_delay, initial + increment · n)`` seconds before retry ``n`` (0 for the first retry).
+
+        Args:
+            initial: the first delay, seconds (float or ``timedelta``; default 1.0).
+            increment: added for each further retry, seconds (default 1.0).
+            max_delay: the cap, seconds (default 60.0); it holds after jitter too.
+            jitter: default :attr:`Jitter.NONE` (a linear schedule is usually wanted as written).
 
         Raises:
-            ValueError: see :class:`Backoff`.
+            ValueError: a duration is negative, NaN or infinite, or ``initial`` exceeds ``max_delay`` (the message
+                names the parameter; see :class:`Backoff`).
         """
         return cls(
             initial=to_seconds(initial, "initial"),
