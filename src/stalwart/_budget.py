@@ -26,6 +26,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 from ._clock import SYSTEM_CLOCK, Clock
@@ -113,7 +114,7 @@ class RetryBudget:
     def ratio(
         cls,
         percent: float = 20.0,
-        ttl: float = 10.0,
+        ttl: float | timedelta = 10.0,
         min_per_second: int = 10,
         *,
         name: str = "retry-budget",
@@ -123,7 +124,7 @@ class RetryBudget:
 
         Args:
             percent: retries allowed per 100 calls, in (0, 100]; default ``20.0``.
-            ttl: seconds a call's deposit counts (the window), ``> 0``; default ``10.0``.
+            ttl: seconds a call's deposit counts (the window; float or ``timedelta``), ``> 0``; default ``10.0``.
             min_per_second: retries per second always allowed (the reserve, ``min_per_second * ttl`` per window),
                 ``>= 0``; default ``10``.
             name: the name in events and statistics.
@@ -214,7 +215,7 @@ class RatioRetryBudget(RetryBudget):
         self,
         *,
         percent: float = 20.0,
-        ttl: float = 10.0,
+        ttl: float | timedelta = 10.0,
         min_per_second: int = 10,
         name: str = "retry-budget",
         clock: Clock = SYSTEM_CLOCK,
