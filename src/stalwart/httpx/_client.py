@@ -32,6 +32,36 @@ _TRANSPORT_OPTIONS = ("verify", "cert", "http1", "http2", "limits", "proxy")
 """``httpx.AsyncClient`` options that configure its default transport: given to the inner transport instead."""
 
 
+def _check_given_policy(
+    transport: AsyncResilientTransport,
+    config: ResilienceConfig,
+    *,
+    fallback: AsyncFallback | None,
+    registry: Registry | None,
+    clock: Clock,
+    random: Callable[[], float],
+) -> None:
+    """Refuse a policy argument that a resilient ``transport``, used as it is, would ignore: one given (not the
+    default) and not the transport's own.
+
+    Raises:
+        ValueError: naming the first such parameter.
+    """
+    given = (
+        ("config", config is not _DEFAULT_CONFIG and config != transport.config),
+        ("fallback", fallback is not None and fallback is not transport._fallback),
+        ("registry", registry is not None and registry is not transport.registry),
+        ("clock", clock is not SYSTEM_CLOCK and clock is not transport._clock),
+        ("random", random is not _random.random and random is not transport._random),
+    )
+    for parameter, conflicting in given:
+        if conflicting:
+            raise ValueError(
+                f"{parameter}: the transport is an AsyncResilientTransport, used as it is with its own {parameter}; "
+                f"set {parameter} on the transport instead (or give a plain inner transport)"
+            )
+
+
 class ResilientClient:
     """An async HTTP client for one dependency with the standard HTTP policy on every request.
 
@@ -45,7 +75,8 @@ class ResilientClient:
             response = await client.post("/charges", json=charge, headers={"Idempotency-Key": key})
 
     Responses are read inside the attempt (``read_response=True`` is forced), so a connection dropped in the middle
-    of a body is retried like any other transport error, and the returned responses are complete.
+    of a body is retried like any other transport error, and the returned responses are complete (except through a
+    resilient transport given as ``transport`` or in ``mounts``, which keeps its own config).
 
     Args:
         name: the client's name: the prefix of its breakers' and bulkheads' registry names
@@ -57,16 +88,22 @@ class ResilientClient:
             :class:`AsyncResilientTransport`. Default ``None``: failures propagate.
         registry: where the breakers and bulkheads live (default ``stalwart.registry``).
         transport: the inner transport (default ``httpx.AsyncHTTPTransport`` built from ``verify``, ``cert``,
-            ``http1``, ``http2``, ``limits`` and ``proxy`` when given).
+            ``http1``, ``http2``, ``limits`` and ``proxy`` when given). An ``AsyncResilientTransport`` is used as it
+            is, not wrapped again (one policy per request): its own config, fallback, registry, name (the prefix of
+            the registry names), clock and random apply, so ``config``, ``fallback``, ``registry``, ``clock`` and
+            ``random`` must then be left out or be the transport's own.
         clock: monotonic clock (default: the system clock); ``random``: jitter source (default ``random.random``).
         **httpx_client_kwargs: any other ``httpx.AsyncClient`` argument (``headers``, ``auth``, ``timeout``,
             ``follow_redirects``, ...). ``timeout`` defaults to ``config.timeout`` for every phase (none with an
             ``AdaptiveTimeout``, whose limit the transport enforces). ``mounts``
-            transports are wrapped in the same policy. Proxies from the environment are not used (httpx ignores
+            transports are wrapped in the same policy, except ``AsyncResilientTransport`` ones, used as they are
+            (with their own policy). Proxies from the environment are not used (httpx ignores
             them when a transport is given): pass ``proxy=`` explicitly.
 
     Raises:
-        ValueError: ``name`` is empty.
+        ValueError: ``name`` is empty; ``transport`` is an ``AsyncResilientTransport`` and ``config``,
+            ``fallback``, ``registry``, ``clock`` or ``random`` was given and differs from the transport's (the
+            message names the parameter).
         TypeError: ``config`` is not a ``ResilienceConfig``; a transport option was given with ``transport``.
     """
 
@@ -88,11 +125,16 @@ class ResilientClient:
         options = {key: httpx_client_kwargs.pop(key) for key in _TRANSPORT_OPTIONS if key in httpx_client_kwargs}
         if transport is not None and options:
             raise TypeError(f"{', '.join(options)} configure the default transport: set them on `transport` instead")
+        if isinstance(transport, AsyncResilientTransport):  # used as it is: one policy per request
+            _check_given_policy(transport, config, fallback=fallback, registry=registry, clock=clock, random=random)
+            config = transport.config
         inner = transport if transport is not None else httpx.AsyncHTTPTransport(**options)
         if not config.read_response:
             config = dataclasses.replace(config, read_response=True)
 
         def wrap(transport: httpx.AsyncBaseTransport, fallback: AsyncFallback | None) -> AsyncResilientTransport:
+            if isinstance(transport, AsyncResilientTransport):
+                return transport
             return AsyncResilientTransport(
                 transport, config=config, registry=registry, fallback=fallback, name=name, clock=clock, random=random
             )
@@ -104,7 +146,7 @@ class ResilientClient:
             httpx_client_kwargs["mounts"] = {
                 pattern: None if mounted is None else wrap(mounted, fallback) for pattern, mounted in mounts.items()
             }
-        timeout = config.timeout  # an adaptive limit is the transport's to enforce (its watchdog), per attempt
+        timeout = self._transport.config.timeout  # an adaptive limit is the transport's to enforce, per attempt
         httpx_client_kwargs.setdefault(
             "timeout", httpx.Timeout(None if isinstance(timeout, AdaptiveTimeout) else timeout)
         )
@@ -117,7 +159,8 @@ class ResilientClient:
 
     @property
     def name(self) -> str:
-        """The client's name (the prefix of its registry names)."""
+        """The client's name (the prefix of its registry names, unless it was given a resilient ``transport``, whose
+        own name is)."""
         return self._name
 
     @property

@@ -144,6 +144,22 @@ class TransportCore:
     _lean_timeout: float
     _first_stamp: tuple[bytes, bytes, bytes] | None
 
+    @staticmethod
+    def refuse_resilient(transport: object) -> None:
+        """Refuse a resilient transport as the inner transport of another (the drivers' ``transport`` argument).
+
+        Raises:
+            ValueError: ``transport`` is an ``AsyncResilientTransport`` or a ``ResilientTransport``: a second policy
+                around the first would multiply the attempts (3 x 3 = 9 per call) and give each origin two
+                breakers and two bulkheads.
+        """
+        if isinstance(transport, TransportCore):
+            raise ValueError(
+                f"transport: {type(transport).__name__} is already resilient; wrapping it again would multiply the "
+                "attempts (3 x 3 = 9) and give each origin two breakers and bulkheads. Use it as it is, or wrap its "
+                "inner transport (its .transport)"
+            )
+
     def _setup(
         self,
         *,

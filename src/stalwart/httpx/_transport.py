@@ -65,7 +65,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
     connection pool; ``aclose()`` closes it.
 
     Args:
-        transport: the inner transport (default ``httpx.AsyncHTTPTransport()``).
+        transport: the inner transport (default ``httpx.AsyncHTTPTransport()``); not a resilient transport (one
+            policy per request: use that one as it is, or wrap its inner ``.transport``).
         config: the policy (default ``ResilienceConfig()``: the seed's 10 s / 3 attempts / 5 failures for 30 s /
             20 concurrent).
         registry: where the per-origin breakers and bulkheads live (default ``stalwart.registry``); they are named
@@ -85,7 +86,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
 
     Raises:
         TypeError: ``config`` is not a ``ResilienceConfig``, or ``fallback`` is not callable.
-        ValueError: ``name`` is empty.
+        ValueError: ``name`` is empty, or ``transport`` is already an ``AsyncResilientTransport`` (or a
+            ``ResilientTransport``).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
         wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self._setup(config=config, registry=registry, name=name, clock=clock, random=random, wall_clock=wall_clock)
+        self.refuse_resilient(transport)
         self._transport = httpx.AsyncHTTPTransport() if transport is None else transport
         self._fallback = fallback
         self._fallback_is_async = fallback is not None and check_decoratable(fallback, self)
