@@ -11,7 +11,16 @@ import pytest
 from _http_harness import NO_JITTER, Harness
 from _http_server import respond, scripted_server
 
-from stalwart import Backoff, RatioRetryBudget, RetryBudget, RetryBudgetExhausted, RetryGaveUp, add_hook, remove_hook
+from stalwart import (
+    Backoff,
+    CallRejected,
+    RatioRetryBudget,
+    RetryBudget,
+    RetryBudgetExhausted,
+    RetryGaveUp,
+    add_hook,
+    remove_hook,
+)
 from stalwart._clock import Clock
 from stalwart._registry import Registry
 from stalwart.httpx import AsyncResilientTransport, PerOriginBudget, ResilienceConfig, ResilientTransport
@@ -196,6 +205,7 @@ async def test_a_refused_retry_returns_the_last_response_with_events(mode: str, 
     assert h.upstream.calls == 1
     assert h.clock.sleeps == []
     assert [(e.name, e.attempt) for e in events if isinstance(e, RetryBudgetExhausted)] == [("spy", 1)]
+    assert [e for e in events if isinstance(e, CallRejected)] == [CallRejected("spy", "budget")]
     gave_up = [e for e in events if isinstance(e, RetryGaveUp)]
     assert [(e.name, e.attempts, e.reason) for e in gave_up] == [(ORIGIN, 1, "budget")]
 

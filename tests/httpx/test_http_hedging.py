@@ -12,6 +12,7 @@ from _http_harness import NO_JITTER, TrackedStream
 from _http_server import hang, respond, scripted_server
 
 from stalwart import (
+    CallRejected,
     CircuitOpenError,
     DeadlineExceeded,
     Hedge,
@@ -340,6 +341,7 @@ async def test_hedges_draw_from_the_retry_budget() -> None:
     finally:
         remove_hook(events.append)
     assert [(e.name, e.attempt) for e in events if isinstance(e, RetryBudgetExhausted)] == [("shared", 1)]
+    assert [e for e in events if isinstance(e, CallRejected)] == [CallRejected("shared", "budget")]
     assert budget.statistics().refused == 1
 
 

@@ -5,10 +5,10 @@ body read ahead is sent like this when ``ResilienceConfig.hedge`` is set:
 
 * **The first try is a race.** The primary attempt starts at once; while no attempt has given a final answer,
   another starts every ``hedge.delay`` seconds, up to ``hedge.max_hedged`` extra attempts. Each extra attempt needs
-  ``budget.try_acquire_retry()`` from the origin's retry budget (a refusal emits ``RetryBudgetExhausted`` and ends
-  the hedging), and emits ``HedgeStarted(origin name, attempt, elapsed, "delay")`` when it starts; none starts
-  once the ambient deadline is closer than the delay, or after an attempt was rejected locally (open circuit, full
-  bulkhead).
+  ``budget.try_acquire_retry()`` from the origin's retry budget (a refusal emits ``RetryBudgetExhausted`` and
+  ``CallRejected`` and ends the hedging), and emits ``HedgeStarted(origin name, attempt, elapsed, "delay")`` when it
+  starts; none starts once the ambient deadline is closer than the delay, or after an attempt was rejected locally
+  (open circuit, full bulkhead).
 * **The first final answer wins**: a response that is not retryable (a success, a 4xx), or an exception that is not
   a transient error. The attempts still running are cancelled and awaited, and their responses closed; nothing
   outlives the call. A retryable outcome (a retryable status, a response ``on_result`` rejects, a transient error,
@@ -39,7 +39,7 @@ from stalwart._breaker import CircuitState
 from stalwart._bulkhead import Bulkhead
 from stalwart._clock import SystemClock
 from stalwart._deadline import Deadline, ambient_enforced
-from stalwart._events import HedgeStarted, RetryBudgetExhausted, emit, hooks_installed
+from stalwart._events import HedgeStarted, emit, emit_budget_refusal, hooks_installed
 from stalwart._exceptions import DeadlineExceeded, Rejected
 from stalwart._retry_testing import current_mode
 from stalwart._types import NEVER_HANDLED
@@ -254,7 +254,7 @@ class _Call:
         budget = self.origin.budget
         if budget is not None and not budget.try_acquire_retry():
             if hooks_installed():
-                emit(RetryBudgetExhausted(budget.name, self.number))
+                emit_budget_refusal(budget.name, self.number)
             return False
         return True
 
@@ -447,7 +447,7 @@ async def send_hedged(
             reason = "circuit_open"
         if reason is None and budget is not None and not budget.try_acquire_retry():
             if hooks_installed():
-                emit(RetryBudgetExhausted(budget.name, attempts))
+                emit_budget_refusal(budget.name, attempts)
             reason = "budget"
         if reason is not None:
             if isinstance(outcome, BaseException):

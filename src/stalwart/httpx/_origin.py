@@ -18,7 +18,7 @@ from stalwart._budget import INLINE_RATIO, inline_kind
 from stalwart._bulkhead import Bulkhead
 from stalwart._clock import Clock
 from stalwart._deadline import Deadline
-from stalwart._events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit, hooks_installed
+from stalwart._events import RetryGaveUp, RetryScheduled, emit, emit_budget_refusal, hooks_installed
 from stalwart._registry import Registry
 from stalwart._retry_policy import RetryBudgetHook, RetryDecision, RetryRules, add_give_up_note, give_up_note
 from stalwart._retry_testing import current_mode
@@ -446,9 +446,9 @@ class TransportCore:
     def budget_refused(
         self, origin: Origin, budget: RetryBudgetHook, attempts: int, elapsed: float, exc: BaseException | None
     ) -> None:
-        """The budget refused the retry the rules allowed: emit ``RetryBudgetExhausted``, then give up."""
+        """The budget refused the retry the rules allowed: emit ``RetryBudgetExhausted``, ``CallRejected``; give up."""
         if hooks_installed():
-            emit(RetryBudgetExhausted(budget.name, attempts))
+            emit_budget_refusal(budget.name, attempts)
         self.gave_up(origin, attempts, elapsed, "budget", exc)
 
     def gave_up(self, origin: Origin, attempts: int, elapsed: float, reason: str, exc: BaseException | None) -> None:
