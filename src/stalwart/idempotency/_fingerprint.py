@@ -81,6 +81,8 @@ class FingerprintSpec:
             and ``host`` are refused.
         json_canonical: hash the RFC 8785 canonical form of a JSON body (``application/json`` or ``+json``)
             instead of its bytes, so whitespace, member order and number spelling do not matter (default False).
+            The request's ``content-type`` says whether the body is JSON even when ``headers`` leaves it out (it
+            is then not hashed itself); the same holds for ``fields``.
         fields: hash only these parts of a JSON body: a tuple of RFC 6901 JSON pointers, or a synchronous callable
             ``(parsed_json) -> value`` (like Powertools' ``payload_validation_jmespath``); default None (whole body).
             The fingerprint is computed synchronously: an async callable is refused, and an awaitable returned by
@@ -145,15 +147,13 @@ def compute_fingerprint(
         parts.append(b"&".join(sorted(p for p in query.split(b"&") if p)))
     else:
         parts.append(query)
-    content_type = b""
     for name in spec._header_bytes:
         values = header_values(headers, name)
         if name == b"content-type":
             values = [_normalise_content_type(v) for v in values]
-            content_type = values[0] if values else b""
         parts.append(name)
         parts.append(length_prefixed(*values))
-    parts.append(_body_part(spec, content_type, body))
+    parts.append(_body_part(spec, headers, body))
     return hashlib.sha256(length_prefixed(*parts)).digest()
 
 
@@ -167,8 +167,13 @@ def _is_json(content_type: bytes) -> bool:
     return media == b"application/json" or media.endswith(b"+json")
 
 
-def _body_part(spec: FingerprintSpec, content_type: bytes, body: bytes) -> bytes:
-    if not (spec.json_canonical or spec.fields is not None) or not _is_json(content_type):
+def _body_part(spec: FingerprintSpec, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> bytes:
+    if not (spec.json_canonical or spec.fields is not None):
+        return b"raw:" + body
+    # Whether the body is JSON is read from the request itself, whatever the header allow-list hashes: a spec that
+    # leaves content-type out of the hash still canonicalises (or selects from) a JSON body.
+    content_types = header_values(headers, b"content-type")
+    if not content_types or not _is_json(_normalise_content_type(content_types[0])):
         return b"raw:" + body
     try:
         document = _loads_strict(body)
