@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from stalwart._backoff import Backoff, Jitter
-from stalwart.httpx import ResilienceConfig
+from stalwart.httpx import PerOriginBudget, ResilienceConfig
 
 
 def test_defaults_are_the_seeds_combined_client() -> None:
@@ -55,6 +55,17 @@ def test_normalisation() -> None:
     assert ResilienceConfig(timeout=math.inf).timeout is None
     assert ResilienceConfig(max_retry_after=math.inf).max_retry_after == math.inf
     assert ResilienceConfig(attempt_header=None).attempt_header is None
+
+
+def test_every_duration_takes_a_timedelta_and_is_stored_as_float() -> None:
+    config = ResilienceConfig(
+        max_retry_after=timedelta(minutes=2), reset_timeout=timedelta(seconds=5), queue_timeout=timedelta(seconds=1)
+    )
+    assert (config.max_retry_after, config.reset_timeout, config.queue_timeout) == (120.0, 5.0, 1.0)
+    assert all(type(v) is float for v in (config.max_retry_after, config.reset_timeout, config.queue_timeout))
+    budget = PerOriginBudget(ttl=timedelta(seconds=30))
+    assert budget.ttl == 30.0
+    assert type(budget.ttl) is float
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import dataclasses
 import random as _random
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -148,7 +148,7 @@ class ResilientClient:
             }
         timeout = self._transport.config.timeout  # an adaptive limit is the transport's to enforce, per attempt
         httpx_client_kwargs.setdefault(
-            "timeout", httpx.Timeout(None if isinstance(timeout, AdaptiveTimeout) else timeout)
+            "timeout", httpx.Timeout(None if isinstance(timeout, AdaptiveTimeout) else cast("float | None", timeout))
         )
         self._client = httpx.AsyncClient(base_url=base_url, transport=self._transport, **httpx_client_kwargs)
         if self._client.base_url.host:  # the base URL's breaker and bulkheads exist (and show in health) at once

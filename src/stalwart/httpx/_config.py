@@ -142,21 +142,21 @@ class ResilienceConfig:
             half_open_max_calls``.
     """
 
-    timeout: float | AdaptiveTimeout | None = 10.0
+    timeout: float | timedelta | AdaptiveTimeout | None = 10.0
     max_attempts: int = 3
     backoff: Backoff = field(default_factory=_default_backoff)
-    max_retry_after: float = 60.0
+    max_retry_after: float | timedelta = 60.0
     retry_statuses: frozenset[int] = RETRYABLE_STATUSES
     retry_methods: frozenset[str] = IDEMPOTENT_METHODS
     idempotency_header: str | None = IDEMPOTENCY_KEY_HEADER
     failure_statuses: frozenset[int] = BREAKER_FAILURE_STATUSES
     failure_threshold: int = 5
     success_threshold: int = 3
-    reset_timeout: float = 30.0
+    reset_timeout: float | timedelta = 30.0
     half_open_max_calls: int = 3
     max_concurrent: int = 20
     max_queue: int = 100
-    queue_timeout: float = 30.0
+    queue_timeout: float | timedelta = 30.0
     attempt_header: str | None = "Stalwart-Attempt"
     deadline_header: str | None = "Request-Deadline-Ms"
     read_response: bool = False

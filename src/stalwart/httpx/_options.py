@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeAlias
 
 from stalwart._budget import RatioRetryBudget, RetryBudget
@@ -31,7 +32,7 @@ class PerOriginBudget:
 
     Attributes:
         percent: retries allowed per 100 calls, in (0, 100]; default ``20.0``.
-        ttl: seconds a call counts, ``> 0``; default ``10.0``.
+        ttl: seconds a call counts (float, or a ``timedelta``; stored as float), ``> 0``; default ``10.0``.
         min_per_second: retries per second always allowed, ``>= 0``; default ``10``.
 
     Raises:
@@ -39,7 +40,7 @@ class PerOriginBudget:
     """
 
     percent: float = 20.0
-    ttl: float = 10.0
+    ttl: float | timedelta = 10.0
     min_per_second: int = 10
 
     def __post_init__(self) -> None:

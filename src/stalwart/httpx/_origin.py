@@ -180,8 +180,10 @@ class TransportCore:
             registry = default_registry
         self._config = config
         self._buffer = config.max_attempts > 1 or config.hedge is not None  # bodies read ahead, to be resent
-        self._rules = RetryRules(
-            max_attempts=config.max_attempts, backoff=config.backoff, max_retry_after=config.max_retry_after
+        self._rules = RetryRules(  # ResilienceConfig stores every duration as float seconds (__post_init__)
+            max_attempts=config.max_attempts,
+            backoff=config.backoff,
+            max_retry_after=cast("float", config.max_retry_after),
         )
         self._registry = registry
         self._name = name
@@ -194,7 +196,7 @@ class TransportCore:
         self._by_reference = {}
         timeout = config.timeout
         self._adaptive = timeout if isinstance(timeout, AdaptiveTimeout) else None  # the limit is read per attempt
-        self._timeout = None if isinstance(timeout, AdaptiveTimeout) else timeout
+        self._timeout = None if isinstance(timeout, AdaptiveTimeout) else cast("float | None", timeout)  # normalised
         self._attempt_header = None if config.attempt_header is None else AttemptHeader(config.attempt_header)
         self._deadline_header = None if config.deadline_header is None else DeadlineHeader(config.deadline_header)
         self._retry_statuses = config.retry_statuses

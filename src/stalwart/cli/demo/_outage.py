@@ -15,6 +15,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 
@@ -334,5 +335,5 @@ def run_outage(
         retries=dict(resilient.upstream.retries),
         refused=dict(watch.refused),
         budget=budget,
-        bulkhead_wait=config.queue_timeout if config.use_bulkhead else None,
+        bulkhead_wait=cast("float", config.queue_timeout) if config.use_bulkhead else None,  # float once built
     )
