@@ -2,10 +2,12 @@
 
 The response is captured at the ASGI message level and forwarded as it arrives (streaming still works for the first
 client), except the final body message: it is held until the outcome is persisted (``complete``) or the record
-released, so a crash after persisting but before sending just leads to a replay. Errors sending to a client that
-went away stop the forwarding, never the capture. Every store write is a compare-and-set; a failed compare means
-the lease was lost (counted, the real response still delivered). Cancellation (shutdown) marks the record
-ABANDONED in a shielded step (in reclaim mode a handler that never started is released instead), then propagates.
+released, so a crash after persisting but before sending just leads to a replay. A stream still sending after
+``max_capture_duration`` is completed at its next chunk, with its body omitted, and goes on to its client. Errors
+sending to a client that went away stop the forwarding, never the capture. Every store write is a compare-and-set; a
+failed compare means the lease was lost (counted, the real response still delivered). Cancellation (shutdown) marks
+the record ABANDONED in a shielded step (in reclaim mode a handler that never started is released instead), then
+propagates.
 """
 
 from __future__ import annotations
@@ -154,18 +156,23 @@ class Execution:
                 for name, value in self.headers:
                     if name.lower() == b"content-type" and value.lower().startswith(b"text/event-stream"):
                         logger.warning(
-                            "idempotency is enabled on a route answering text/event-stream: unbounded streams are "
-                            "stored with body_omitted; disable idempotency for this route"
+                            "idempotency is enabled on a route answering text/event-stream: a stream still running "
+                            "after max_capture_duration (%gs) is stored with body_omitted (retries get its status "
+                            "and headers only); disable idempotency for this route",
+                            route.max_capture_duration,
                         )
             await self._forward(message)
             return
         if kind == "http.response.body" and not self.finished:
             self._capture(message.get("body", b""))
             if message.get("more_body", False):
+                if self._capture_expired and not self._settled:
+                    await self._settle_long_stream()
                 await self._forward(message)
                 return
             self.finished = True
-            await self._settle_response()
+            if not self._settled:
+                await self._settle_response()
             await self._forward(message)
             return
         await self._forward(message)
@@ -174,12 +181,16 @@ class Execution:
         if self.omitted or not chunk:
             return
         self._size += len(chunk)
-        elapsed = self._clock.monotonic() - self._started_at
-        if self._size > self.route.max_stored_body or elapsed > self.route.max_capture_duration:
+        if self._size > self.route.max_stored_body or self._capture_expired:
             self.omitted = True
             self._chunks.clear()
             return
         self._chunks.append(bytes(chunk))
+
+    @property
+    def _capture_expired(self) -> bool:
+        # max_capture_duration bounds the stream, counted from http.response.start (not the handler's start).
+        return self._clock.monotonic() - self._started_at > self.route.max_capture_duration
 
     # -- outcomes -------------------------------------------------------------------------------------------------
 
@@ -213,6 +224,25 @@ class Execution:
             await self._complete(StoredResponse(Outcome.RESPONSE, self.status, headers, body, self.omitted))
         else:
             await self._release()
+        self._settled = True
+
+    async def _settle_long_stream(self) -> None:
+        """The stream outlasted ``max_capture_duration`` (spec §2.10, §2.13): store it as omitted now.
+
+        Status and headers are known, so a result to store is completed at once with ``body_omitted``: retries get
+        that replay (``Idempotency-Body-Omitted: true``) instead of 409 for as long as the stream runs, and the
+        heartbeat stops. The first client's stream goes on untouched; nothing the handler does afterwards (its end,
+        an exception, a cancellation) changes the record. A stream to release (a release status, or the endpoint
+        never started) is left to its end, as before: releasing it early would let a retry run alongside it.
+        """
+        assert self.status is not None
+        if self._decide(exception=False) != "store":
+            return
+        self.omitted = True
+        self._chunks.clear()
+        self._stop_heartbeat()
+        headers = self.route.header_filter.filter(self.headers, head=self.head)
+        await self._complete(StoredResponse(Outcome.RESPONSE, self.status, headers, b"", body_omitted=True))
         self._settled = True
 
     async def on_return(self) -> None:
