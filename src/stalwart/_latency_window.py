@@ -20,7 +20,8 @@ estimators, chosen by the window size (:func:`new_window`):
   equals it (up to the rounding of the running sum) when that bucket's samples are equal.
 
 Both use the seed's nearest rank: ``rank = ceil(percentile x count) - 1`` (0-based; the 0.99 quantile of 100
-samples is the second largest). Nothing here reads a clock, sleeps or locks: callers serialise access
+samples is the second largest), computed as for the decimal percentile written (``0.55 x 100`` is 55, not the 56
+that the binary product's ceiling gives). Nothing here reads a clock, sleeps or locks: callers serialise access
 (``AdaptiveTimeout`` holds a lock).
 """
 
@@ -52,6 +53,11 @@ _TWICE_PRECISION = 2 * PRECISION
 _ZERO = -(1 << 30)  # the bucket of 0.0, below every positive value's (frexp exponents are >= -1073)
 _frexp = math.frexp
 _ceil = math.ceil
+# ``percentile x count`` in binary floating point lands just above a whole number when the decimal product is one
+# (0.55 x 100 = 55.00000000000001, 0.07 x 100 = 7.000000000000001): its ceiling, one rank too high, was the next
+# sample up. Shrinking the product by 1e-15 (relative) undoes that rounding (a few ulps) and cannot cross a real
+# fractional part (for a percentile of up to 6 decimals and counts up to 10**6, one is at least 1e-12 relative).
+_RANK_SHRINK = 1.0 - 1e-15
 
 
 def bucket_of(seconds: float) -> int:
@@ -103,11 +109,12 @@ class SortedWindow:
         value: the quantile in seconds, or ``None`` while the window is empty.
     """
 
-    __slots__ = ("_next", "_percentile", "_rank", "_ring", "_size", "_sorted", "count", "value")
+    __slots__ = ("_next", "_percentile", "_rank", "_rank_scale", "_ring", "_size", "_sorted", "count", "value")
 
     def __init__(self, size: int, percentile: float) -> None:
         self._size = size
         self._percentile = percentile
+        self._rank_scale = percentile * _RANK_SHRINK
         self._ring: list[float] = []
         self._sorted: list[float] = []
         self._next = 0
@@ -128,7 +135,7 @@ class SortedWindow:
         else:
             self._ring.append(seconds)
             self.count = count = self.count + 1
-            rank = _ceil(self._percentile * count) - 1
+            rank = _ceil(self._rank_scale * count) - 1
             self._rank = rank if rank > 0 else 0
         insort(ordered, seconds)
         self.value = ordered[self._rank]
@@ -161,6 +168,7 @@ class HistogramWindow:
         "_percentile",
         "_quantile_bucket",
         "_rank",
+        "_rank_scale",
         "_ring",
         "_size",
         "_sums",
@@ -171,6 +179,7 @@ class HistogramWindow:
     def __init__(self, size: int, percentile: float) -> None:
         self._size = size
         self._percentile = percentile
+        self._rank_scale = percentile * _RANK_SHRINK
         self._ring = array("d")
         self._buckets: list[int] = []  # the bucket of each sample in the ring
         self._next = 0
@@ -224,7 +233,7 @@ class HistogramWindow:
             self._ring.append(seconds)
             self._buckets.append(bucket)
             self.count = count = self.count + 1
-            rank = _ceil(self._percentile * count) - 1
+            rank = _ceil(self._rank_scale * count) - 1
             self._rank = rank if rank > 0 else 0
             if count == 1:
                 counts[bucket] = 1
