@@ -18,18 +18,29 @@ class Identity:
     """A verified identity: the scope of a request's idempotency keys.
 
     Attributes:
-        principal: the authenticated user or client id; None or ``""`` means anonymous.
-        tenant: the tenant (organisation, account) the principal acts for; default ``"default"``.
+        principal: the authenticated user or client id (``str``); None or ``""`` means anonymous.
+        tenant: the tenant (organisation, account) the principal acts for (``str``); default ``"default"``.
+
+    Raises:
+        TypeError: ``principal`` is neither a ``str`` nor None, or ``tenant`` is not a ``str`` (the message names the
+            field). Convert ids first: ``Identity(str(user.id))``.
     """
 
     principal: str | None
     tenant: str = "default"
 
+    def __post_init__(self) -> None:
+        if self.principal is not None and not isinstance(self.principal, str):
+            raise TypeError(f"Identity principal must be a str or None, got {type(self.principal).__name__}")
+        if not isinstance(self.tenant, str):
+            raise TypeError(f"Identity tenant must be a str, got {type(self.tenant).__name__}")
+
 
 Resolver: TypeAlias = Callable[[MutableMapping[str, Any]], "Identity | Awaitable[Identity | None] | None"]
 """``(asgi_scope) -> Identity | None``, sync or async (detected once, at construction, with ``is_async_callable``:
 also behind a plain decorator or as an object's async ``__call__``); an awaitable returned by a resolver taken for
-sync (a lambda returning a coroutine) is awaited too."""
+sync (a lambda returning a coroutine) is awaited too. A resolver that raises, or returns anything but an
+``Identity`` with string fields or None, has failed: the middleware answers 401 on every route (spec §2.8 step 3)."""
 
 
 def scope_user_resolver(*, tenant: str = "default") -> Callable[[MutableMapping[str, Any]], Identity | None]:

@@ -60,6 +60,7 @@ METRICS = (
     "lenient_header_accepts",
 )
 _UNSEEN = object()
+_RESOLVER_FAILED = object()
 _STREAM_EXTENSIONS = ("http.response.pathsend", "http.response.zerocopy", "http.response.trailers")
 
 
@@ -70,7 +71,8 @@ class IdempotencyMiddleware:
         app: the ASGI app to protect (place authentication outside this middleware).
         store: an :class:`IdempotencyStore` (``SQLiteStore`` is the embedded default).
         resolver: ``(asgi_scope) -> Identity | None``, sync or async (detected once; an awaitable returned by a
-            resolver taken for sync is awaited too), returning the *verified* identity.
+            resolver taken for sync is awaited too), returning the *verified* identity. A resolver that raises or
+            returns anything but an ``Identity`` (string fields) or None gets 401 on every route.
         secret: the scope HMAC secret shared by every instance (at least 32 bytes); optional with stores that
             provide one (SQLite keeps one in its file; memory generates one per process).
         config: the app-wide :class:`IdempotencyConfig` (default: its defaults).
@@ -129,6 +131,7 @@ class IdempotencyMiddleware:
         self._next_purge = clock.monotonic() + (self._purge_interval or 0.0)
         self._background: set[asyncio.Task[Any]] = set()
         self._stats = dict.fromkeys(METRICS, 0)
+        self._bad_identity_logged = False
         cache = ReplayCache(check_int(l1_cache, "l1_cache", minimum=0), clock) if l1_cache else None
         self._answers = Answers(self._problems, self._count, cache)
         configs = [self.config, *(r.cfg for _, _, r in self._routes if r is not None)]
@@ -235,6 +238,10 @@ class IdempotencyMiddleware:
         if parsed.lenient:
             self._count("lenient_header_accepts")
         identity = await self._identify(scope)
+        if identity is _RESOLVER_FAILED:  # spec §2.8 step 3: a failing resolver is a 401, anonymous routes included
+            await self._problem(send, 401, "idempotency-principal-required", "Authenticated principal required")
+            return
+        assert identity is None or isinstance(identity, Identity)
         if identity is None or not identity.principal:
             if not cfg.allow_anonymous:
                 await self._problem(send, 401, "idempotency-principal-required", "Authenticated principal required")
@@ -326,15 +333,25 @@ class IdempotencyMiddleware:
             await self._clock.asleep(min(remaining, delay * (0.5 + self._random())))
             delay = min(delay * 2, 1.0)
 
-    async def _identify(self, scope: Scope) -> Identity | None:
+    async def _identify(self, scope: Scope) -> Identity | object | None:
+        """The resolver's identity, None for "no principal", or ``_RESOLVER_FAILED`` (it raised, or returned
+        something other than an ``Identity`` with string fields or None: the scope HMAC cannot use it)."""
         try:
             found = self._resolver(scope)
             if self._resolver_is_async or inspect.isawaitable(found):  # a sync callable may return an awaitable
                 found = await found  # type: ignore[misc]
         except Exception:
             logger.exception("idempotency: the scope resolver failed; answering 401")
+            return _RESOLVER_FAILED
+        if found is None:
             return None
-        return found if isinstance(found, Identity) else None
+        problem = _identity_problem(found)
+        if problem is None:
+            return found
+        if not self._bad_identity_logged:  # a resolver bug repeats on every request: one line is enough
+            self._bad_identity_logged = True
+            logger.error("idempotency: the scope resolver returned %s; answering 401 (logged once)", problem)
+        return _RESOLVER_FAILED
 
     async def _get_secret(self, route: Route) -> bytes:
         if self._secret is None:
@@ -513,6 +530,22 @@ async def _key_passes(check: Callable[[str], Any], key: str) -> bool:
     except Exception:
         return False
     return bool(ok)
+
+
+def _identity_problem(found: object) -> str | None:
+    """Why the resolver result ``found`` (not None) is no usable identity, or None when it is one.
+
+    ``Identity`` checks its fields, but a subclass or ``object.__setattr__`` can get around that, and the scope HMAC
+    needs ``str`` fields."""
+    if not isinstance(found, Identity):
+        return f"a {type(found).__name__}, not an Identity or None"
+    principal: object = found.principal
+    tenant: object = found.tenant
+    if principal is not None and not isinstance(principal, str):
+        return f"an Identity whose principal is a {type(principal).__name__}, not a str or None"
+    if not isinstance(tenant, str):
+        return f"an Identity whose tenant is a {type(tenant).__name__}, not a str"
+    return None
 
 
 def _request_path(scope: Scope) -> bytes:
