@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import random as random_module
 import secrets
 from collections import OrderedDict
@@ -81,7 +82,9 @@ class IdempotencyMiddleware:
         problem_base: prefix of the problem ``type`` URIs (default ``"https://stalwart.dev/problems/"``).
         docs_url: linked from the 400 for a missing key (``Link: <url>; rel="describedby"``), optional.
         l1_cache: entries of an in-process cache of completed records (default 0: off; 256 is typical).
-        breaker: an optional :class:`~stalwart.CircuitBreaker` in front of the store's decisions; open → 503.
+        breaker: an optional :class:`~stalwart.CircuitBreaker` in front of the store's claims; open → 503 with
+            ``Retry-After`` (the breaker's remaining open time, capped by ``retry_after_cap``), on ``fail_open``
+            routes too: breaker state never runs the handler.
         purge_interval: seconds between background purges of expired records (default 60; None: never).
         clock: monotonic clock for heartbeats, waits and capture limits (default: the system clock).
         random: ``() -> float`` in [0, 1) for jitter (default :func:`random.random`).
@@ -305,7 +308,12 @@ class IdempotencyMiddleware:
         while True:
             try:
                 result = await self._claim(route, record_id, fingerprint, owner)
-            except (StoreUnavailable, RecordDecodeError, CircuitOpenError) as exc:
+            except CircuitOpenError as exc:
+                # The breaker refused: the store was not asked. Breaker state never triggers execution (spec
+                # §2.14), so this is a 503 on fail_open routes too; fail_open is for a store that failed.
+                await self._answers.unavailable(send, self._breaker_retry_after(route, exc))
+                return
+            except (StoreUnavailable, RecordDecodeError) as exc:
                 if isinstance(exc, RecordDecodeError):
                     logger.error("idempotency: undecodable record %s…: %s", record_id[:12], exc)
                 await self._unavailable(route, scope, receive, send, body)
@@ -435,6 +443,13 @@ class IdempotencyMiddleware:
                     raise
             await self._clock.asleep(min(delay * (0.5 + self._random()), remaining))
             delay = min(delay * 2, 5.0)
+
+    def _breaker_retry_after(self, route: Route, exc: CircuitOpenError) -> int:
+        """The 503's ``Retry-After`` for an open breaker: its remaining open time when known (rounded up, capped by
+        ``retry_after_cap``), else the usual jittered 1-2 s."""
+        if exc.retry_after is None:
+            return 1 + int(self._random() * 2)
+        return max(1, math.ceil(min(exc.retry_after, route.retry_after_cap)))
 
     async def _unavailable(self, route: Route, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
         if route.cfg.fail_open:
