@@ -41,6 +41,7 @@ from stalwart._clock import SystemClock
 from stalwart._deadline import Deadline, ambient_enforced
 from stalwart._events import HedgeStarted, emit, emit_budget_refusal, hooks_installed
 from stalwart._exceptions import DeadlineExceeded, Rejected
+from stalwart._retry_block import cancellation_requested, raise_cancelled
 from stalwart._retry_testing import current_mode
 from stalwart._types import NEVER_HANDLED
 
@@ -434,6 +435,11 @@ async def send_hedged(
             else:
                 if not await call.judge(outcome):
                     return outcome
+        if cancellation_requested():  # an attempt swallowed a cancellation: no further attempt
+            if isinstance(outcome, httpx.Response):
+                await outcome.aclose()
+                raise_cancelled(origin.name, None)
+            raise_cancelled(origin.name, outcome)
         now = monotonic()
         attempts = call.number
         if isinstance(outcome, BaseException):

@@ -36,6 +36,7 @@ from stalwart._deadline import Deadline, _current, ambient_enforced
 from stalwart._exceptions import DeadlineExceeded
 from stalwart._policy import check_decoratable
 from stalwart._registry import Registry
+from stalwart._retry_block import cancellation_requested, raise_cancelled
 from stalwart._types import NEVER_HANDLED
 
 from ._classify import is_retryable_exception
@@ -415,6 +416,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                             breaker.release(permit)  # type: ignore[union-attr]
                     if budget is not None and transient:
                         budget.record_failure(attempt == 1)
+                    if cancellation_requested():  # the attempt swallowed a cancellation: no further attempt
+                        raise_cancelled(origin.name, error)
                     retryable = self.error_retryable(error, request, replayable=replayable)
                     decision = self.decide(attempt, now - start, ambient, previous, retryable=retryable, response=None)
                     if not decision.retry:
@@ -470,6 +473,9 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
                         return response
                     if budget is not None:
                         budget.record_failure(attempt == 1)
+                    if cancellation_requested():  # the inner transport swallowed a cancellation: no retry
+                        await response.aclose()
+                        raise_cancelled(origin.name, None)
                     retryable = replayable and self.may_resend(request)
                     decision = self.decide(
                         attempt, now - start, ambient, previous, retryable=retryable, response=response
