@@ -138,8 +138,8 @@ class DeadlineMiddleware:
         wall_clock: POSIX seconds, for ``X-Deadline`` only (default: the system's wall clock).
 
     Raises:
-        ValueError: ``buffer`` negative or NaN, ``max_timeout`` or ``default_timeout`` not > 0, or a header name
-            stalwart does not understand.
+        ValueError: ``buffer`` negative or NaN, ``max_timeout`` or ``default_timeout`` not > 0, ``max_timeout`` not
+            above ``buffer``, or a header name stalwart does not understand.
         TypeError: a parameter has the wrong type.
     """
 
@@ -160,6 +160,11 @@ class DeadlineMiddleware:
         self._buffer = to_seconds(buffer, "buffer")
         maximum = to_seconds_or_none(max_timeout, "max_timeout", allow_zero=False, allow_inf=True)
         self._max = None if maximum is None or math.isinf(maximum) else maximum
+        if self._max is not None and self._max <= self._buffer:
+            raise ValueError(
+                f"max_timeout ({self._max:g} s) must exceed buffer ({self._buffer:g} s): every request carrying a "
+                "deadline would be answered 504 before its handler runs"
+            )
         self._default = to_seconds_or_none(default_timeout, "default_timeout", allow_zero=False)
         if isinstance(headers, str | bytes):
             raise TypeError(f"headers must be a collection of header names, got {headers!r}")
