@@ -59,9 +59,31 @@ METRICS = (
     "completion_write_failures",
     "fail_open_bypasses",
     "lenient_header_accepts",
+    "give_backs_dropped",
 )
 _UNSEEN = object()
 _RESOLVER_FAILED = object()
+_DROP_LOG_EVERY = 10.0  # seconds between two warnings about dropped give-backs
+
+
+class _GiveBack:
+    """The owners whose claim of one record id a running give-back releases (see ``_give_back``)."""
+
+    __slots__ = ("deadline", "owners", "store_timeout")
+
+    def __init__(self, owners: set[str], deadline: float, store_timeout: float) -> None:
+        self.owners = owners
+        self.deadline = deadline
+        self.store_timeout = store_timeout
+
+
+def _proved_not_applied(exc: BaseException) -> bool:
+    """Whether the store's failure ``exc`` proves the claim was not applied: the store sets ``not_applied = True``
+    on an exception raised before the command could reach the server (RedisStore: its server check failed, or
+    refused strictly, before the first command). Anything else may have been applied and is given back."""
+    return getattr(exc, "not_applied", False) is True
+
+
 _STREAM_EXTENSIONS = ("http.response.pathsend", "http.response.zerocopy", "http.response.trailers")
 
 
@@ -86,11 +108,14 @@ class IdempotencyMiddleware:
             ``Retry-After`` (the breaker's remaining open time, capped by ``retry_after_cap``), on ``fail_open``
             routes too: breaker state never runs the handler.
         purge_interval: seconds between background purges of expired records (default 60; None: never).
+        max_give_backs: background give-backs (releases of a claim that may have been applied but whose request
+            will not run) running at once, at most one per record id (default 256; at least 1); beyond it the newest
+            is dropped, counted in ``give_backs_dropped`` and logged.
         clock: monotonic clock for heartbeats, waits and capture limits (default: the system clock).
         random: ``() -> float`` in [0, 1) for jitter (default :func:`random.random`).
 
     Raises:
-        ValueError: invalid ``secret``, ``routes`` keys or ``purge_interval``.
+        ValueError: invalid ``secret``, ``routes`` keys, ``purge_interval`` or ``max_give_backs``.
     """
 
     def __init__(
@@ -108,6 +133,7 @@ class IdempotencyMiddleware:
         l1_cache: int = 0,
         breaker: Any = None,
         purge_interval: float | None = 60.0,
+        max_give_backs: int = 256,
         clock: Clock = SYSTEM_CLOCK,
         random: Callable[[], float] = random_module.random,
     ) -> None:
@@ -133,6 +159,9 @@ class IdempotencyMiddleware:
         self._random = random
         self._next_purge = clock.monotonic() + (self._purge_interval or 0.0)
         self._background: set[asyncio.Task[Any]] = set()
+        self._max_give_backs = check_int(max_give_backs, "max_give_backs", minimum=1)
+        self._give_backs: dict[str, _GiveBack] = {}
+        self._drop_logged_at = -math.inf
         self._stats = dict.fromkeys(METRICS, 0)
         self._bad_identity_logged = False
         cache = ReplayCache(check_int(l1_cache, "l1_cache", minimum=0), clock) if l1_cache else None
@@ -144,8 +173,8 @@ class IdempotencyMiddleware:
     # -- public helpers -------------------------------------------------------------------------------------------
 
     def statistics(self) -> dict[str, int]:
-        """Counters since start (spec §2.17 names), plus the store's ``evictions`` (MemoryStore) and
-        ``replication_shortfalls`` (RedisStore with ``wait_replicas``), 0 for stores without them."""
+        """Counters since start (spec §2.17 names and ``give_backs_dropped``), plus the store's ``evictions``
+        (MemoryStore) and ``replication_shortfalls`` (RedisStore with ``wait_replicas``), 0 for stores without them."""
         stats = dict(self._stats)
         stats["evictions"] = int(getattr(self.store, "evictions", 0))
         stats["replication_shortfalls"] = int(getattr(self.store, "replication_shortfalls", 0))
@@ -386,6 +415,7 @@ class IdempotencyMiddleware:
 
     async def _claim_store(self, route: Route, record_id: str, fingerprint: bytes, owner: str) -> ClaimResult:
         last: BaseException | None = None
+        maybe_applied = False  # whether a failed attempt may have left the claim applied
         try:
             for _ in range(2):  # an ambiguous claim is repeated with the same owner token (it is idempotent)
                 try:
@@ -404,45 +434,77 @@ class IdempotencyMiddleware:
                 except Exception as exc:  # StoreUnavailable, a timeout, or a driver error the store let escape
                     if not isinstance(exc, StoreUnavailable | TimeoutError):
                         logger.warning("idempotency: the store's claim raised %r; treated as unavailable", exc)
+                    maybe_applied = maybe_applied or not _proved_not_applied(exc)
                     last = exc
         except asyncio.CancelledError:  # cancelled mid-claim: the claim may have been applied
             self._give_back(route, record_id, owner)
             raise
-        self._give_back(route, record_id, owner)
+        if maybe_applied:  # no give-back when every attempt failed before reaching the store
+            self._give_back(route, record_id, owner)
         raise StoreUnavailable("the idempotency store did not answer the claim") from last
 
     def _give_back(self, route: Route, record_id: str, owner: str) -> None:
         """Release in the background the record of ``owner``, whose request processed nothing.
 
         Used for a claim that may have been applied but whose request will not run, and for a release (a "not
-        processed, retry" outcome) that failed on the request path.
+        processed, retry" outcome) that failed on the request path. The load on a failing store is bounded: one
+        give-back per record id at a time (a second owner of the same id joins the running one), and at most
+        ``max_give_backs`` at once; beyond that the newest is dropped (counted in ``give_backs_dropped`` and logged
+        at most every 10 s): its record, if the claim did land, lapses into ABANDONED as it would without a
+        give-back. The running ones are kept because they have already waited out part of the outage.
         """
-        self._spawn(self._release_until_answered(route, record_id, owner))
+        now = self._clock.monotonic()
+        pending = self._give_backs.get(record_id)
+        if pending is not None:
+            pending.owners.add(owner)
+            pending.deadline = max(pending.deadline, now + 2 * route.lease_ttl)
+            pending.store_timeout = route.store_timeout
+            return
+        if len(self._give_backs) >= self._max_give_backs:
+            self._stats["give_backs_dropped"] += 1
+            if now - self._drop_logged_at >= _DROP_LOG_EVERY:
+                self._drop_logged_at = now
+                logger.warning(
+                    "idempotency: %d give-backs running (max_give_backs); dropped %d so far: a claim the store may "
+                    "have applied without answering lapses into ABANDONED (outcome unknown) after its lease",
+                    len(self._give_backs),
+                    self._stats["give_backs_dropped"],
+                )
+            return
+        pending = self._give_backs[record_id] = _GiveBack({owner}, now + 2 * route.lease_ttl, route.store_timeout)
+        self._spawn(self._release_until_answered(record_id, pending))
 
-    async def _release_until_answered(self, route: Route, record_id: str, owner: str) -> None:
-        """Release the record of ``owner`` if it is still there: nothing was processed under it.
+    async def _release_until_answered(self, record_id: str, pending: _GiveBack) -> None:
+        """Release the record of ``record_id`` if one of the ``pending`` owners still holds it: nothing was processed
+        under it.
 
         The store just failed, so a single attempt usually fails too, and a record left in place would lapse into
         ABANDONED and answer "outcome unknown" for the retention although nothing was processed. So the release is
-        retried with backoff (on the middleware's clock) for up to twice the lease, and also applies to a record a
-        retry has meanwhile abandoned (the release is a compare-and-set on owner and fence: it never touches another
-        request's record, and a completed record is left alone).
+        retried with backoff (on the middleware's clock) for up to twice the lease (of the latest owner to join),
+        and also applies to a record a retry has meanwhile abandoned (the release is a compare-and-set on owner and
+        fence: it never touches another request's record, and a completed record is left alone). An owner joining
+        during a pass is handled by another pass.
         """
-        deadline = self._clock.monotonic() + 2 * route.lease_ttl
         delay = 0.1
-        while True:
-            try:
-                async with asyncio.timeout(route.store_timeout):
-                    record = await self.store.get(record_id)
-                    if record is not None and record.owner_token == owner and record.state is not State.COMPLETED:
-                        await self.store.release(record_id, owner_token=owner, fence=record.fence)
-                return
-            except Exception:
-                remaining = deadline - self._clock.monotonic()
-                if remaining <= 0:
-                    raise
-            await self._clock.asleep(min(delay * (0.5 + self._random()), remaining))
-            delay = min(delay * 2, 5.0)
+        try:
+            while pending.owners:
+                owners = set(pending.owners)  # before the read: an owner joining later gets a pass of its own
+                try:
+                    async with asyncio.timeout(pending.store_timeout):
+                        record = await self.store.get(record_id)
+                        if record is not None and record.owner_token in owners and record.state is not State.COMPLETED:
+                            await self.store.release(record_id, owner_token=record.owner_token, fence=record.fence)
+                except Exception:
+                    remaining = pending.deadline - self._clock.monotonic()
+                    if remaining <= 0:
+                        raise
+                    await self._clock.asleep(min(delay * (0.5 + self._random()), remaining))
+                    delay = min(delay * 2, 5.0)
+                    continue
+                pending.owners -= owners
+        finally:
+            if self._give_backs.get(record_id) is pending:
+                del self._give_backs[record_id]
 
     def _breaker_retry_after(self, route: Route, exc: CircuitOpenError) -> int:
         """The 503's ``Retry-After`` for an open breaker: its remaining open time when known (rounded up, capped by

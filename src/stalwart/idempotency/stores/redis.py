@@ -299,11 +299,16 @@ class RedisStore:
             )
 
     async def _first_use(self) -> None:
-        async with self._check_lock:
-            if self._check_error is not None:
-                raise self._check_error
-            if not self._checked:
-                await self.check_server()
+        try:
+            async with self._check_lock:
+                if self._check_error is not None:
+                    raise self._check_error
+                if not self._checked:
+                    await self.check_server()
+        except StoreUnavailable as exc:
+            # The operation's own command was never sent: IdempotencyMiddleware need not give a claim back.
+            exc.not_applied = True  # type: ignore[attr-defined]
+            raise
 
     async def check_server(self) -> list[str]:
         """Check the server's ``maxmemory-policy`` and persistence settings (spec §2.16.3).
