@@ -120,7 +120,10 @@ class Answers:
             await send_response(send, response)
             return
         if record.state is State.ABANDONED:
-            self._count("abandoned")
+            if store_now is not None and record.updated_at == store_now:
+                # This request's claim found the lease lapsed and abandoned the record (T6 strict): the store writes
+                # the abandonment at the instant it answers with. Later requests only read it: not counted again.
+                self._count("abandoned")
             status, headers, body = self.problems.build(
                 route.cfg.abandoned_status,
                 "idempotency-outcome-unknown",

@@ -355,13 +355,19 @@ class Execution:
             and record.fence == self.fence
         )
 
+    async def _abandon(self) -> bool:
+        abandoned = await self._store.abandon(self.record_id, owner_token=self.owner, fence=self.fence)
+        if abandoned:
+            self._count("abandoned")  # T5: this execution's record is now ABANDONED (outcome unknown)
+        return abandoned
+
     async def _shielded_abandon(self) -> None:
         # Shutdown or cancellation: a short, shielded CAS; a second cancellation does not stop it.
         route = self.route
         if route.reclaim and not self.state.started and route.marker:
             op = self._store.release(self.record_id, owner_token=self.owner, fence=self.fence)
         else:
-            op = self._store.abandon(self.record_id, owner_token=self.owner, fence=self.fence)
+            op = self._abandon()
         task = asyncio.ensure_future(asyncio.wait_for(op, timeout=min(route.store_timeout, 1.0)))
         try:
             await asyncio.shield(task)

@@ -58,7 +58,8 @@ class State(enum.StrEnum):
 
 
 class Outcome(enum.StrEnum):
-    """What a completed record holds: a real ``response``, a synthetic 500 for an ``exception``, or ``unknown``."""
+    """What a record holds: a real ``response`` or a synthetic 500 for an ``exception`` (completed records), or
+    ``unknown`` (abandoned records: the execution stopped without recording its outcome)."""
 
     RESPONSE = "response"
     EXCEPTION = "exception"
@@ -105,7 +106,8 @@ class Record:
         updated_at: last write.
         completed_at: completion time, or None.
         expires_at: retention deadline (lease + retention while in progress; completion + retention after).
-        outcome: the stored outcome, or None while in progress.
+        outcome: the stored outcome: ``Outcome.UNKNOWN`` once abandoned (until a late completion stores the real
+            one), None while in progress.
         status: the stored status code, or None.
         headers: stored response headers (filtered, ordered raw pairs).
         body: stored response body.
@@ -231,11 +233,12 @@ def new_record(
 def reclaim_record(
     current: Record, *, owner_token: str, fence: int, now: float, lease_ttl: float, retention: float
 ) -> Record:
-    """The record after a reclaim: new owner, the new (higher) fence, ``attempt + 1``, a fresh lease."""
+    """The record after a reclaim: new owner, the new (higher) fence, ``attempt + 1``, a fresh lease, no outcome."""
     lease = now + lease_ttl
     return replace(
         current,
         state=State.IN_PROGRESS,
+        outcome=None,
         owner_token=owner_token,
         fence=fence,
         attempt=current.attempt + 1,
@@ -256,14 +259,15 @@ def _owns(record: Record | None, owner_token: str, fence: int, now: float) -> Ty
 
 
 def apply_abandon(current: Record | None, *, owner_token: str, fence: int, now: float) -> Record | None:
-    """T5 owner-abandon (and T6 strict, with the record's own owner and fence): IN_PROGRESS → ABANDONED.
+    """T5 owner-abandon (and T6 strict, with the record's own owner and fence): IN_PROGRESS → ABANDONED with
+    ``outcome=unknown`` (spec §2.6), ``updated_at`` set to ``now``.
 
     Returns the new record, or None when the compare fails (another owner or fence, or not in progress).
     The retention deadline is kept, so an abandoned record outlives its lease by the retention.
     """
     if not _owns(current, owner_token, fence, now) or current.state is not State.IN_PROGRESS:
         return None
-    return replace(current, state=State.ABANDONED, updated_at=now)
+    return replace(current, state=State.ABANDONED, outcome=Outcome.UNKNOWN, updated_at=now)
 
 
 def apply_heartbeat(

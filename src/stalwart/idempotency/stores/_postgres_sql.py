@@ -90,11 +90,12 @@ _TEMPLATES: dict[str, str] = {
             outcome = NULL, status = NULL, headers = '', body = '', body_omitted = false, schema_version = %(sv)s
         WHERE record_id = %(rid)s RETURNING {c}""",
     "reclaim": """
-        UPDATE {t} SET state = 'in_progress', owner_token = %(owner)s, fence = nextval({seq}),
+        UPDATE {t} SET state = 'in_progress', outcome = NULL, owner_token = %(owner)s, fence = nextval({seq}),
             attempt = attempt + 1, lease_expires_at = %(now)s + %(lease)s * interval '1 second',
             updated_at = %(now)s, expires_at = %(now)s + (%(lease)s + %(retention)s) * interval '1 second'
         WHERE record_id = %(rid)s RETURNING {c}""",
-    "abandon_expired": "UPDATE {t} SET state = 'abandoned', updated_at = %(now)s WHERE record_id = %(rid)s "
+    "abandon_expired": "UPDATE {t} SET state = 'abandoned', outcome = 'unknown', updated_at = %(now)s "
+    "WHERE record_id = %(rid)s "
     "RETURNING {c}",
     # CAS writes: compare (record_id, owner_token, fence), the state, and that the record is not past retention.
     "heartbeat": """
@@ -112,7 +113,7 @@ _TEMPLATES: dict[str, str] = {
         DELETE FROM {t} WHERE record_id = %(rid)s AND owner_token = %(owner)s AND fence = %(fence)s
             AND state <> 'completed' AND expires_at > now()""",
     "abandon": """
-        UPDATE {t} SET state = 'abandoned', updated_at = now()
+        UPDATE {t} SET state = 'abandoned', outcome = 'unknown', updated_at = now()
         WHERE record_id = %(rid)s AND owner_token = %(owner)s AND fence = %(fence)s
             AND state = 'in_progress' AND expires_at > now()""",
     "get": "SELECT {c} FROM {t} WHERE record_id = %s AND expires_at > now()",

@@ -48,6 +48,7 @@ local function take(attempt)
   local fence = redis.call('INCR', KEYS[2]) * tonumber(ARGV[8]) + tonumber(ARGV[9])
   redis.call('HSET', key, 'st', 'in_progress', 'ow', ARGV[4], 'fe', fence, 'at', attempt, 'le', lease, 'up', now,
              'ex', expires)
+  redis.call('HDEL', key, 'oc')
   redis.call('PEXPIREAT', key, math.ceil(expires / 1000))
   redis.call('ZADD', KEYS[3], expires, id)
   if cur[1] == 'abandoned' then redis.call('ZREM', KEYS[4], id) end
@@ -68,7 +69,7 @@ if cur[1] == 'in_progress' then
   if cur[4] == ARGV[4] then return {1, now, redis.call('HGETALL', key)} end
   if tonumber(cur[5]) < now then
     if ARGV[7] == '1' then return take(tonumber(cur[7]) + 1) end
-    redis.call('HSET', key, 'st', 'abandoned', 'up', now)
+    redis.call('HSET', key, 'st', 'abandoned', 'oc', 'unknown', 'up', now)
     redis.call('ZADD', KEYS[4], now, id)
   end
 elseif cur[1] == 'abandoned' and ARGV[7] == '1' then
@@ -133,7 +134,7 @@ ABANDON = (
     + """
 local cur = redis.call('HMGET', KEYS[1], 'st', 'ow', 'fe', 'ex')
 if cur[1] ~= 'in_progress' or cur[2] ~= ARGV[2] or cur[3] ~= ARGV[3] or tonumber(cur[4]) <= now then return 0 end
-redis.call('HSET', KEYS[1], 'st', 'abandoned', 'up', now)
+redis.call('HSET', KEYS[1], 'st', 'abandoned', 'oc', 'unknown', 'up', now)
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 return 1
 """

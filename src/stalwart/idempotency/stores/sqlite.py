@@ -72,7 +72,7 @@ _SQL = {
     "next_fence": "UPDATE {m} SET value = value + 1 WHERE name = 'fence' RETURNING value",
     "select": "SELECT {c} FROM {r} WHERE record_id = ?",
     "write": "INSERT OR REPLACE INTO {r} ({c}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "abandon_expired": "UPDATE {r} SET state = 'abandoned', updated_at = ? "
+    "abandon_expired": "UPDATE {r} SET state = 'abandoned', outcome = 'unknown', updated_at = ? "
     "WHERE record_id = ? AND owner_token = ? AND fence = ?",
     # CAS statements: ?1 record_id, ?2 now, ?3 owner_token, ?4 fence, then statement-specific values.
     "heartbeat": "UPDATE {r} SET lease_expires_at = ?2 + ?5, updated_at = ?2, "
@@ -83,7 +83,7 @@ _SQL = {
     "WHERE record_id = ?1 AND owner_token = ?3 AND fence = ?4 AND state != 'completed' AND expires_at > ?2",
     "release": "DELETE FROM {r} "
     "WHERE record_id = ?1 AND owner_token = ?3 AND fence = ?4 AND state != 'completed' AND expires_at > ?2",
-    "abandon": "UPDATE {r} SET state = 'abandoned', updated_at = ?2 "
+    "abandon": "UPDATE {r} SET state = 'abandoned', outcome = 'unknown', updated_at = ?2 "
     "WHERE record_id = ?1 AND owner_token = ?3 AND fence = ?4 AND state = 'in_progress' AND expires_at > ?2",
     "purge": "DELETE FROM {r} WHERE record_id IN (SELECT record_id FROM {r} WHERE expires_at <= ? LIMIT ?)",
     "abandoned": "SELECT {c} FROM {r} WHERE state = 'abandoned' AND expires_at > ? ORDER BY updated_at LIMIT ?",
