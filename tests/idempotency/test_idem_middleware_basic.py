@@ -64,15 +64,18 @@ async def test_cors_preflight_is_never_intercepted() -> None:
 
 
 async def test_non_http_scopes_pass_through() -> None:
-    seen: list[str] = []
+    seen: list[tuple[str, str]] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        seen.append(scope["type"])
+        seen.append((scope["type"], (await receive())["type"]))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup" if lifespan else "websocket.connect"}
 
     mw = wrap(app)
-    for kind in ("websocket", "lifespan"):
-        await mw({"type": kind}, None, None)  # type: ignore[arg-type]
-    assert seen == ["websocket", "lifespan"]
+    for lifespan in (False, True):  # the lifespan's start-up event is passed on (after the store's check, if any)
+        await mw({"type": "lifespan" if lifespan else "websocket"}, receive, None)  # type: ignore[arg-type]
+    assert seen == [("websocket", "websocket.connect"), ("lifespan", "lifespan.startup")]
 
 
 async def test_missing_key_optional_passes_through_and_required_is_400() -> None:

@@ -4,7 +4,9 @@ Flow per request: gate (http, method, route) → header (§2.3) → scope resolv
 fingerprint it (§2.5) → optional L1 cache → claim → classify: execute, 422, replay, outcome-unknown, 409 or 503.
 Configuration: ``config`` applies app-wide; ``routes`` maps ``"[METHOD ]/path/{param}"`` templates to their own
 :class:`IdempotencyConfig` (or None to disable); an endpoint decorated with :func:`idempotent` overrides both and
-sets the execution-started marker. Middleware order: authentication → idempotency → app.
+sets the execution-started marker. Middleware order: authentication → idempotency → app. On the ASGI lifespan
+start-up the store's server check runs (``check_server()``, RedisStore) before the app starts; a strict refusal
+fails the start-up.
 """
 
 from __future__ import annotations
@@ -228,6 +230,9 @@ class IdempotencyMiddleware:
     # -- ASGI entry point -----------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -245,6 +250,48 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         await self._handle(route, scope, receive, send, values)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI lifespan: check the store at start-up, then pass every event on to the app.
+
+        On ``lifespan.startup`` the store's start-up check runs first (``check_server()``, when the store has one:
+        RedisStore's server settings, spec §2.16.3), so problems are logged at start-up rather than on the first
+        request. A check that refuses (``RedisServerCheckError`` with ``strict_server_checks=True``, or any error
+        other than ``StoreUnavailable``) fails the start-up: ``lifespan.startup.failed`` with the message, as
+        Starlette reports a failing start-up, and the app never sees the event. A store that cannot be reached is
+        logged and checked again on first use. Everything else reaches the app unchanged.
+        """
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            failure = await self._check_store()
+            if failure is not None:
+                await send({"type": "lifespan.startup.failed", "message": failure})
+                return
+        first = [message]
+
+        async def app_receive() -> Message:
+            return first.pop() if first else await receive()
+
+        await self.app(scope, app_receive, send)
+
+    async def _check_store(self) -> str | None:
+        """Run the store's start-up check; the message of a refusal that must fail the start-up, else None."""
+        check = getattr(self.store, "check_server", None)
+        if not callable(check):
+            return None
+        try:
+            async with asyncio.timeout(float(self.config.store_timeout)):  # type: ignore[arg-type]  # normalised
+                await check()
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) or (isinstance(exc, StoreUnavailable) and not _is_server_refusal(exc)):
+                logger.warning(
+                    "idempotency: the store's start-up check could not run (%s); it runs again on first use",
+                    exc or type(exc).__name__,
+                )
+                return None
+            logger.error("idempotency: the store's start-up check failed: %s", exc)
+            return f"idempotency store check failed: {exc}"
+        return None
 
     async def _problem(
         self, send: Send, status: int, name: str, title: str, extra: list[tuple[bytes, bytes]] | None = None
@@ -607,6 +654,15 @@ async def _key_passes(check: Callable[[str], Any], key: str) -> bool:
     except Exception:
         return False
     return bool(ok)
+
+
+def _is_server_refusal(exc: StoreUnavailable) -> bool:
+    """Whether ``exc`` is RedisStore's strict refusal of the server's settings (not a connection failure)."""
+    try:
+        from .stores._redis_checks import RedisServerCheckError  # noqa: PLC0415 - needs redis-py
+    except ImportError:  # redis-py is not installed: no RedisStore raised it
+        return False
+    return isinstance(exc, RedisServerCheckError)
 
 
 def _identity_problem(found: object) -> str | None:

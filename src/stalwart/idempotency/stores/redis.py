@@ -19,7 +19,8 @@ shard``, which strictly increases for every record (a record always maps to the 
 store, but is ordered across records only within a shard. With the default ``shards=1`` the counter is store-wide.
 ``shards`` must never change for a prefix: records would move to other keys and be seen as absent.
 
-Server settings (checked on first use or by :meth:`RedisStore.check_server`): ``maxmemory-policy noeviction`` (any
+Server settings (checked at start-up by ``IdempotencyMiddleware`` on the ASGI lifespan, else before the first
+operation, or by :meth:`RedisStore.check_server`): ``maxmemory-policy noeviction`` (any
 eviction policy may drop a live in-progress record, and then the request runs twice) and AOF with ``appendfsync
 always`` (otherwise an acknowledged claim can be lost in a crash). Problems are logged on the ``stalwart`` logger;
 with ``strict_server_checks=True`` they raise :class:`RedisServerCheckError`. Redis expiry follows the server's wall
