@@ -8,6 +8,7 @@ builds the problem+json answers, counting each in the middleware's metrics.
 from __future__ import annotations
 
 import math
+import random as random_module
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,10 +23,16 @@ from ._replay import ProblemFactory, replay_response, send_response
 if TYPE_CHECKING:
     from ._routing import Route
 
-__all__ = ["Answers", "ReplayCache"]
+__all__ = ["Answers", "ReplayCache", "unavailable_retry_after"]
 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
+
+
+def unavailable_retry_after(random: Callable[[], float]) -> int:
+    """The ``Retry-After`` of a 503 "store unavailable" (spec §2.11): 1 or 2 seconds (``int``), jittered by
+    ``random`` (``() -> float`` in [0, 1)) so that clients turned away together do not come back together."""
+    return 1 + int(random() * 2)
 
 
 class ReplayCache:
@@ -69,14 +76,23 @@ class Answers:
         problems: the problem+json factory.
         count: increments a named metric.
         cache: the optional cache of completed records (fed by replays).
+        random: ``() -> float`` in [0, 1) jittering the 503's ``Retry-After`` (default None: :func:`random.random`,
+            looked up at each use).
     """
 
-    __slots__ = ("_count", "cache", "problems")
+    __slots__ = ("_count", "_random", "cache", "problems")
 
-    def __init__(self, problems: ProblemFactory, count: Callable[[str], None], cache: ReplayCache | None) -> None:
+    def __init__(
+        self,
+        problems: ProblemFactory,
+        count: Callable[[str], None],
+        cache: ReplayCache | None,
+        random: Callable[[], float] | None = None,
+    ) -> None:
         self.problems = problems
         self._count = count
         self.cache = cache
+        self._random = random
 
     async def problem(
         self, send: Send, status: int, name: str, title: str, extra: Sequence[tuple[bytes, bytes]] = ()
@@ -84,8 +100,11 @@ class Answers:
         """Send a problem+json answer."""
         await send_response(send, self.problems.build(status, name, title), extra)
 
-    async def unavailable(self, send: Send, retry_after: int) -> None:
-        """503: the store cannot decide; the handler does not run (G4)."""
+    async def unavailable(self, send: Send, retry_after: int | None = None) -> None:
+        """503: the store cannot decide; the handler does not run (G4). ``retry_after``: seconds (``int``); default
+        the jittered 1-2 s of :func:`unavailable_retry_after`."""
+        if retry_after is None:
+            retry_after = unavailable_retry_after(self._random or random_module.random)
         self._count("store_unavailable_503")
         await self.problem(
             send,

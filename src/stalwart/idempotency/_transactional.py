@@ -119,7 +119,7 @@ async def run_transactional(
                     await tx.complete(response, retention=route.retention)
                 except StoreUnavailable as exc:
                     logger.warning("idempotency: transactional commit failed; nothing was applied: %r", exc)
-                    await answers.unavailable(send, 1)
+                    await answers.unavailable(send)  # the jittered 1-2 s (spec §2.11)
                     return
             else:
                 try:

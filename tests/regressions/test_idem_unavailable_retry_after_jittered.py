@@ -1,0 +1,107 @@
+"""Regression: a 503 "store unavailable" answered ``Retry-After: 1`` on every failed transactional commit.
+
+Spec §2.11: the 503 ``idempotency-store-unavailable`` carries ``Retry-After`` "default 1-2 s, jittered", so clients
+turned away by one outage do not all come back in the same second. The lease-mode paths jittered it with the
+middleware's ``random``; transactional mode sent a constant ``1`` after a commit failed. Every 503 of the kind now
+follows the injected random; these tests drive it to both ends of [0, 1), so a constant fails them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random as random_module
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from stalwart import StoreUnavailable
+from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore, StoredResponse
+from stalwart.idempotency._answers import unavailable_retry_after
+
+SECRET = b"s" * 32
+
+
+class FakeTx:
+    acquired = True
+    existing = None
+    now = 0.0
+    connection = object()
+
+    async def rollback(self) -> None:
+        pass
+
+    async def complete(self, response: StoredResponse, *, retention: float) -> None:
+        raise StoreUnavailable("commit: connection reset")
+
+
+class FailingStore(MemoryStore):
+    """Fails where told: ``"claim"`` (lease mode), ``"open"`` (the transaction) or ``"commit"``."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+
+    async def claim(self, *args: Any, **kwargs: Any) -> Any:
+        if self.where == "claim":
+            raise StoreUnavailable("claim: connection refused")
+        return await super().claim(*args, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, record_id: str, *, fingerprint: bytes, fp_version: int) -> AsyncIterator[FakeTx]:
+        if self.where == "open":
+            raise StoreUnavailable("no connection")
+        yield FakeTx()
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b"created"})
+
+
+async def retry_after(mw: Any) -> tuple[int, bytes]:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/payments",
+        "raw_path": b"/payments",
+        "query_string": b"",
+        "headers": [(b"idempotency-key", b"k-1")],
+    }
+    starts: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            starts.append(message)
+
+    await mw(scope, receive, send)
+    (start,) = starts
+    return start["status"], dict(start["headers"])[b"retry-after"]
+
+
+@pytest.mark.parametrize(("drawn", "expected"), [(0.0, b"1"), (0.49, b"1"), (0.5, b"2"), (0.999, b"2")])
+@pytest.mark.parametrize("where", ["claim", "open", "commit"])
+async def test_every_store_unavailable_503_is_jittered_by_the_injected_random(
+    where: str, drawn: float, expected: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draw: Callable[[], float] = lambda: drawn  # noqa: E731
+    monkeypatch.setattr(random_module, "random", draw)  # the same draw whichever random a path reads
+    mw = IdempotencyMiddleware(
+        app,
+        store=FailingStore(where),
+        resolver=lambda s: Identity("alice"),
+        secret=SECRET,
+        config=IdempotencyConfig(transactional=where in ("open", "commit")),
+        random=draw,
+    )
+    assert await retry_after(mw) == (503, expected)
+
+
+def test_the_jitter_spans_one_to_two_seconds() -> None:
+    seeded = random_module.Random(20_241_130)
+    values = {unavailable_retry_after(seeded.random) for _ in range(200)}
+    assert values == {1, 2}
