@@ -66,6 +66,8 @@ METRICS = (
 _UNSEEN = object()
 _RESOLVER_FAILED = object()
 _DROP_LOG_EVERY = 10.0  # seconds between two warnings about dropped give-backs
+_PURGE_BATCH = 1000  # records per store.purge() call
+_PURGE_BATCHES_PER_RUN = 10  # batches one purge run makes at most before it pauses (at most 1 s)
 
 
 class _GiveBack:
@@ -109,7 +111,11 @@ class IdempotencyMiddleware:
         breaker: an optional :class:`~stalwart.CircuitBreaker` in front of the store's claims; open → 503 with
             ``Retry-After`` (the breaker's remaining open time, capped by ``retry_after_cap``), on ``fail_open``
             routes too: breaker state never runs the handler.
-        purge_interval: seconds between background purges of expired records (default 60; None: never).
+        purge_interval: seconds between purges of expired records (default 60; None: never). Each run deletes
+            batches of 1000 while a batch comes back full, at most 10 per run; a run that hits that cap is
+            followed by the next one after at most 1 s. The runs come from a background task started when the
+            app's lifespan starts up (stopped at shut-down, sleeping on ``clock``), or, without a lifespan, from
+            the first keyed request after each interval.
         max_give_backs: background give-backs (releases of a claim that may have been applied but whose request
             will not run) running at once, at most one per record id (default 256; at least 1); beyond it the newest
             is dropped, counted in ``give_backs_dropped`` and logged.
@@ -160,6 +166,9 @@ class IdempotencyMiddleware:
         self._clock = clock
         self._random = random
         self._next_purge = clock.monotonic() + (self._purge_interval or 0.0)
+        self._purge_task: asyncio.Future[None] | None = None
+        self._purging = False  # a purge run is in progress
+        self._purge_stopping = False
         self._background: set[asyncio.Task[Any]] = set()
         self._max_give_backs = check_int(max_give_backs, "max_give_backs", minimum=1)
         self._give_backs: dict[str, _GiveBack] = {}
@@ -270,9 +279,20 @@ class IdempotencyMiddleware:
         first = [message]
 
         async def app_receive() -> Message:
-            return first.pop() if first else await receive()
+            received = first.pop() if first else await receive()
+            if received["type"] == "lifespan.shutdown":
+                await self._stop_purging()  # before the app's own shut-down closes the store
+            return received
 
-        await self.app(scope, app_receive, send)
+        async def app_send(sent: Message) -> None:
+            if sent["type"] == "lifespan.startup.complete":
+                self._start_purging()
+            await send(sent)
+
+        try:
+            await self.app(scope, app_receive, app_send)
+        finally:  # the app's lifespan ended (or does not exist): purges go back to the request-driven trigger
+            await self._stop_purging()
 
     async def _check_store(self) -> str | None:
         """Run the store's start-up check; the message of a refusal that must fail the start-up, else None."""
@@ -637,11 +657,71 @@ class IdempotencyMiddleware:
         if not task.cancelled() and task.exception() is not None:
             logger.warning("idempotency background task failed: %r", task.exception())
 
-    def _maybe_purge(self) -> None:
-        if self._purge_interval is None or self._clock.monotonic() < self._next_purge:
+    # -- purging expired records (spec §2.15) ----------------------------------------------------------------------
+
+    def _start_purging(self) -> None:
+        """Start the periodic purge task (the app's lifespan started)."""
+        if self._purge_interval is not None and self._purge_task is None:
+            self._purge_stopping = False
+            self._purge_task = asyncio.ensure_future(self._purge_loop(self._purge_interval))
+
+    async def _stop_purging(self) -> None:
+        """Stop the periodic purge task: at once while it waits, after its current batch while it purges."""
+        task, self._purge_task = self._purge_task, None
+        if task is None:
             return
-        self._next_purge = self._clock.monotonic() + self._purge_interval
-        self._spawn(self.store.purge())
+        self._purge_stopping = True
+        if not self._purging:
+            task.cancel()
+        await asyncio.wait({task})
+        self._purge_stopping = False
+
+    async def _purge_loop(self, interval: float) -> None:
+        delay = interval
+        while True:
+            self._next_purge = self._clock.monotonic() + delay
+            await self._clock.asleep(delay)
+            delay = await self._purge()
+            if self._purge_stopping:
+                return
+
+    def _maybe_purge(self) -> None:
+        """The request-driven trigger, for apps without a lifespan (the periodic task does it otherwise)."""
+        if (
+            self._purge_interval is None
+            or self._purge_task is not None
+            or self._purging
+            or self._clock.monotonic() < self._next_purge
+        ):
+            return
+        self._purging = True  # set now: the next request must not start a second run
+        self._spawn(self._purge_from_request())
+
+    async def _purge_from_request(self) -> None:
+        delay = await self._purge()
+        self._next_purge = self._clock.monotonic() + delay
+
+    async def _purge(self) -> float:
+        """One purge run: batches of ``_PURGE_BATCH`` while a batch comes back full, at most
+        ``_PURGE_BATCHES_PER_RUN`` of them so that one run cannot monopolise the store. Returns the seconds until
+        the next run: ``purge_interval``, or at most 1 s when the cap left expired records behind. The store
+        deletes only records past their retention (a live record is never touched); failures are logged."""
+        assert self._purge_interval is not None
+        self._purging = True
+        backlog = False
+        try:
+            for _ in range(_PURGE_BATCHES_PER_RUN):
+                if await self.store.purge(limit=_PURGE_BATCH) < _PURGE_BATCH:
+                    break
+                if self._purge_stopping:
+                    break
+            else:
+                backlog = True
+        except Exception as exc:
+            logger.warning("idempotency: purging expired records failed: %r", exc)
+        finally:
+            self._purging = False
+        return min(self._purge_interval, 1.0) if backlog else self._purge_interval
 
 
 async def _key_passes(check: Callable[[str], Any], key: str) -> bool:
