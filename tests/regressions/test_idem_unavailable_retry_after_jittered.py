@@ -86,10 +86,9 @@ async def retry_after(mw: Any) -> tuple[int, bytes]:
 @pytest.mark.parametrize(("drawn", "expected"), [(0.0, b"1"), (0.49, b"1"), (0.5, b"2"), (0.999, b"2")])
 @pytest.mark.parametrize("where", ["claim", "open", "commit"])
 async def test_every_store_unavailable_503_is_jittered_by_the_injected_random(
-    where: str, drawn: float, expected: bytes, monkeypatch: pytest.MonkeyPatch
+    where: str, drawn: float, expected: bytes
 ) -> None:
-    draw: Callable[[], float] = lambda: drawn  # noqa: E731
-    monkeypatch.setattr(random_module, "random", draw)  # the same draw whichever random a path reads
+    draw: Callable[[], float] = lambda: drawn  # noqa: E731  # only the middleware's random= is driven
     mw = IdempotencyMiddleware(
         app,
         store=FailingStore(where),

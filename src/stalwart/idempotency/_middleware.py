@@ -26,7 +26,7 @@ from stalwart._config import check_int, to_seconds_or_none
 from stalwart._exceptions import CircuitOpenError, StoreUnavailable
 from stalwart._policy import is_async_callable
 
-from ._answers import Answers, ReplayCache
+from ._answers import Answers, ReplayCache, unavailable_retry_after
 from ._execution import Execution, heartbeat_loop
 from ._fingerprint import FP_VERSION, compute_fingerprint, header_values
 from ._identity import Identity, Resolver
@@ -176,7 +176,7 @@ class IdempotencyMiddleware:
         self._stats = dict.fromkeys(METRICS, 0)
         self._bad_identity_logged = False
         cache = ReplayCache(check_int(l1_cache, "l1_cache", minimum=0), clock) if l1_cache else None
-        self._answers = Answers(self._problems, self._count, cache)
+        self._answers = Answers(self._problems, self._count, cache, self._random)
         configs = [self.config, *(r.cfg for _, _, r in self._routes if r is not None)]
         if any(c.transactional for c in configs) and not callable(getattr(store, "transaction", None)):
             raise ValueError(f"transactional=True needs a store with transaction() (PostgresStore), not {store!r}")
@@ -577,7 +577,7 @@ class IdempotencyMiddleware:
         """The 503's ``Retry-After`` for an open breaker: its remaining open time when known (rounded up, capped by
         ``retry_after_cap``), else the usual jittered 1-2 s."""
         if exc.retry_after is None:
-            return 1 + int(self._random() * 2)
+            return unavailable_retry_after(self._random)
         return max(1, math.ceil(min(exc.retry_after, route.retry_after_cap)))
 
     async def _unavailable(self, route: Route, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
@@ -590,7 +590,7 @@ class IdempotencyMiddleware:
             )
             await self.app(scope, replaying_receive(body, receive, shield=False), send)
             return
-        await self._answers.unavailable(send, 1 + int(self._random() * 2))
+        await self._answers.unavailable(send)  # the jittered 1-2 s, on the middleware's random
 
     # -- execution ------------------------------------------------------------------------------------------------
 
