@@ -60,8 +60,9 @@ class BreakerLink:
 
     def begin(self) -> SyncRequest:
         """What to send for this breaker now (taken from the machine)."""
+        now = self._monotonic()
         with self._lock:
-            return self.machine.take()
+            return self.machine.take(now)
 
     def end(self, view: FleetView) -> None:
         """Adopt the fleet's answer; publish the transitions it causes."""

@@ -22,6 +22,13 @@ While connected (the last sync answered):
 
 When the store cannot be reached the machine is an ordinary local breaker from its current state; a local trip is
 kept as a proposal for when the store answers again, and otherwise the fleet's state is adopted then.
+
+A store may lose the fleet's state (a restart without persistence, a failover to a replica that missed the latest
+writes, an evicted or deleted key). So every sync of a process whose breaker is OPEN, HALF_OPEN or FORCED_OPEN also
+carries a :class:`Claim` (its state and the rest of its open period on its own clock; HALF_OPEN is claimed as OPEN
+with nothing left), which the store restores when its state was rebuilt from nothing or is older than the epoch the
+process knew, instead of every process adopting "no state" as CLOSED and calling the failing dependency at once.
+Claims meet deterministically: FORCED_OPEN over OPEN over anything else, and among OPEN the latest end wins.
 """
 
 from __future__ import annotations
@@ -33,12 +40,13 @@ from ._breaker_settings import BreakerSettings, CircuitState, Permit
 from ._breaker_state import BreakerMachine
 from ._windows import FAILED, OK, SLOW, CountAggregator, CountWindow, TimeAggregator
 
-__all__ = ["FleetView", "Proposal", "SharedMachine", "SyncRequest"]
+__all__ = ["Claim", "FleetView", "Proposal", "SharedMachine", "SyncRequest"]
 
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
 _HALF_OPEN = CircuitState.HALF_OPEN
 _METRICS_ONLY = CircuitState.METRICS_ONLY
+_FORCED_OPEN = CircuitState.FORCED_OPEN
 
 
 def _no_wake() -> None:
@@ -68,6 +76,34 @@ class Proposal(NamedTuple):
     expected_epoch: int | None
 
 
+class Claim(NamedTuple):
+    """This process's OPEN (or HALF_OPEN, or FORCED_OPEN), for the store to restore should it have lost the fleet's.
+
+    Sent with every sync of a breaker in one of those states. The store restores it only when its own state of the
+    breaker was rebuilt from nothing since this process last heard from it (no state: a restart without
+    persistence, an eviction; or a CLOSED state created meanwhile by a process with nothing to claim) or is older
+    than the epoch this process knew (a replica that missed the latest writes): never over a transition the fleet
+    made. Several claims give the most restrictive state, whatever their order: FORCED_OPEN over OPEN over any
+    other state, and among OPEN the latest end of the open period.
+
+    Attributes:
+        state: OPEN (also for a process in HALF_OPEN, its open period over) or FORCED_OPEN.
+        reason: the reason of the transition that opened the breaker.
+        rate: its rate, or ``None``.
+        open_remaining: seconds left of the open period on this process's clock (``0.0`` from HALF_OPEN and
+            FORCED_OPEN; never negative).
+        openings: consecutive openings since the last clean close.
+        last_open_duration: the last open period, seconds.
+    """
+
+    state: CircuitState
+    reason: str
+    rate: float | None
+    open_remaining: float
+    openings: int
+    last_open_duration: float
+
+
 class SyncRequest(NamedTuple):
     """What one sync sends to the fleet for one breaker (see :meth:`SharedMachine.take`).
 
@@ -86,6 +122,8 @@ class SyncRequest(NamedTuple):
         demand: callers that asked for a probe permit and had none.
         proposal: a transition to apply, or ``None``.
         next_open: seconds of the open period should the fleet open the breaker in this sync.
+        claim: this process's OPEN, HALF_OPEN or FORCED_OPEN for the store to restore should it have lost it (see
+            :class:`Claim`), or ``None`` in any other state.
     """
 
     epoch: int
@@ -101,6 +139,7 @@ class SyncRequest(NamedTuple):
     demand: int
     proposal: Proposal | None
     next_open: float
+    claim: Claim | None
 
 
 class FleetView(NamedTuple):
@@ -115,7 +154,7 @@ class FleetView(NamedTuple):
         openings: consecutive openings since the last clean close.
         last_open_duration: the last open period, seconds.
         granted: probe permits granted to this process by this sync.
-        applied: whether this sync applied the request's proposal.
+        applied: whether this sync applied the request's proposal, or restored (or merged) its claim.
         calls: the fleet's calls in the window (rate models), or since the last transition (consecutive model); in
             HALF_OPEN, probe outcomes.
         failures: failures among ``calls``.
@@ -217,6 +256,8 @@ class SharedMachine(BreakerMachine):
         "_base_failed",
         "_flush_size",
         "_idle",
+        "_open_rate",
+        "_open_reason",
         "batch",
         "connected",
         "demand",
@@ -259,6 +300,8 @@ class SharedMachine(BreakerMachine):
         self._base_calls = self._base_failed = 0
         self.tokens = self.demand = self._idle = 0
         self.probe_ok = self.probe_failed = self.probe_slow = self.returned = 0
+        self._open_reason = "manual"  # the last transition to OPEN, for a claim
+        self._open_rate: float | None = None
 
     def set_wake(self, wake: Callable[[], None]) -> None:
         """Install the store's wake-up callback."""
@@ -271,6 +314,8 @@ class SharedMachine(BreakerMachine):
 
     def _move(self, to: CircuitState, now: float, reason: str, rate: float | None = None) -> None:
         super()._move(to, now, reason, rate)
+        if to is _OPEN:
+            self._open_reason, self._open_rate = reason, rate
         del self.batch[:]  # outcomes of the epoch left
         self.tokens = self.demand = 0
         self.probe_ok = self.probe_failed = self.probe_slow = self.returned = 0
@@ -380,8 +425,12 @@ class SharedMachine(BreakerMachine):
 
     # --- syncing -----------------------------------------------------------------------------------------------------
 
-    def take(self) -> SyncRequest:
-        """What to send now; clears it (restore it with :meth:`fail` if the sync fails)."""
+    def take(self, now: float) -> SyncRequest:
+        """What to send now; clears it (restore it with :meth:`fail` if the sync fails).
+
+        Args:
+            now: the current time (seconds on the breaker's clock), for the rest of the open period in the claim.
+        """
         if self.epoch != self._base_epoch:
             self._base_epoch = self.epoch
             self._base_calls = self._base_failed = 0
@@ -426,10 +475,26 @@ class SharedMachine(BreakerMachine):
             demand=min(self.demand, self.settings.half_open_max_calls),
             proposal=self.proposal,
             next_open=self._open_duration(),
+            claim=self._claim(state, now),
         )
         self.probe_ok = self.probe_failed = self.probe_slow = self.returned = self.demand = 0
         self.proposal = None
         return request
+
+    def _claim(self, state: CircuitState, now: float) -> Claim | None:
+        if state is _OPEN or state is _HALF_OPEN:
+            remaining = self.open_until - now if state is _OPEN else 0.0
+            return Claim(
+                _OPEN,
+                self._open_reason,
+                self._open_rate,
+                remaining if remaining > 0.0 else 0.0,
+                self.openings,
+                self.last_open_duration,
+            )
+        if state is _FORCED_OPEN:
+            return Claim(_FORCED_OPEN, "manual", None, 0.0, self.openings, self.last_open_duration)
+        return None
 
     def fail(self, request: SyncRequest) -> None:
         """The sync carrying ``request`` failed: decide locally from now on; keep the proposal for later."""

@@ -156,6 +156,47 @@ def test_a_breaker_that_saw_nothing_adopts_the_fleets_state(server: PrivateRedis
         assert a.state is sw.CircuitState.OPEN
 
 
+def test_open_breakers_stay_open_across_a_restart_that_lost_the_state(server: PrivateRedis) -> None:
+    """Both processes OPEN (the fleet's OPEN), Redis restarted empty meanwhile: the local OPEN is claimed back, and
+    the fleet's breaker is OPEN again, with the rest of the open period (regression: both went CLOSED)."""
+    clocks = [FakeClock(), FakeClock()]
+    with (
+        RedisCircuitStore.from_url(server.url, flush_interval=None, socket_timeout=0.5) as first,
+        RedisCircuitStore.from_url(server.url, flush_interval=None, socket_timeout=0.5) as second,
+    ):
+        a, b = (
+            sw.CircuitBreaker("ledger", failure_threshold=1, reset_timeout=1e6, store=store, clock=clock)
+            for store, clock in zip((first, second), clocks, strict=True)
+        )
+        assert first.sync()
+        assert second.sync()
+        with pytest.raises(Boom):
+            a.call(boom)
+        assert first.sync()
+        assert second.sync()
+        assert b.state is sw.CircuitState.OPEN
+        server.stop()
+        assert not first.sync()
+        assert not second.sync()
+        for clock in clocks:
+            clock.advance(60.0)
+        server.start()  # empty
+        assert second.sync()
+        assert first.sync()
+        assert second.sync()
+        assert (a.state, b.state) == (sw.CircuitState.OPEN, sw.CircuitState.OPEN)
+        for breaker in (a, b):
+            with pytest.raises(sw.CircuitOpenError) as rejected:
+                breaker.call(ok)
+            assert rejected.value.retry_after is not None
+            assert rejected.value.retry_after > 1e6 - 120.0
+        client = redis.Redis(port=server.port)
+        try:
+            assert client.hget(first.keys("ledger")[0], "st") == b"open"
+        finally:
+            client.close()
+
+
 def wait_until(condition: Callable[[], bool], what: str) -> None:
     """Poll a condition that the background thread will make true (no timing asserted; 60 s is a hang)."""
     limit = time.monotonic() + 60.0

@@ -43,6 +43,16 @@ server costs one ``socket_timeout`` per round, not one per breaker. A trip made 
 fleet when Redis answers again (applied if the fleet did not move meanwhile, or has no state, e.g. after a restart);
 otherwise the fleet's state is adopted (logged once). Outcomes counted during the outage are not sent. Create stores
 after forking worker processes (threads do not survive ``fork``); every process should configure a breaker alike.
+
+Lost state. Redis may lose a breaker's state (a restart without persistence, a failover to a replica that missed the
+latest writes, eviction, ``DEL``). A process whose breaker is OPEN, HALF_OPEN or FORCED_OPEN sends a claim with every
+sync (:class:`~stalwart._breaker_shared.Claim`: its state, the rest of its open period on its own clock; HALF_OPEN is
+claimed as OPEN with 0 s left); the script restores it when the state it holds was rebuilt from nothing since the
+claimer last heard from it (field ``rb``: no transition since the keys were created) or is older than the epoch the
+claimer knew. Several claims give the most restrictive state in any order: FORCED_OPEN over OPEN over anything else,
+among OPEN the latest end. A transition of the rebuilt breaker (HALF_OPEN on demand, a manual one) ends the merging.
+A state created from nothing numbers its epochs from the server's time in microseconds (and above the epoch the
+creating process knew), so that no process mistakes the new state for the one it knew by the same epoch.
 """
 
 from __future__ import annotations
@@ -69,6 +79,11 @@ _SYNC = """
 local skey, wkey = KEYS[1], KEYS[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A state created from nothing starts its epochs at the server's time in microseconds (exact in a double until the
+-- year 2255) and above the epoch the syncing process knew: never an epoch a process knew another state by (that
+-- would take more transitions than microseconds between the two creations).
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local known = tonumber(ARGV[13])
 local model, size = tonumber(ARGV[1]), tonumber(ARGV[2])
 local fail_threshold, success_threshold = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_probes, rate_threshold, judging = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -81,7 +96,10 @@ for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
 local function num(f) return tonumber(h[f] or '0') or 0 end
 local fresh = h.ep == nil
 local st, ep, rs, rt = h.st or 'closed', num('ep'), h.rs or 'initial', h.rt or ''
-if fresh then ep = now end
+-- rb: the state was rebuilt from nothing and has made no transition since (claims of processes that knew the lost
+-- state are merged into it)
+local rb = num('rb')
+if fresh then ep, rb = math.max(now_us, known + 1), 1 end
 local ou, on, lo, hs = num('ou'), num('on'), num('lo'), num('hs')
 local pr, pk, pf, ps = num('pr'), num('pk'), num('pf'), num('ps')
 local cn, pc, pfl = num('cn'), num('pc'), num('pfl')
@@ -94,7 +112,7 @@ local function exceeded(calls, count, threshold)
 end
 
 local function move(to, reason, rate, open_ms)
-  ep = ep + 1
+  ep, rb = ep + 1, 0
   st, rs, rt = to, reason, rate or ''
   pr, pk, pf, ps = 0, 0, 0, 0
   cn, pc, pfl = 0, 0, 0
@@ -137,7 +155,36 @@ if ARGV[24] ~= '' then
     if rate == '' then rate = nil end
     move(ARGV[24], ARGV[25], rate, tonumber(ARGV[27]))
     applied = 1
+    if fresh and expected ~= '' then rb = 1 end  -- a trip, not a manual transition: other claims still merge
   end
+end
+
+-- 1b. a claim: this process's OPEN / HALF_OPEN (claimed as OPEN, 0 ms left) / FORCED_OPEN, restored if the state
+-- here was rebuilt from nothing since the process last heard from it (rb) or is older than the epoch it knew (a
+-- replica that missed the latest writes). The most restrictive wins: forced_open > open > any other state; among
+-- open, the latest end. A transition made here to restore a claim gets an epoch above the one the claimer knew.
+if applied == 0 and ARGV[30] ~= '' and known >= 0 and known ~= ep and (rb == 1 or known > ep) then
+  local c_ms, c_on, c_lo = tonumber(ARGV[33]), tonumber(ARGV[34]), tonumber(ARGV[35])
+  local c_rate = ARGV[32]
+  if c_rate == '' then c_rate = nil end
+  if ARGV[30] == 'forced_open' then
+    if st ~= 'forced_open' then
+      if known > ep then ep = math.max(known, now_us) end
+      move('forced_open', 'manual')
+    end
+    on, lo = math.max(on, c_on), c_lo
+  elseif st == 'open' and rb == 1 then
+    if now + c_ms > ou then ou, lo, rs, rt = now + c_ms, c_lo, ARGV[31], ARGV[32] end
+    on = math.max(on, c_on)
+  elseif st ~= 'forced_open' then
+    local was_open, ou_before, on_before, lo_before = st == 'open', ou, on, lo
+    if known > ep then ep = math.max(known, now_us) end
+    move('open', ARGV[31], c_rate, c_ms)
+    on, lo = math.max(on_before, c_on), c_lo
+    if was_open and ou_before > ou then ou, lo = ou_before, lo_before end
+  end
+  rb = 1
+  applied = 1
 end
 
 -- 2. outcomes of CLOSED / METRICS_ONLY, judged in CLOSED
@@ -237,7 +284,7 @@ end
 
 redis.call('HSET', skey, 'st', st, 'ep', ep, 'rs', rs, 'rt', rt, 'ou', ou, 'on', on, 'lo', lo, 'hs', hs,
   'pr', pr, 'pk', pk, 'pf', pf, 'ps', ps, 'cn', cn, 'pc', pc, 'pfl', pfl, 'ri', ri, 'wc', wc, 'wf', wf, 'ws', ws,
-  'cfg', cfg)
+  'cfg', cfg, 'rb', rb)
 redis.call('PEXPIRE', skey, ttl)
 if model ~= 0 and redis.call('EXISTS', wkey) == 1 then redis.call('PEXPIRE', wkey, ttl) end
 
@@ -503,6 +550,18 @@ class RedisCircuitStore:
                 _ms(proposal.open_duration),
                 "" if proposal.expected_epoch is None else proposal.expected_epoch,
             ]
+        claim = request.claim
+        if claim is None:
+            claimed: list[Any] = ["", "", "", 0, 0, 0]
+        else:
+            claimed = [
+                claim.state.value,
+                claim.reason,
+                "" if claim.rate is None else repr(claim.rate),
+                _ms(claim.open_remaining),
+                claim.openings,
+                _ms(claim.last_open_duration),
+            ]
         return [
             *entry.static,
             _ms(request.next_open),
@@ -520,6 +579,7 @@ class RedisCircuitStore:
             request.demand,
             *proposed,
             "|".join(str(value) for value in entry.static),
+            *claimed,
         ]
 
     # ------------------------------------------------------------------ lifecycle and introspection
