@@ -39,7 +39,12 @@ class FakeClock:
 
     Attributes:
         sleeps: every delay passed to ``sleep``/``asleep``, in order (seconds).
+        sleeping_advances_time: ``True``: a sleep moves this clock forward at once instead of waiting, so
+            stalwart's periodic background work (the idempotency middleware's purge) does not run on a timer of
+            this clock, which would race time forward; it runs from requests instead.
     """
+
+    sleeping_advances_time = True
 
     def __init__(self, start: float = 0.0) -> None:
         if isinstance(start, bool) or not isinstance(start, int | float):

@@ -114,8 +114,8 @@ class IdempotencyMiddleware:
         purge_interval: seconds between purges of expired records (default 60; None: never). Each run deletes
             batches of 1000 while a batch comes back full, at most 10 per run; a run that hits that cap is
             followed by the next one after at most 1 s. The runs come from a background task started when the
-            app's lifespan starts up (stopped at shut-down, sleeping on ``clock``), or, without a lifespan, from
-            the first keyed request after each interval.
+            app's lifespan starts up (stopped at shut-down, sleeping on ``clock``), or, without a lifespan or with
+            a ``FakeClock`` (whose sleeps advance time), from the first keyed request after each interval.
         max_give_backs: background give-backs (releases of a claim that may have been applied but whose request
             will not run) running at once, at most one per record id (default 256; at least 1); beyond it the newest
             is dropped, counted in ``give_backs_dropped`` and logged.
@@ -660,7 +660,14 @@ class IdempotencyMiddleware:
     # -- purging expired records (spec §2.15) ----------------------------------------------------------------------
 
     def _start_purging(self) -> None:
-        """Start the periodic purge task (the app's lifespan started)."""
+        """Start the periodic purge task (the app's lifespan started).
+
+        Not with a clock whose sleeps advance time at once (``FakeClock``): a timer loop on it would move the
+        clock forward by ``purge_interval`` at every turn of the event loop (leases and retention lapsing in the
+        user's tests); the request-driven trigger purges instead, on the same clock.
+        """
+        if getattr(self._clock, "sleeping_advances_time", False) is True:
+            return
         if self._purge_interval is not None and self._purge_task is None:
             self._purge_stopping = False
             self._purge_task = asyncio.ensure_future(self._purge_loop(self._purge_interval))
