@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import math
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ._config import to_float, to_seconds
 from ._policy import is_async_callable
@@ -24,6 +25,10 @@ from ._retry_testing import RetryTestingMode, enter_mode, leave_mode
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+
+_TEST_PREFIX = "test"
+"""Methods of a decorated class whose name starts with this are decorated (``unittest.mock.patch.TEST_PREFIX``)."""
 
 __all__ = ["FakeClock", "testing"]
 
@@ -90,11 +95,11 @@ class testing:  # noqa: N801 - a context manager used like a function, as contex
     """Retry testing mode: every :class:`stalwart.Retry` retries at once and at most ``attempts`` times.
 
     Usable as ``with testing(attempts=2): ...``, ``async with testing(...):``, or as a decorator on a sync or an
-    ``async`` test (the mode is on while the test runs, awaits included); nested uses restore the outer setting on
-    exit, and uses that overlap without nesting (concurrent async tests, tests in threads) each end only their own
-    use: the mode is that of the latest use still active. The mode is process-wide (threads started by the code
-    under test see it). A pytest fixture to paste into
-    ``conftest.py``::
+    ``async`` test (the mode is on while the test runs, awaits included), a generator (a ``yield`` fixture, sync or
+    async: on from its first step to its end) or a test class (each ``test*`` method); nested uses restore the
+    outer setting on exit, and uses that overlap without nesting (concurrent async tests, tests in threads) each end
+    only their own use: the mode is that of the latest use still active. The mode is process-wide (threads started
+    by the code under test see it). A pytest fixture to paste into ``conftest.py``::
 
         import pytest
         from stalwart.testing import testing
@@ -139,28 +144,89 @@ class testing:  # noqa: N801 - a context manager used like a function, as contex
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    def __call__(self, fn: Callable[P, R], /) -> Callable[P, R]:
-        """Decorate a test, sync or ``async``: the mode is on for the whole call.
+    @overload
+    def __call__(self, fn: type[T], /) -> type[T]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+    def __call__(self, fn: Any, /) -> Any:
+        """Decorate a test, sync or ``async``, a generator (a pytest ``yield`` fixture, sync or async) or a class.
+
+        The mode is on for the whole call; for a generator, from its first step to its end (between its yields
+        too, as ``with testing(): yield`` in a fixture). A class has each of its ``test*`` methods decorated
+        (inherited ones included, in the class itself; static and class methods too) and is returned itself, as
+        ``unittest.mock.patch`` does: its other methods, ``setUp`` and its fixtures run outside the mode.
 
         A ``contextlib`` decorator would wrap an ``async def`` test in a sync function that turns the mode off as
-        soon as the coroutine is *created*, before it runs: a silent no-op.
+        soon as the coroutine is *created*, before it runs (a generator likewise), and would replace a class by a
+        function, which pytest does not collect: silent no-ops.
         """
+        if isinstance(fn, type):
+            return self._decorate_class(fn)
+        if inspect.isasyncgenfunction(fn):
+            return self._decorate_async_generator(fn)
+        if inspect.isgeneratorfunction(fn):
+            return self._decorate_generator(fn)
         if is_async_callable(fn):
-            run = cast("Callable[P, Awaitable[Any]]", fn)
+            run = cast("Callable[..., Awaitable[Any]]", fn)
 
             @functools.wraps(fn)
-            async def async_test(*args: P.args, **kwargs: P.kwargs) -> Any:
+            async def async_test(*args: Any, **kwargs: Any) -> Any:
                 with self:
                     return await run(*args, **kwargs)
 
-            return cast("Callable[P, R]", async_test)
+            return async_test
 
         @functools.wraps(fn)
-        def sync_test(*args: P.args, **kwargs: P.kwargs) -> R:
+        def sync_test(*args: Any, **kwargs: Any) -> Any:
             with self:
                 return fn(*args, **kwargs)
 
         return sync_test
+
+    def _decorate_class(self, cls: type[T]) -> type[T]:
+        for name in dir(cls):
+            if not name.startswith(_TEST_PREFIX):
+                continue
+            raw = inspect.getattr_static(cls, name)
+            if isinstance(raw, staticmethod):
+                setattr(cls, name, staticmethod(self(raw.__func__)))
+            elif isinstance(raw, classmethod):
+                setattr(cls, name, classmethod(self(raw.__func__)))
+            elif inspect.isfunction(raw):
+                setattr(cls, name, self(raw))
+        return cls
+
+    def _decorate_generator(self, fn: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            with self:
+                return (yield from fn(*args, **kwargs))
+
+        return generator
+
+    def _decorate_async_generator(self, fn: Callable[..., AsyncGenerator[Any, Any]]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        async def async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            inner = fn(*args, **kwargs)
+            with self:
+                try:
+                    value = await inner.asend(None)
+                    while True:
+                        try:
+                            sent = yield value
+                        except GeneratorExit:
+                            await inner.aclose()
+                            raise
+                        except BaseException as exc:  # thrown in: pass it on, as yield from would
+                            value = await inner.athrow(exc)
+                        else:
+                            value = await inner.asend(sent)
+                except StopAsyncIteration:
+                    return
+
+        return async_generator
 
     def __repr__(self) -> str:
         return f"testing(attempts={self._mode.attempts!r}, no_sleep={self._mode.no_sleep!r})"
