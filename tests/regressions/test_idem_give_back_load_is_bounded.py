@@ -22,116 +22,63 @@ import logging
 from typing import Any
 
 import pytest
+from _idem_asgi import CountingApp, FaultyStore, GatedClock, StoreClock, post, refused, unavailable, wrap
 
-from stalwart import StoreUnavailable
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore
+from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware
 from stalwart.idempotency.stores._redis_checks import read_settings
 from stalwart.idempotency.stores.redis import RedisStore, server_problems
 
-SECRET = b"s" * 32
 
-
-class StoreClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class GatedClock:
-    """A monotonic clock whose ``asleep`` waits until the test advances time past the wake-up (no real sleeping)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._moved = asyncio.Event()
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        raise AssertionError("not used")
-
-    async def asleep(self, seconds: float) -> None:
-        wake = self.now + seconds
-        while self.now < wake:
-            self._moved.clear()
-            await self._moved.wait()
-
-    async def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self._moved.set()
-        for _ in range(20):
-            await asyncio.sleep(0)
-
-
-class FlakyStore(MemoryStore):
+class FlakyStore(FaultyStore):
     """``mode`` "refused": nothing reaches the store (marked not applied); "lost": the claim is applied, its answer
     lost; "ambiguous": nothing applied, but the failure cannot tell; reads fail while ``reads_down``."""
 
     def __init__(self) -> None:
         super().__init__(clock=StoreClock())
-        self.mode = "ok"
-        self.reads_down = False
-        self.gets = 0
 
-    async def claim(self, record_id: str, **kwargs: Any) -> Any:
-        if self.mode == "refused":
-            exc = StoreUnavailable("connection refused before the command was sent")
-            exc.not_applied = True  # type: ignore[attr-defined]
-            raise exc
-        if self.mode == "ambiguous":
-            raise StoreUnavailable("the reply timed out")
-        result = await super().claim(record_id, **kwargs)
-        if self.mode == "lost":
-            raise StoreUnavailable("the reply timed out")
-        return result
+    @property
+    def gets(self) -> int:
+        return self.calls["get"]
 
-    async def get(self, record_id: str) -> Any:
-        self.gets += 1
-        if self.reads_down:
-            raise StoreUnavailable("read timed out")
-        return await super().get(record_id)
+    @property
+    def mode(self) -> str:
+        if "claim" not in self.fail_at:
+            return "ok"
+        return "lost" if "claim" in self.applied else "refused" if self.error is refused else "ambiguous"
 
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        assert mode in ("ok", "refused", "ambiguous", "lost")
+        self.fail_at.discard("claim")
+        self.applied.discard("claim")
+        if mode != "ok":
+            self.fail_at.add("claim")
+        if mode == "lost":
+            self.applied.add("claim")
+        self.error = refused if mode == "refused" else unavailable
 
-class App:
-    calls = 0
+    @property
+    def reads_down(self) -> bool:
+        return "get" in self.fail_at
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.calls += 1
-        await receive()
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b"charged"})
-
-
-async def call(mw: IdempotencyMiddleware, key: str) -> int:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", key.encode())],
-    }
-    statuses: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    await mw(scope, receive, send)
-    return statuses[0]
+    @reads_down.setter
+    def reads_down(self, down: bool) -> None:
+        if down:
+            self.fail_at.add("get")
+        else:
+            self.fail_at.discard("get")
 
 
-def middleware(store: FlakyStore, clock: GatedClock, app: App | None = None, **kwargs: Any) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        app or App(),
-        store=store,
-        resolver=lambda scope: Identity("alice"),
-        secret=SECRET,
+async def call(mw: IdempotencyMiddleware, key: str) -> int | None:
+    return (await post(mw, key=key)).status
+
+
+def middleware(
+    store: FlakyStore, clock: GatedClock, app: CountingApp | None = None, **kwargs: Any
+) -> IdempotencyMiddleware:
+    return wrap(
+        app or CountingApp(),
+        store,
         config=IdempotencyConfig(lease_ttl=30.0),
         clock=clock,
         purge_interval=None,
@@ -165,7 +112,7 @@ async def test_at_most_one_give_back_per_record_id() -> None:
         assert await call(mw, "same-key") == 503
     await asyncio.sleep(0)
     assert len(mw._background) == 1
-    await clock.advance(1.0)
+    await clock.advance(1.0, turns=20)
     assert store.gets <= 3  # one loop backing off, not fifty
     await stop(mw)
 
@@ -186,13 +133,13 @@ async def test_give_backs_are_capped_and_the_newest_dropped_with_a_logged_count(
     assert len(warnings) == 1  # rate-limited: once per 10 s
     assert "dropped 1 so far" in warnings[0]
     caplog.clear()
-    await clock.advance(10.0)
+    await clock.advance(10.0, turns=20)
     with caplog.at_level(logging.WARNING, logger="stalwart"):
         assert await call(mw, "k-late") == 503
     assert any("dropped 191 so far" in r.getMessage() for r in caplog.records)
     # The first ten keep their give-back: once the store answers, they finish and free their slots.
     store.reads_down = False
-    await clock.advance(1.0)
+    await clock.advance(1.0, turns=20)
     assert not mw._background
     assert await call(mw, "k-next") == 503
     await asyncio.sleep(0)
@@ -208,7 +155,7 @@ def test_max_give_backs_is_validated() -> None:
 async def test_an_owner_joining_a_running_give_back_is_released_too() -> None:
     """Safety of the merge: the second request's claim landed (its answer lost) while the first one's give-back was
     retrying; the shared give-back releases the second owner's record, and the key runs once the store answers."""
-    store, clock, app = FlakyStore(), GatedClock(), App()
+    store, clock, app = FlakyStore(), GatedClock(), CountingApp()
     mw = middleware(store, clock, app)
     store.mode, store.reads_down = "ambiguous", True
     assert await call(mw, "k-1") == 503  # owner A: nothing applied, but the failure cannot tell
@@ -216,7 +163,7 @@ async def test_an_owner_joining_a_running_give_back_is_released_too() -> None:
     assert await call(mw, "k-1") == 503  # owner B: applied, answer lost; B joins A's give-back
     assert len(mw._background) == 1
     store.mode, store.reads_down = "ok", False
-    await clock.advance(1.0)
+    await clock.advance(1.0, turns=20)
     assert not mw._background
     assert await call(mw, "k-1") == 201  # B's record was released: nothing ran before
     assert app.calls == 1
@@ -230,9 +177,7 @@ async def test_redis_marks_a_claim_refused_before_sending_as_not_applied(where: 
     try:
         if where == "strict-check" and not server_problems(await read_settings(store.client)):
             pytest.skip("the shared Redis is configured for the guarantees; nothing to refuse")
-        mw = IdempotencyMiddleware(
-            App(), store=store, resolver=lambda scope: Identity("alice"), secret=SECRET, purge_interval=None
-        )
+        mw = wrap(CountingApp(), store, purge_interval=None)
         for i in range(3):
             assert await call(mw, f"k-{i}") == 503
         await asyncio.sleep(0)

@@ -18,43 +18,19 @@ import asyncio
 from typing import Any
 
 import pytest
+from _idem_asgi import CountingApp, FaultyStore, StoreClock, post, settle_background, wrap
 
-from stalwart import StoreUnavailable
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore, current_idempotency
+from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, current_idempotency
 from stalwart.testing import FakeClock
-
-SECRET = b"s" * 32
 
 
 class NotApplied(Exception):
     pass
 
 
-class StoreClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class BrownoutStore(MemoryStore):
-    """Releases fail while ``releases_down``; reads fail while ``reads_down`` (the give-back reads first)."""
-
-    def __init__(self, clock: StoreClock) -> None:
-        super().__init__(clock=clock)
-        self.releases_down = False
-        self.reads_down = False
-
-    async def release(self, record_id: str, **kwargs: Any) -> bool:
-        if self.releases_down:
-            raise StoreUnavailable("the release timed out")
-        return await super().release(record_id, **kwargs)
-
-    async def get(self, record_id: str) -> Any:
-        if self.reads_down:
-            raise StoreUnavailable("read timed out")
-        return await super().get(record_id)
+def brownout_store(clock: StoreClock) -> FaultyStore:
+    """Releases fail while "release" is in ``fail_at``; reads while "get" is (the give-back reads first)."""
+    return FaultyStore(clock=clock)
 
 
 async def _send_429(send: Any) -> None:
@@ -81,77 +57,31 @@ NOT_PROCESSED = {
 }
 
 
-class App:
-    def __init__(self, first: Any) -> None:
-        self.first = first
-        self.calls = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.calls += 1
-        await receive()
-        if self.calls == 1:
-            await self.first(send)
-            return
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b"charged"})
-
-
 async def call(mw: IdempotencyMiddleware) -> int:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-    statuses: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    try:
-        await mw(scope, receive, send)
-    except NotApplied:
-        pass  # re-raised to the server after the record was settled
-    return statuses[0] if statuses else 500
+    answer = await post(mw, swallow=NotApplied)  # re-raised to the server after the record was settled
+    return answer.status if answer.status is not None else 500
 
 
 async def settle(mw: IdempotencyMiddleware) -> None:
-    for _ in range(500):
-        if not mw._background:
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the background release did not finish")
+    await settle_background(mw, turns=500, what="background release")
 
 
-def middleware(app: App, store: MemoryStore, clock: FakeClock) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        app,
-        store=store,
-        resolver=lambda scope: Identity("alice"),
-        secret=SECRET,
-        config=IdempotencyConfig(lease_ttl=30.0, retryable_exceptions=(NotApplied,)),
-        clock=clock,
-        purge_interval=None,
-    )
+def middleware(app: CountingApp, store: FaultyStore, clock: FakeClock) -> IdempotencyMiddleware:
+    config = IdempotencyConfig(lease_ttl=30.0, retryable_exceptions=(NotApplied,))
+    return wrap(app, store, config=config, clock=clock, purge_interval=None)
 
 
 @pytest.mark.parametrize("outcome", sorted(NOT_PROCESSED))
 async def test_a_release_lost_in_a_brownout_is_retried_until_the_store_answers(outcome: str) -> None:
     store_clock = StoreClock()
-    store = BrownoutStore(store_clock)
-    app = App(NOT_PROCESSED[outcome])
+    store = brownout_store(store_clock)
+    app = CountingApp(first=NOT_PROCESSED[outcome])
     mw = middleware(app, store, FakeClock())
-    store.releases_down = True
+    store.fail_at.add("release")
     await call(mw)  # every release attempt on the request path fails
     for _ in range(5):  # the background release keeps trying
         await asyncio.sleep(0)
-    store.releases_down = False
+    store.fail_at.discard("release")
     await settle(mw)
     store_clock.now += 31.0  # the client retries after the lease would have lapsed
     assert await call(mw) == 201  # nothing was processed: the handler runs now
@@ -160,16 +90,16 @@ async def test_a_release_lost_in_a_brownout_is_retried_until_the_store_answers(o
 
 async def test_a_lost_release_also_releases_a_record_a_retry_already_abandoned() -> None:
     store_clock = StoreClock()
-    store = BrownoutStore(store_clock)
-    app = App(_send_429)
+    store = brownout_store(store_clock)
+    app = CountingApp(first=_send_429)
     mw = middleware(app, store, FakeClock())
-    store.releases_down = True
-    store.reads_down = True
+    store.fail_at.add("release")
+    store.fail_at.add("get")
     assert await call(mw) == 429
     for _ in range(5):
         await asyncio.sleep(0)
-    store.releases_down = False
-    store.reads_down = False
+    store.fail_at.discard("release")
+    store.fail_at.discard("get")
     store_clock.now += 31.0
     # The client's retry comes first: it finds the lapsed lease and abandons the record (outcome unknown)...
     assert await call(mw) == 500
@@ -180,11 +110,11 @@ async def test_a_lost_release_also_releases_a_record_a_retry_already_abandoned()
 
 
 async def test_the_background_release_gives_up_after_twice_the_lease() -> None:
-    store = BrownoutStore(StoreClock())
+    store = brownout_store(StoreClock())
     clock = FakeClock()
-    mw = middleware(App(_send_429), store, clock)
-    store.releases_down = True
-    store.reads_down = True
+    mw = middleware(CountingApp(first=_send_429), store, clock)
+    store.fail_at.add("release")
+    store.fail_at.add("get")
     start = clock.monotonic()
     assert await call(mw) == 429
     await settle(mw)  # it stops by itself while the store is still down

@@ -18,47 +18,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from stalwart.idempotency import IdempotencyMiddleware, Identity, MemoryStore, Outcome, SQLiteStore, StoredResponse
+from _idem_asgi import CountingApp, GatedClock, StoreClock, post, spin, wrap
+from _idem_asgi import Lifespan as ServerLifespan
 
-SECRET = b"s" * 32
-
-
-class StoreClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class GatedClock:
-    """A monotonic clock whose ``asleep`` waits until the test advances time past the wake-up (no real sleeping)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._moved = asyncio.Event()
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        raise AssertionError("not used")
-
-    async def asleep(self, seconds: float) -> None:
-        wake = self.now + seconds
-        while self.now < wake:
-            self._moved.clear()
-            await self._moved.wait()
-
-    async def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self._moved.set()
-        await settle()
+from stalwart.idempotency import IdempotencyMiddleware, MemoryStore, Outcome, SQLiteStore, StoredResponse
 
 
 async def settle() -> None:
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await spin(50)
 
 
 class BacklogStore(MemoryStore):
@@ -76,74 +43,22 @@ class BacklogStore(MemoryStore):
         return deleted
 
 
-class App:
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        await receive()
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-
 async def call(mw: IdempotencyMiddleware, key: str) -> None:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", key.encode())],
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    await mw(scope, receive, send)
+    await post(mw, key=key)
 
 
 def middleware(store: Any, clock: GatedClock, interval: float = 60.0) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        App(),
-        store=store,
-        resolver=lambda scope: Identity("alice"),
-        secret=SECRET,
-        purge_interval=interval,
-        clock=clock,
-    )
+    return wrap(CountingApp(status=201, body=b"ok"), store, purge_interval=interval, clock=clock)
 
 
-class Lifespan:
-    """Drives the app's lifespan like a server."""
-
-    def __init__(self, mw: IdempotencyMiddleware) -> None:
-        self.mw = mw
-        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.sent: list[str] = []
-        self.task: asyncio.Task[None] | None = None
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message["type"])
-
+class Lifespan(ServerLifespan):
     async def start(self) -> None:
-        self.incoming.put_nowait({"type": "lifespan.startup"})
-        self.task = asyncio.ensure_future(self.mw({"type": "lifespan"}, self.incoming.get, self._send))
-        await settle()
-        assert self.sent == ["lifespan.startup.complete"]
+        await super().start()
+        assert self.types == ["lifespan.startup.complete"]
 
     async def stop(self) -> None:
-        assert self.task is not None
-        self.incoming.put_nowait({"type": "lifespan.shutdown"})
-        await asyncio.wait_for(self.task, 5)
-        assert self.sent[-1] == "lifespan.shutdown.complete"
+        await super().stop()
+        assert self.types[-1] == "lifespan.shutdown.complete"
 
 
 async def test_a_run_repeats_batches_while_they_come_back_full_then_pauses_briefly_at_the_cap() -> None:
@@ -215,8 +130,7 @@ async def test_an_sql_store_past_the_old_limit_is_emptied_of_expired_records_and
         mw = middleware(store, clock)
         lifespan = Lifespan(mw)
         await lifespan.start()
-        clock.now += 60.0
-        clock._moved.set()
+        clock.move(60.0)
 
         def remaining() -> list[str]:
             rows = sqlite3.connect(path).execute("select record_id from stalwart_idempotency_records").fetchall()

@@ -14,10 +14,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from _idem_asgi import CountingApp, post, wrap
 
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore
-
-SECRET = b"s" * 32
+from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware
 
 
 class NotApplied(Exception):
@@ -55,50 +54,22 @@ def nested_one_other() -> Any:
     return run
 
 
-class App:
-    def __init__(self, first: Any) -> None:
-        self.first = first
-        self.calls = 0
+def app_failing_first(first: Any) -> CountingApp:
+    """Its first run awaits ``first()`` (which raises); later runs answer 201."""
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.calls += 1
-        await receive()
-        if self.calls == 1:
-            await self.first()
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b"charged"})
+    async def run_first(send: Any) -> None:
+        await first()
+
+    return CountingApp(first=run_first)
 
 
 async def call(mw: IdempotencyMiddleware) -> int:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-    statuses: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    try:
-        await mw(scope, receive, send)
-    except Exception:  # re-raised to the server after the record was settled
-        pass
-    return statuses[0] if statuses else 0
+    answer = await post(mw, swallow=Exception)  # re-raised to the server after the record was settled
+    return answer.status if answer.status is not None else 0
 
 
-def middleware(app: App) -> IdempotencyMiddleware:
-    config = IdempotencyConfig(retryable_exceptions=(NotApplied,))
-    return IdempotencyMiddleware(
-        app, store=MemoryStore(), resolver=lambda s: Identity("alice"), secret=SECRET, config=config
-    )
+def middleware(app: CountingApp) -> IdempotencyMiddleware:
+    return wrap(app, config=IdempotencyConfig(retryable_exceptions=(NotApplied,)))
 
 
 @pytest.mark.parametrize(
@@ -110,7 +81,7 @@ def middleware(app: App) -> IdempotencyMiddleware:
     ],
 )
 async def test_a_group_made_only_of_retryable_errors_releases_the_key(first: Any) -> None:
-    app = App(first)
+    app = app_failing_first(first)
     mw = middleware(app)
     await call(mw)
     assert await call(mw) == 201  # released: the retry runs the handler
@@ -125,7 +96,7 @@ async def test_a_group_made_only_of_retryable_errors_releases_the_key(first: Any
     ],
 )
 async def test_a_group_with_another_error_is_stored_as_an_exception(first: Any) -> None:
-    app = App(first)
+    app = app_failing_first(first)
     mw = middleware(app)
     assert await call(mw) == 500
     assert await call(mw) == 500  # the stored handler error is replayed; the handler does not run again
