@@ -27,14 +27,22 @@ Outage. When Redis cannot be reached (or answers with an error), the budget logs
 logger and decides from this process's own counts over the window (a per-process ratio budget, with the reserve per
 process), which it always keeps; when Redis answers again it logs that once and goes back to the fleet's totals.
 Counts made during the outage are not sent later. The thread is a daemon; call :meth:`RedisRetryBudget.close` (or use
-``with``) to stop it; create budgets after forking worker processes, as threads do not survive ``fork``.
+``with``) to stop it.
+
+Fork. A budget created before ``fork`` (gunicorn ``--preload``, a multiprocessing or prefork pool) re-initialises
+itself in the child (``os.register_at_fork``): the thread does not survive ``fork``, so the child starts its own;
+locks the parent's thread may have held at the fork are new; the counts the parent had not sent yet, and its local
+window, are dropped from the child's copy (the parent sends its own counts, once). The child keeps the parent's last
+fleet totals until its first sync.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
+import weakref
 from typing import Any, Self
 
 import redis
@@ -48,6 +56,19 @@ from ._common import MAX_MS, REDIS_ERRORS, OutageLog, SyncThread, check_client, 
 __all__ = ["RedisRetryBudget"]
 
 _SLICES = 10
+
+_BUDGETS: weakref.WeakSet[RedisRetryBudget] = weakref.WeakSet()
+"""Every budget of this process not closed yet, for the re-initialisation of a forked child."""
+
+
+def _reinit_after_fork() -> None:
+    """In a forked child (one thread): re-initialise every budget inherited from the parent."""
+    for budget in list(_BUDGETS):
+        budget._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 # KEYS[1] the window hash; ARGV: new calls, new retries, slice length (ms), slices in the window.
 # Returns {calls, retries} over the live slices (including this sync's). TIME before writes needs Redis >= 5.
@@ -180,6 +201,23 @@ class RedisRetryBudget:
         if self._interval is not None:
             self._thread = SyncThread(f"stalwart-budget-{name}", self._interval, self.sync)
             self._thread.start()
+        _BUDGETS.add(self)
+
+    def _after_fork(self) -> None:
+        """Re-initialise in a forked child (only this thread runs): new locks, the parent's unsent counts and local
+        window dropped, and a sync thread of the child's own when the budget had one."""
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._outage = OutageLog(
+            f"retry budget {self.name!r}", "using a local budget until it can", "sharing the fleet's budget"
+        )
+        self._take_calls()  # the parent's calls since its last sync: the parent sends them
+        self._pending_retries = 0
+        self._inflight = (0, 0)
+        self._local = _LocalWindow(self._ttl)
+        if self._thread is not None and self._interval is not None and not self._closed:
+            self._thread = SyncThread(f"stalwart-budget-{self.name}", self._interval, self.sync)
+            self._thread.start()
 
     @classmethod
     def from_url(
@@ -308,6 +346,7 @@ class RedisRetryBudget:
         if self._closed:
             return
         self._closed = True
+        _BUDGETS.discard(self)
         if self._thread is not None:
             self._thread.stop()  # it syncs one last time
         else:
