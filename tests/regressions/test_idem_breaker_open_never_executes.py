@@ -16,75 +16,27 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _idem_asgi import CountingApp, FaultyStore, post, wrap
 
-from stalwart import CircuitBreaker, StoreUnavailable
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore
+from stalwart import CircuitBreaker
+from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware
 from stalwart.testing import FakeClock
 
-SECRET = b"s" * 32
+
+async def call(mw: IdempotencyMiddleware, key: bytes = b"k-1") -> tuple[int | None, dict[bytes, bytes], bytes]:
+    answer = await post(mw, key=key)
+    return answer.status, answer.headers, answer.body
 
 
-class App:
-    calls = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.calls += 1
-        await receive()
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b"charged"})
-
-
-class Store(MemoryStore):
-    down = False
-    claims = 0
-
-    async def claim(self, record_id: str, **kwargs: Any) -> Any:
-        self.claims += 1
-        if self.down:
-            raise StoreUnavailable("connection refused")
-        return await super().claim(record_id, **kwargs)
-
-
-async def call(mw: IdempotencyMiddleware, key: bytes = b"k-1") -> tuple[int, dict[bytes, bytes], bytes]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", key)],
-    }
-    out: dict[str, Any] = {"body": b""}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            out["status"], out["headers"] = message["status"], dict(message["headers"])
-        else:
-            out["body"] += message.get("body", b"")
-
-    await mw(scope, receive, send)
-    return out["status"], out["headers"], out["body"]
-
-
-def middleware(app: App, store: Store, breaker: CircuitBreaker, **config: Any) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        app,
-        store=store,
-        resolver=lambda scope: Identity("alice"),
-        secret=SECRET,
-        breaker=breaker,
-        config=IdempotencyConfig(**config),
-        purge_interval=None,
-        random=lambda: 0.0,
+def middleware(app: CountingApp, store: FaultyStore, breaker: CircuitBreaker, **config: Any) -> IdempotencyMiddleware:
+    return wrap(
+        app, store, breaker=breaker, config=IdempotencyConfig(**config), purge_interval=None, random=lambda: 0.0
     )
 
 
 @pytest.mark.parametrize("fail_open", [False, True])
 async def test_a_forced_open_breaker_answers_503_and_never_runs_the_handler(fail_open: bool) -> None:
-    app, store = App(), Store()
+    app, store = CountingApp(), FaultyStore()
     breaker = CircuitBreaker("idem-store", failure_threshold=1)
     breaker.force_open()
     mw = middleware(app, store, breaker, fail_open=fail_open)
@@ -94,7 +46,7 @@ async def test_a_forced_open_breaker_answers_503_and_never_runs_the_handler(fail
         assert b"idempotency-store-unavailable" in body
         assert headers[b"retry-after"] in (b"1", b"2")
     assert app.calls == 0
-    assert store.claims == 0
+    assert store.calls["claim"] == 0
     stats = mw.statistics()
     assert stats["fail_open_bypasses"] == 0
     assert stats["store_unavailable_503"] == 2
@@ -102,14 +54,14 @@ async def test_a_forced_open_breaker_answers_503_and_never_runs_the_handler(fail
 
 async def test_a_breaker_tripped_by_an_outage_stops_the_fail_open_bypass() -> None:
     clock = FakeClock()
-    app, store = App(), Store()
+    app, store = CountingApp(), FaultyStore()
     breaker = CircuitBreaker("idem-store", failure_threshold=1, reset_timeout=30.0, clock=clock)
     mw = middleware(app, store, breaker, fail_open=True, retry_after_cap=5.0)
-    store.down = True
+    store.fail_at.add("claim")  # connection refused
     assert (await call(mw, b"k-1"))[0] == 201  # the store failed: fail_open is the explicit escape hatch
     assert app.calls == 1
     assert mw.statistics()["fail_open_bypasses"] == 1
-    store.down = False  # the breaker is open now: its state must not run anything
+    store.fail_at.discard("claim")  # the breaker is open now: its state must not run anything
     status, headers, _ = await call(mw, b"k-2")
     assert status == 503
     assert headers[b"retry-after"] == b"5"  # the breaker's 30 s, capped by retry_after_cap

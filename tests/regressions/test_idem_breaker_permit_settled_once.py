@@ -25,12 +25,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _idem_asgi import CountingApp, post, wrap
 
 from stalwart import CircuitBreaker, CircuitOpenError, CircuitState, StoreUnavailable, add_hook, remove_hook
-from stalwart.idempotency import IdempotencyMiddleware, Identity, MemoryStore
+from stalwart.idempotency import IdempotencyMiddleware, MemoryStore
 from stalwart.testing import FakeClock
 
-SECRET = b"s" * 32
 RESET = 30.0
 MAX_PROBES = 2
 
@@ -89,33 +89,8 @@ class Store(MemoryStore):
         return result
 
 
-class App:
-    calls = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.calls += 1
-        await receive()
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b"charged"})
-
-
 async def request(mw: IdempotencyMiddleware) -> None:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    await mw(scope, receive, send)
+    await post(mw)
 
 
 @pytest.fixture
@@ -216,10 +191,8 @@ async def test_a_raising_settlement_settles_the_permit_once_and_gives_the_claim_
     breaker = half_open_breaker(clock)
     held = [breaker.acquire()] if held_probe else []
     store = Store(ending, trap)
-    app = App()
-    mw = IdempotencyMiddleware(
-        app, store=store, resolver=lambda s: Identity("alice"), secret=SECRET, breaker=breaker, clock=FakeClock()
-    )
+    app = CountingApp()
+    mw = wrap(app, store, breaker=breaker, clock=FakeClock())
 
     with pytest.raises(trap.kind):
         await run_request(mw, store, ending, trap)
@@ -240,9 +213,7 @@ async def test_half_open_admits_exactly_max_probes_after_a_hook_raised_on_a_reco
     clock = FakeClock()
     breaker = half_open_breaker(clock)
     store = Store("success", hook_trap)
-    mw = IdempotencyMiddleware(
-        App(), store=store, resolver=lambda s: Identity("alice"), secret=SECRET, breaker=breaker, clock=FakeClock()
-    )
+    mw = wrap(CountingApp(), store, breaker=breaker, clock=FakeClock())
     with pytest.raises(HookAbort):
         await request(mw)
     stats = breaker.statistics()

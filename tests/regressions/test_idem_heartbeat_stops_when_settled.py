@@ -16,11 +16,9 @@ import logging
 from typing import Any
 
 import pytest
+from _idem_asgi import FaultyStore, post, wrap
 
-from stalwart import StoreUnavailable
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore, State
-
-SECRET = b"s" * 32
+from stalwart.idempotency import IdempotencyConfig, State
 
 
 class TickClock:
@@ -49,24 +47,12 @@ class TickClock:
             await asyncio.sleep(0)
 
 
-class CountingStore(MemoryStore):
-    def __init__(self, *, fail_complete: bool = False) -> None:
-        super().__init__()
-        self.fail_complete = fail_complete
-        self.heartbeats: list[bool] = []
-
-    async def heartbeat(self, record_id: str, **kwargs: Any) -> bool:
-        ok = await super().heartbeat(record_id, **kwargs)
-        self.heartbeats.append(ok)
-        return ok
-
-    async def complete(self, record_id: str, **kwargs: Any) -> bool:
-        if self.fail_complete:
-            raise StoreUnavailable("down")
-        return await super().complete(record_id, **kwargs)
+def counting_store(*, fail_complete: bool = False) -> FaultyStore:
+    """Records each heartbeat's result in ``results["heartbeat"]``; ``complete`` fails with ``fail_complete``."""
+    return FaultyStore(fail_at={"complete"} if fail_complete else ())
 
 
-async def run_with_background_work(store: CountingStore, status: int = 201) -> tuple[list[dict[str, Any]], Any]:
+async def run_with_background_work(store: FaultyStore, status: int = 201) -> tuple[list[dict[str, Any]], Any]:
     clock = TickClock()
     response_sent = asyncio.Event()
     background_done = asyncio.Event()
@@ -79,31 +65,9 @@ async def run_with_background_work(store: CountingStore, status: int = 201) -> t
         response_sent.set()
         await background_done.wait()  # a background task after the response
 
-    mw = IdempotencyMiddleware(
-        app,
-        store=store,
-        resolver=lambda s: Identity("alice"),
-        secret=SECRET,
-        clock=clock,
-        config=IdempotencyConfig(completion_attempts=1),
-    )
+    mw = wrap(app, store, clock=clock, config=IdempotencyConfig(completion_attempts=1))
     messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-    task = asyncio.create_task(mw(scope, receive, send))
+    task = asyncio.create_task(post(mw, sink=messages))
     await response_sent.wait()
     for _ in range(3):
         await clock.tick()  # background work outlasting several heartbeat periods
@@ -113,26 +77,26 @@ async def run_with_background_work(store: CountingStore, status: int = 201) -> t
 
 
 async def test_no_heartbeat_after_the_completion(caplog: pytest.LogCaptureFixture) -> None:
-    store = CountingStore()
+    store = counting_store()
     with caplog.at_level(logging.WARNING, logger="stalwart"):
         await run_with_background_work(store)
-    assert store.heartbeats == [True]  # only the one while the handler ran
+    assert store.results["heartbeat"] == [True]  # only the one while the handler ran
     assert "heartbeat refused" not in caplog.text
     (record,) = store._records.values()
     assert record.state is State.COMPLETED
 
 
 async def test_no_heartbeat_after_a_release(caplog: pytest.LogCaptureFixture) -> None:
-    store = CountingStore()
+    store = counting_store()
     with caplog.at_level(logging.WARNING, logger="stalwart"):
         await run_with_background_work(store, status=429)
-    assert store.heartbeats == [True]
+    assert store.results["heartbeat"] == [True]
     assert "heartbeat refused" not in caplog.text
     assert len(store) == 0
 
 
 async def test_a_failed_completion_is_left_to_lapse_not_kept_alive_by_background_work() -> None:
-    store = CountingStore(fail_complete=True)
+    store = counting_store(fail_complete=True)
     _, mw = await run_with_background_work(store)
-    assert store.heartbeats == [True]
+    assert store.results["heartbeat"] == [True]
     assert mw.statistics()["completion_write_failures"] == 1

@@ -19,10 +19,10 @@ import logging
 from typing import Any
 
 import pytest
+from _idem_asgi import CountingApp, FaultyStore, post, wrap
 
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore
+from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity
 
-SECRET = b"s" * 32
 UUID_KEY = b"0b6a4c4e-6d2c-4c39-9f55-1f9a2f3a7b10"
 
 
@@ -49,71 +49,31 @@ BAD_RESULTS: dict[str, Any] = {
 }
 
 
-class App:
-    calls = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.calls += 1
-        await receive()
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+def answering_ok() -> CountingApp:
+    return CountingApp(body=b"ok")
 
 
-async def call(mw: IdempotencyMiddleware, key: bytes = UUID_KEY) -> tuple[int, bytes]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", key)],
-    }
-    out: dict[str, Any] = {"body": b""}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            out["status"] = message["status"]
-        else:
-            out["body"] += message.get("body", b"")
-
-    await mw(scope, receive, send)
-    return out["status"], out["body"]
-
-
-class CountingStore(MemoryStore):
-    claims = 0
-
-    async def claim(self, record_id: str, **kwargs: Any) -> Any:
-        self.claims += 1
-        return await super().claim(record_id, **kwargs)
+async def call(mw: IdempotencyMiddleware, key: bytes = UUID_KEY) -> tuple[int | None, bytes]:
+    answer = await post(mw, key=key)
+    return answer.status, answer.body
 
 
 @pytest.mark.parametrize("anonymous", [False, True], ids=["authenticated-only", "allow_anonymous"])
 @pytest.mark.parametrize("kind", list(BAD_RESULTS))
 async def test_a_failing_resolver_answers_401(kind: str, anonymous: bool) -> None:
-    app, store = App(), CountingStore()
-    mw = IdempotencyMiddleware(
-        app,
-        store=store,
-        resolver=BAD_RESULTS[kind],
-        secret=SECRET,
-        config=IdempotencyConfig(allow_anonymous=anonymous),
-        purge_interval=None,
+    app, store = answering_ok(), FaultyStore()
+    mw = wrap(
+        app, store, resolver=BAD_RESULTS[kind], config=IdempotencyConfig(allow_anonymous=anonymous), purge_interval=None
     )
     status, body = await call(mw)
     assert status == 401
     assert b"idempotency-principal-required" in body
     assert app.calls == 0
-    assert store.claims == 0
+    assert store.calls["claim"] == 0
 
 
 async def test_a_bad_resolver_result_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    mw = IdempotencyMiddleware(
-        App(), store=MemoryStore(), resolver=BAD_RESULTS["tenant None"], secret=SECRET, purge_interval=None
-    )
+    mw = wrap(answering_ok(), resolver=BAD_RESULTS["tenant None"], purge_interval=None)
     with caplog.at_level(logging.DEBUG, logger="stalwart"):
         for _ in range(3):
             assert (await call(mw))[0] == 401
@@ -144,15 +104,10 @@ def test_identity_still_accepts_what_it_documents() -> None:
 
 
 async def test_no_principal_is_still_anonymous_where_allowed() -> None:
-    app = App()
+    app = answering_ok()
     for result in (None, Identity(None), Identity("")):
-        mw = IdempotencyMiddleware(
-            app,
-            store=MemoryStore(),
-            resolver=lambda scope, r=result: r,
-            secret=SECRET,
-            config=IdempotencyConfig(allow_anonymous=True),
-            purge_interval=None,
+        mw = wrap(
+            app, resolver=lambda scope, r=result: r, config=IdempotencyConfig(allow_anonymous=True), purge_interval=None
         )
         assert (await call(mw))[0] == 201
     assert app.calls == 3

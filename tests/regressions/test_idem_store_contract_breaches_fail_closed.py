@@ -16,80 +16,43 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from _idem_asgi import SECRET, CountingApp, FaultyStore, post, wrap
+
 from stalwart import CircuitBreaker
-from stalwart.idempotency import IdempotencyMiddleware, Identity, MemoryStore, RecordDecodeError
+from stalwart.idempotency import IdempotencyMiddleware, MemoryStore, RecordDecodeError
 from stalwart.testing import FakeClock
 
-SECRET = b"s" * 32
+
+def broken_store(error: Exception, *, apply_first: bool = False) -> FaultyStore:
+    """A third-party-style store whose driver error escapes its wrapping at every claim (applied first or not)."""
+    return FaultyStore(fail_at={"claim"}, applied={"claim"} if apply_first else (), error=lambda operation: error)
 
 
-class BrokenStore(MemoryStore):
-    """A third-party-style store whose driver errors escape its wrapping."""
-
-    def __init__(self, error: Exception, *, apply_first: bool = False) -> None:
-        super().__init__()
-        self.error = error
-        self.apply_first = apply_first
-        self.claims = 0
-
-    async def claim(self, record_id: str, **kwargs: Any) -> Any:
-        self.claims += 1
-        if self.apply_first:
-            await super().claim(record_id, **kwargs)
-        raise self.error
+async def call(mw: Any) -> tuple[int | None, dict[bytes, bytes]]:
+    answer = await post(mw)
+    return answer.status, answer.headers
 
 
-class App:
-    calls = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.calls += 1
-        await receive()
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b"charged"})
-
-
-async def call(mw: Any) -> tuple[int, dict[bytes, bytes]]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await mw(scope, receive, send)
-    (start,) = [m for m in messages if m["type"] == "http.response.start"]
-    return start["status"], dict(start["headers"])
-
-
-def middleware(app: App, store: MemoryStore, **kwargs: Any) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(app, store=store, resolver=lambda s: Identity("alice"), **kwargs)
+def middleware(app: CountingApp, store: MemoryStore, **kwargs: Any) -> IdempotencyMiddleware:
+    kwargs.setdefault("secret", None)  # the store provides it unless the test passes one
+    return wrap(app, store, **kwargs)
 
 
 async def test_a_driver_error_at_the_claim_is_503_with_retry_after() -> None:
-    app = App()
-    store = BrokenStore(ConnectionResetError("connection reset by peer"))
+    app = CountingApp()
+    store = broken_store(ConnectionResetError("connection reset by peer"))
     mw = middleware(app, store, secret=SECRET)
     status, headers = await call(mw)
     assert status == 503
     assert b"retry-after" in headers
     assert app.calls == 0
-    assert store.claims == 2  # repeated once with the same owner token, like any ambiguous claim
+    assert store.calls["claim"] == 2  # repeated once with the same owner token, like any ambiguous claim
     assert mw.statistics()["store_unavailable_503"] == 1
 
 
 async def test_a_claim_applied_before_the_error_is_given_back() -> None:
-    app = App()
-    store = BrokenStore(RuntimeError("cannot schedule new futures after shutdown"), apply_first=True)
+    app = CountingApp()
+    store = broken_store(RuntimeError("cannot schedule new futures after shutdown"), apply_first=True)
     mw = middleware(app, store, secret=SECRET)
     assert (await call(mw))[0] == 503
     for _ in range(10):
@@ -100,21 +63,21 @@ async def test_a_claim_applied_before_the_error_is_given_back() -> None:
 
 async def test_the_breaker_counts_such_errors_as_failures() -> None:
     breaker = CircuitBreaker("idempotency-store", failure_threshold=1, reset_timeout=30.0, clock=FakeClock())
-    app = App()
-    store = BrokenStore(OSError("network unreachable"))
+    app = CountingApp()
+    store = broken_store(OSError("network unreachable"))
     mw = middleware(app, store, secret=SECRET, breaker=breaker)
     assert (await call(mw))[0] == 503
-    assert store.claims == 2
+    assert store.calls["claim"] == 2
     assert (await call(mw))[0] == 503
-    assert store.claims == 2  # the breaker opened and answered without asking the store
+    assert store.calls["claim"] == 2  # the breaker opened and answered without asking the store
     assert app.calls == 0
 
 
 async def test_an_undecodable_record_is_still_503_at_once() -> None:
-    store = BrokenStore(RecordDecodeError("unknown schema_version 9"))
-    mw = middleware(App(), store, secret=SECRET)
+    store = broken_store(RecordDecodeError("unknown schema_version 9"))
+    mw = middleware(CountingApp(), store, secret=SECRET)
     assert (await call(mw))[0] == 503
-    assert store.claims == 1  # not retried: the record, not the connection, is the problem
+    assert store.calls["claim"] == 1  # not retried: the record, not the connection, is the problem
 
 
 async def test_a_driver_error_while_reading_the_stores_secret_is_503() -> None:
@@ -122,7 +85,7 @@ async def test_a_driver_error_while_reading_the_stores_secret_is_503() -> None:
         async def default_secret(self) -> bytes:
             raise ConnectionRefusedError("connection refused")
 
-    app = App()
+    app = CountingApp()
     status, headers = await call(middleware(app, NoSecret()))
     assert status == 503
     assert b"retry-after" in headers

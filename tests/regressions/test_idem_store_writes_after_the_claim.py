@@ -22,11 +22,9 @@ import logging
 from typing import Any
 
 import pytest
+from _idem_asgi import CountingApp, FaultyStore, post, wrap
 
-from stalwart import StoreUnavailable
-from stalwart.idempotency import IdempotencyMiddleware, Identity, MemoryStore
-
-SECRET = b"s" * 32
+from stalwart.idempotency import IdempotencyMiddleware, MemoryStore
 
 
 class StillClock:
@@ -48,76 +46,29 @@ class StillClock:
         await asyncio.sleep(0)
 
 
-class BlippingStore(MemoryStore):
+def blipping_store(fail: int = 1, *, apply_then_fail: bool = False) -> FaultyStore:
     """``release``/``complete`` fail the first ``fail`` times; with ``apply_then_fail`` the write lands first."""
-
-    def __init__(self, fail: int = 1, *, apply_then_fail: bool = False) -> None:
-        super().__init__()
-        self.fail = fail
-        self.apply_then_fail = apply_then_fail
-        self.calls = {"release": 0, "complete": 0}
-
-    async def _write(self, name: str, write: Any) -> bool:
-        self.calls[name] += 1
-        if self.calls[name] > self.fail:
-            return bool(await write())
-        if self.apply_then_fail:
-            await write()
-        raise StoreUnavailable(f"{name}: connection reset")
-
-    async def release(self, record_id: str, *, owner_token: str, fence: int) -> bool:
-        parent = super().release
-        return await self._write("release", lambda: parent(record_id, owner_token=owner_token, fence=fence))
-
-    async def complete(self, record_id: str, **kwargs: Any) -> bool:
-        parent = super().complete
-        return await self._write("complete", lambda: parent(record_id, **kwargs))
+    writes = ("release", "complete")
+    return FaultyStore(fail_next=dict.fromkeys(writes, fail), applied=writes if apply_then_fail else ())
 
 
-class App:
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.calls = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.calls += 1
-        await receive()
-        await send({"type": "http.response.start", "status": self.status, "headers": []})
-        await send({"type": "http.response.body", "body": f"run {self.calls}".encode()})
+def answering(status: int) -> CountingApp:
+    return CountingApp(status, body=lambda run: f"run {run}".encode())
 
 
-async def call(mw: Any) -> tuple[int, bytes]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await mw(scope, receive, send)
-    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
-    return status, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+async def call(mw: Any) -> tuple[int | None, bytes]:
+    answer = await post(mw)
+    return answer.status, answer.body
 
 
-def middleware(app: App, store: MemoryStore) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        app, store=store, resolver=lambda s: Identity("alice"), secret=SECRET, clock=StillClock()
-    )
+def middleware(app: CountingApp, store: MemoryStore) -> IdempotencyMiddleware:
+    return wrap(app, store, clock=StillClock())
 
 
 @pytest.mark.parametrize("status", [429, 503, 401])
 async def test_a_release_that_fails_once_is_retried_and_the_retry_executes(status: int) -> None:
-    store = BlippingStore(fail=1)
-    app = App(status)
+    store = blipping_store(fail=1)
+    app = answering(status)
     mw = middleware(app, store)
     assert await call(mw) == (status, b"run 1")
     assert len(store) == 0  # released on the second try
@@ -131,8 +82,8 @@ async def test_a_release_that_keeps_failing_on_the_request_path_goes_on_in_the_b
 ) -> None:
     # (It used to stop there and leave the lease to lapse into "outcome unknown": see
     # test_idem_lost_release_never_ends_abandoned.py.)
-    store = BlippingStore(fail=4)
-    app = App(429)
+    store = blipping_store(fail=4)
+    app = answering(429)
     mw = middleware(app, store)
     with caplog.at_level(logging.WARNING, logger="stalwart"):
         assert await call(mw) == (429, b"run 1")  # the real answer is delivered anyway
@@ -149,8 +100,8 @@ async def test_a_release_that_keeps_failing_on_the_request_path_goes_on_in_the_b
 
 
 async def test_a_completion_applied_but_unanswered_is_not_a_lost_lease(caplog: pytest.LogCaptureFixture) -> None:
-    store = BlippingStore(fail=1, apply_then_fail=True)
-    app = App(201)
+    store = blipping_store(fail=1, apply_then_fail=True)
+    app = answering(201)
     mw = middleware(app, store)
     with caplog.at_level(logging.WARNING, logger="stalwart"):
         assert await call(mw) == (201, b"run 1")
@@ -163,8 +114,8 @@ async def test_a_completion_applied_but_unanswered_is_not_a_lost_lease(caplog: p
 
 
 async def test_a_completion_refused_after_a_failed_attempt_by_another_owner_is_still_a_lost_lease() -> None:
-    store = BlippingStore(fail=1)
-    app = App(201)
+    store = blipping_store(fail=1)
+    app = answering(201)
     mw = middleware(app, store)
 
     original_complete = store.complete

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from _idem_asgi import CountingApp, FaultyStore, post, wrap
 
 from stalwart import StoreUnavailable
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore, StoredResponse
+from stalwart.idempotency import IdempotencyConfig, StoredResponse
 from stalwart.idempotency._answers import unavailable_retry_after
-
-SECRET = b"s" * 32
 
 
 class FakeTx:
@@ -35,17 +34,12 @@ class FakeTx:
         raise StoreUnavailable("commit: connection reset")
 
 
-class FailingStore(MemoryStore):
+class FailingStore(FaultyStore):
     """Fails where told: ``"claim"`` (lease mode), ``"open"`` (the transaction) or ``"commit"``."""
 
     def __init__(self, where: str) -> None:
-        super().__init__()
+        super().__init__(fail_at={"claim"} if where == "claim" else ())
         self.where = where
-
-    async def claim(self, *args: Any, **kwargs: Any) -> Any:
-        if self.where == "claim":
-            raise StoreUnavailable("claim: connection refused")
-        return await super().claim(*args, **kwargs)
 
     @contextlib.asynccontextmanager
     async def transaction(self, record_id: str, *, fingerprint: bytes, fp_version: int) -> AsyncIterator[FakeTx]:
@@ -54,33 +48,9 @@ class FailingStore(MemoryStore):
         yield FakeTx()
 
 
-async def app(scope: Any, receive: Any, send: Any) -> None:
-    await receive()
-    await send({"type": "http.response.start", "status": 201, "headers": []})
-    await send({"type": "http.response.body", "body": b"created"})
-
-
-async def retry_after(mw: Any) -> tuple[int, bytes]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-    starts: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            starts.append(message)
-
-    await mw(scope, receive, send)
-    (start,) = starts
-    return start["status"], dict(start["headers"])[b"retry-after"]
+async def retry_after(mw: Any) -> tuple[int | None, bytes]:
+    answer = await post(mw)
+    return answer.status, answer.headers[b"retry-after"]
 
 
 @pytest.mark.parametrize(("drawn", "expected"), [(0.0, b"1"), (0.49, b"1"), (0.5, b"2"), (0.999, b"2")])
@@ -89,11 +59,9 @@ async def test_every_store_unavailable_503_is_jittered_by_the_injected_random(
     where: str, drawn: float, expected: bytes
 ) -> None:
     draw: Callable[[], float] = lambda: drawn  # noqa: E731  # only the middleware's random= is driven
-    mw = IdempotencyMiddleware(
-        app,
-        store=FailingStore(where),
-        resolver=lambda s: Identity("alice"),
-        secret=SECRET,
+    mw = wrap(
+        CountingApp(body=b"created"),
+        FailingStore(where),
         config=IdempotencyConfig(transactional=where in ("open", "commit")),
         random=draw,
     )
