@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from _idem_asgi import SECRET, post
 from psycopg import sql
 
 from stalwart.idempotency import (
@@ -43,7 +44,6 @@ from stalwart.idempotency.stores.redis import RedisStore
 
 FP = b"\x01" * 32
 RESPONSE = StoredResponse(Outcome.RESPONSE, 201, ((b"location", b"/p/1"),), b"done")
-SECRET = b"s" * 32
 
 
 class ManualClock:
@@ -184,26 +184,9 @@ async def test_a_reclaim_clears_the_unknown_outcome(stores: Stores) -> None:
 # -- the metric ------------------------------------------------------------------------------------------------------
 
 
-async def call(mw: Any) -> tuple[int, dict[bytes, bytes], bytes]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await mw(scope, receive, send)
-    (start,) = [m for m in messages if m["type"] == "http.response.start"]
-    return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in messages[1:])
+async def call(mw: Any) -> tuple[int | None, dict[bytes, bytes], bytes]:
+    answer = await post(mw)
+    return answer.status, answer.headers, answer.body
 
 
 def hanging_app() -> Any:

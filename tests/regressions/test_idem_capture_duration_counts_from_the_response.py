@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore
+from _idem_asgi import post, wrap
 
-SECRET = b"s" * 32
+from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware
 
 
 class SteppedClock:
@@ -36,38 +36,13 @@ class SteppedClock:
         await asyncio.sleep(0)
 
 
-async def call(mw: Any) -> tuple[int, dict[bytes, bytes], bytes]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await mw(scope, receive, send)
-    (start,) = [m for m in messages if m["type"] == "http.response.start"]
-    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), body
+async def call(mw: Any) -> tuple[int | None, dict[bytes, bytes], bytes]:
+    answer = await post(mw)
+    return answer.status, answer.headers, answer.body
 
 
 def middleware(app: Any, clock: SteppedClock) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        app,
-        store=MemoryStore(),
-        resolver=lambda s: Identity("alice"),
-        secret=SECRET,
-        config=IdempotencyConfig(max_capture_duration=300.0),
-        clock=clock,
-    )
+    return wrap(app, config=IdempotencyConfig(max_capture_duration=300.0), clock=clock)
 
 
 async def test_a_slow_handler_with_a_small_answer_is_stored_in_full() -> None:

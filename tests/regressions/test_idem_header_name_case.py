@@ -14,71 +14,30 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _idem_asgi import SERVER_SCOPE, CountingApp, post, wrap
 
-from stalwart.idempotency import FingerprintSpec, IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore
+from stalwart.idempotency import FingerprintSpec, IdempotencyConfig, IdempotencyMiddleware
 from stalwart.idempotency import compute_fingerprint as fingerprint
 
-SECRET = b"s" * 32
+
+def charge() -> CountingApp:
+    """Reads the whole body, answers 201 ``charge <n>`` (text/plain) on its n-th run."""
+    return CountingApp(body=lambda run: f"charge {run}".encode(), headers=[(b"content-type", b"text/plain")])
 
 
-def scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-    }
-
-
-class Charge:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.calls += 1
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": f"charge {self.calls}".encode()})
-
-
-async def call(mw: Any, headers: list[tuple[bytes, bytes]], body: bytes = b'{"amount": 1}') -> tuple[int, bytes]:
-    messages: list[dict[str, Any]] = []
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        assert not delivered, "the middleware must not read past the body"
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await mw(scope(headers), receive, send)
-    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
-    return status, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+async def call(mw: Any, headers: list[tuple[bytes, bytes]], body: bytes = b'{"amount": 1}') -> tuple[int | None, bytes]:
+    # No idempotency-key of the helper's: the test writes the header lines itself; nothing may read past the body.
+    answer = await post(mw, key=None, headers=headers, body=body, scope=SERVER_SCOPE, read_once=True)
+    return answer.status, answer.body
 
 
 def middleware(app: Any, **config: Any) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        app,
-        store=MemoryStore(),
-        resolver=lambda scope: Identity("alice"),
-        secret=SECRET,
-        config=IdempotencyConfig(**config),
-    )
+    return wrap(app, config=IdempotencyConfig(**config))
 
 
 @pytest.mark.parametrize("name", [b"Idempotency-Key", b"IDEMPOTENCY-KEY", b"idempotency-KEY"])
 async def test_a_key_header_in_any_case_is_honoured(name: bytes) -> None:
-    app = Charge()
+    app = charge()
     mw = middleware(app)
     first = await call(mw, [(name, b"k-1")])
     second = await call(mw, [(b"idempotency-key", b"k-1")])
@@ -88,21 +47,21 @@ async def test_a_key_header_in_any_case_is_honoured(name: bytes) -> None:
 
 
 async def test_duplicated_key_lines_in_mixed_case_are_400() -> None:
-    app = Charge()
+    app = charge()
     status, _ = await call(middleware(app), [(b"Idempotency-Key", b"a"), (b"idempotency-key", b"b")])
     assert status == 400
     assert app.calls == 0
 
 
 async def test_a_required_key_is_found_in_any_case() -> None:
-    app = Charge()
+    app = charge()
     status, _ = await call(middleware(app, required=True), [(b"Idempotency-Key", b"k-1")])
     assert status == 201
     assert app.calls == 1
 
 
 async def test_declared_content_length_is_checked_in_any_case() -> None:
-    app = Charge()
+    app = charge()
     mw = middleware(app, max_request_body=4)
     status, _ = await call(mw, [(b"idempotency-key", b"k"), (b"Content-Length", b"1000")], body=b"")
     assert status == 413

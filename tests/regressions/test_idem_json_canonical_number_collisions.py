@@ -14,13 +14,11 @@ reformatted one may be a 422 too, never a wrong replay).
 from __future__ import annotations
 
 import pytest
+from _idem_asgi import CountingApp, post, wrap
 
 from stalwart.idempotency import (
     FingerprintSpec,
     IdempotencyConfig,
-    IdempotencyMiddleware,
-    Identity,
-    MemoryStore,
     canonical_json,
     compute_fingerprint,
 )
@@ -72,44 +70,13 @@ def test_canonical_json_itself_is_still_plain_rfc_8785() -> None:
 
 
 async def test_a_reused_key_with_another_big_id_is_422_not_the_replay() -> None:
-    calls: list[bytes] = []
+    app = CountingApp(body=b"paid")
+    mw = wrap(app, config=IdempotencyConfig(fingerprint=FingerprintSpec(json_canonical=True)))
 
-    async def app(scope: object, receive: object, send: object) -> None:
-        message = await receive()  # type: ignore[operator]
-        calls.append(message["body"])
-        await send({"type": "http.response.start", "status": 201, "headers": []})  # type: ignore[operator]
-        await send({"type": "http.response.body", "body": b"paid"})  # type: ignore[operator]
+    async def status(body: bytes) -> int | None:
+        return (await post(mw, body=body, headers=JSON)).status
 
-    mw = IdempotencyMiddleware(
-        app,
-        store=MemoryStore(),
-        resolver=lambda s: Identity("alice"),
-        secret=b"s" * 32,
-        config=IdempotencyConfig(fingerprint=FingerprintSpec(json_canonical=True)),
-    )
-
-    async def post(body: bytes) -> int:
-        statuses: list[int] = []
-
-        async def receive() -> dict[str, object]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, object]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])  # type: ignore[arg-type]
-
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/payments",
-            "raw_path": b"/payments",
-            "query_string": b"",
-            "headers": [*JSON, (b"idempotency-key", b"k-1")],
-        }
-        await mw(scope, receive, send)
-        return statuses[0]
-
-    assert await post(b'{"recipient": 9007199254740993, "amount": 5}') == 201
-    assert await post(b'{"recipient": 9007199254740993, "amount": 5}') == 201  # the same bytes: a replay
-    assert await post(b'{"recipient": 9007199254740992, "amount": 5}') == 422
-    assert len(calls) == 1
+    assert await status(b'{"recipient": 9007199254740993, "amount": 5}') == 201
+    assert await status(b'{"recipient": 9007199254740993, "amount": 5}') == 201  # the same bytes: a replay
+    assert await status(b'{"recipient": 9007199254740992, "amount": 5}') == 422
+    assert app.calls == 1

@@ -13,13 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _idem_asgi import CountingApp, post, wrap
 
 from stalwart.idempotency import (
     FingerprintSpec,
     IdempotencyConfig,
-    IdempotencyMiddleware,
-    Identity,
-    MemoryStore,
     compute_fingerprint,
 )
 
@@ -74,43 +72,13 @@ def test_a_content_type_left_out_of_the_allow_list_is_not_hashed() -> None:
 
 
 async def test_an_honest_retry_with_reordered_json_is_replayed_not_422() -> None:
-    calls: list[int] = []
+    app = CountingApp(body=b"created")
+    mw = wrap(app, config=IdempotencyConfig(fingerprint=FingerprintSpec(headers=(), json_canonical=True)))
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        calls.append(1)
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b"created"})
-
-    mw = IdempotencyMiddleware(
-        app,
-        store=MemoryStore(),
-        resolver=lambda scope: Identity("alice"),
-        secret=b"s" * 32,
-        config=IdempotencyConfig(fingerprint=FingerprintSpec(headers=(), json_canonical=True)),
-    )
-
-    async def call(body: bytes) -> tuple[int, bytes]:
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/payments",
-            "raw_path": b"/payments",
-            "query_string": b"",
-            "headers": [(b"content-type", b"application/json"), (b"idempotency-key", b"k-1")],
-        }
-        messages: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            messages.append(message)
-
-        await mw(scope, receive, send)
-        status = next(m["status"] for m in messages if m["type"] == "http.response.start")
-        return status, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    async def call(body: bytes) -> tuple[int | None, bytes]:
+        answer = await post(mw, body=body, headers=[(b"content-type", b"application/json")])
+        return answer.status, answer.body
 
     assert await call(BODY) == (201, b"created")
     assert await call(REORDERED) == (201, b"created")
-    assert len(calls) == 1
+    assert app.calls == 1

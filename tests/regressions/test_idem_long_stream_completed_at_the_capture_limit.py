@@ -16,10 +16,10 @@ import logging
 from typing import Any
 
 import pytest
+from _idem_asgi import post, wrap
 
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore, State
+from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, MemoryStore, State
 
-SECRET = b"s" * 32
 SSE = [(b"content-type", b"text/event-stream"), (b"x-stream", b"1")]
 
 
@@ -96,37 +96,12 @@ class Stream:
 
 
 def middleware(app: Any, clock: SteppedClock, store: MemoryStore, **cfg: Any) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        app,
-        store=store,
-        resolver=lambda s: Identity("alice"),
-        secret=SECRET,
-        config=IdempotencyConfig(max_capture_duration=300.0, **cfg),
-        clock=clock,
-    )
+    return wrap(app, store, config=IdempotencyConfig(max_capture_duration=300.0, **cfg), clock=clock)
 
 
-async def call(mw: Any, sink: list[dict[str, Any]] | None = None) -> tuple[int, dict[bytes, bytes], bytes]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/events",
-        "raw_path": b"/events",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-    messages: list[dict[str, Any]] = [] if sink is None else sink
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await mw(scope, receive, send)
-    (start,) = [m for m in messages if m["type"] == "http.response.start"]
-    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), body
+async def call(mw: Any, sink: list[dict[str, Any]] | None = None) -> tuple[int | None, dict[bytes, bytes], bytes]:
+    answer = await post(mw, path="/events", sink=sink)
+    return answer.status, answer.headers, answer.body
 
 
 def only_record(store: MemoryStore) -> Any:

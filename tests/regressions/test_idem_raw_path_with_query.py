@@ -16,66 +16,38 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _idem_asgi import SERVER_SCOPE, CountingApp, post, wrap
 
-from stalwart.idempotency import FingerprintSpec, IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore
-
-SECRET = b"s" * 32
-
-
-class Charge:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.calls += 1
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": f"charge {self.calls}".encode()})
+from stalwart.idempotency import FingerprintSpec, IdempotencyConfig, IdempotencyMiddleware
 
 
-async def call(mw: IdempotencyMiddleware, path: str, query: bytes, *, full_target: bool) -> tuple[int, bytes]:
+def charge() -> CountingApp:
+    """Reads the whole body, answers 201 ``charge <n>`` (text/plain) on its n-th run."""
+    return CountingApp(body=lambda run: f"charge {run}".encode(), headers=[(b"content-type", b"text/plain")])
+
+
+async def call(mw: IdempotencyMiddleware, path: str, query: bytes, *, full_target: bool) -> tuple[int | None, bytes]:
     """POST ``path?query``; ``full_target``: ``raw_path`` is the whole request target, as httpx < 0.28 sent it."""
     raw_path = path.encode() + (b"?" + query if full_target and query else b"")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": raw_path,
-        "query_string": query,
-        "root_path": "",
-        "headers": [(b"idempotency-key", b"key-1"), (b"content-type", b"application/json")],
-    }
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await mw(scope, receive, send)
-    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
-    return status, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-
-
-def middleware(app: Charge, **config: Any) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        app,
-        store=MemoryStore(),
-        resolver=lambda scope: Identity("alice"),
-        secret=SECRET,
-        config=IdempotencyConfig(**config),
-        purge_interval=None,
+    answer = await post(
+        mw,
+        key=b"key-1",
+        path=path,
+        raw_path=raw_path,
+        query_string=query,
+        headers=[(b"content-type", b"application/json")],
+        scope=SERVER_SCOPE,
     )
+    return answer.status, answer.body
+
+
+def middleware(app: CountingApp, **config: Any) -> IdempotencyMiddleware:
+    return wrap(app, config=IdempotencyConfig(**config), purge_interval=None)
 
 
 @pytest.mark.parametrize("full_target", [False, True], ids=["raw_path-without-query", "raw_path-with-query"])
 async def test_exclude_query_ignores_the_query_whatever_raw_path_holds(full_target: bool) -> None:
-    app = Charge()
+    app = charge()
     mw = middleware(app, fingerprint=FingerprintSpec(exclude_query=True))
     assert await call(mw, "/payments", b"trace=1", full_target=full_target) == (201, b"charge 1")
     assert await call(mw, "/payments", b"trace=2", full_target=full_target) == (201, b"charge 1")  # the replay
@@ -84,7 +56,7 @@ async def test_exclude_query_ignores_the_query_whatever_raw_path_holds(full_targ
 
 @pytest.mark.parametrize("full_target", [False, True], ids=["raw_path-without-query", "raw_path-with-query"])
 async def test_query_canonical_ignores_the_parameter_order_whatever_raw_path_holds(full_target: bool) -> None:
-    app = Charge()
+    app = charge()
     mw = middleware(app, fingerprint=FingerprintSpec(query_canonical=True))
     assert await call(mw, "/payments", b"a=1&b=2", full_target=full_target) == (201, b"charge 1")
     assert await call(mw, "/payments", b"b=2&a=1", full_target=full_target) == (201, b"charge 1")
@@ -96,7 +68,7 @@ async def test_query_canonical_ignores_the_parameter_order_whatever_raw_path_hol
 async def test_the_query_counts_once_in_the_default_fingerprint() -> None:
     # Both readings of raw_path give the same fingerprint: a retry through a client that sends the whole target
     # replays a request first made through one that does not.
-    app = Charge()
+    app = charge()
     mw = middleware(app)
     assert await call(mw, "/payments", b"a=1", full_target=False) == (201, b"charge 1")
     assert await call(mw, "/payments", b"a=1", full_target=True) == (201, b"charge 1")
@@ -106,7 +78,7 @@ async def test_the_query_counts_once_in_the_default_fingerprint() -> None:
 
 
 async def test_scope_by_route_scopes_by_the_path_not_the_query() -> None:
-    app = Charge()
+    app = charge()
     mw = middleware(app, scope_by_route=True, fingerprint=FingerprintSpec(exclude_query=True))
     assert await call(mw, "/payments", b"trace=1", full_target=True) == (201, b"charge 1")
     assert await call(mw, "/payments", b"trace=2", full_target=True) == (201, b"charge 1")

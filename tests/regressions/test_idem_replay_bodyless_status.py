@@ -13,10 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from stalwart.idempotency import IdempotencyMiddleware, Identity, MemoryStore
-
-SECRET = b"s" * 32
+from _idem_asgi import post, wrap
 
 
 def app_answering(status: int, headers: list[tuple[bytes, bytes]]) -> Any:
@@ -32,33 +29,15 @@ def app_answering(status: int, headers: list[tuple[bytes, bytes]]) -> Any:
     return app
 
 
-async def call(mw: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/items",
-        "raw_path": b"/items",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await mw(scope, receive, send)
-    (start,) = [m for m in messages if m["type"] == "http.response.start"]
-    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    return start["status"], [(bytes(k), bytes(v)) for k, v in start["headers"]], body
+async def call(mw: Any) -> tuple[int | None, list[tuple[bytes, bytes]], bytes]:
+    answer = await post(mw, path="/items")
+    return answer.status, answer.raw_headers, answer.body
 
 
 @pytest.mark.parametrize("status", [204, 304])
 async def test_a_bodyless_status_is_replayed_without_a_content_length(status: int) -> None:
     app = app_answering(status, [(b"etag", b'"v1"')])
-    mw = IdempotencyMiddleware(app, store=MemoryStore(), resolver=lambda s: Identity("alice"), secret=SECRET)
+    mw = wrap(app)
     first = await call(mw)
     replay = await call(mw)
     assert len(app.calls) == 1
@@ -68,7 +47,7 @@ async def test_a_bodyless_status_is_replayed_without_a_content_length(status: in
 
 async def test_statuses_with_content_still_get_the_recomputed_length() -> None:
     app = app_answering(200, [(b"content-length", b"0")])
-    mw = IdempotencyMiddleware(app, store=MemoryStore(), resolver=lambda s: Identity("alice"), secret=SECRET)
+    mw = wrap(app)
     await call(mw)
     status, headers, body = await call(mw)
     assert (status, body) == (200, b"")

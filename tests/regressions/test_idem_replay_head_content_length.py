@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from _idem_asgi import post, wrap
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -66,24 +67,7 @@ async def test_a_raw_asgi_head_response_is_replayed_with_its_length() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"99")]})
         await send({"type": "http.response.body", "body": b""})
 
-    mw = IdempotencyMiddleware(app, store=MemoryStore(), secret=SECRET, resolver=lambda s: Identity("a"), config=CONFIG)
-    scope = {
-        "type": "http",
-        "method": "HEAD",
-        "path": "/r",
-        "raw_path": b"/r",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k")],
-    }
-    starts: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            starts.append(message)
-
-    await mw(dict(scope), receive, send)
-    await mw(dict(scope), receive, send)
-    assert [v for k, v in starts[1]["headers"] if k == b"content-length"] == [b"99"]
+    mw = wrap(app, resolver=lambda s: Identity("a"), config=CONFIG)
+    await post(mw, key="k", method="HEAD", path="/r", body=b"")
+    replay = await post(mw, key="k", method="HEAD", path="/r", body=b"")
+    assert [v for k, v in replay.raw_headers if k == b"content-length"] == [b"99"]

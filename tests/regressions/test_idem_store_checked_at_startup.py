@@ -13,19 +13,18 @@ again on first use.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from typing import Any
 
 import pytest
+from _idem_asgi import run_lifespan, wrap
 
 from stalwart import StoreUnavailable
-from stalwart.idempotency import IdempotencyMiddleware, Identity, MemoryStore
+from stalwart.idempotency import IdempotencyMiddleware, MemoryStore
 from stalwart.idempotency.stores._redis_checks import read_settings
 from stalwart.idempotency.stores.redis import RedisServerCheckError, RedisStore, server_problems
 
-SECRET = b"s" * 32
 PROBLEM = "maxmemory-policy is allkeys-lru: a live in-progress record may be evicted"
 
 
@@ -63,25 +62,8 @@ class LifespanApp:
                 return
 
 
-async def run_lifespan(mw: IdempotencyMiddleware) -> list[dict[str, Any]]:
-    """Start-up then shut-down, as a server drives them; returns what the middleware sent."""
-    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-        if message["type"] == "lifespan.startup.complete":
-            incoming.put_nowait({"type": "lifespan.shutdown"})
-
-    incoming.put_nowait({"type": "lifespan.startup"})
-    await asyncio.wait_for(mw({"type": "lifespan", "asgi": {"version": "3.0"}}, incoming.get, send), 5)
-    return sent
-
-
 def middleware(app: Any, store: Any) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        app, store=store, resolver=lambda scope: Identity("alice"), secret=SECRET, purge_interval=None
-    )
+    return wrap(app, store, purge_interval=None)
 
 
 async def test_problems_are_logged_at_startup_before_the_app_starts(caplog: pytest.LogCaptureFixture) -> None:

@@ -22,11 +22,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from _idem_asgi import post, wrap
 
 from stalwart import StoreUnavailable
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore, StoredResponse
-
-SECRET = b"s" * 32
+from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, MemoryStore, StoredResponse
 
 
 class FakeTx:
@@ -79,39 +78,19 @@ class App:
 
 
 async def call(mw: Any, *, client_gone: bool = False) -> list[tuple[int, bytes]]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-    }
+    """Every response the middleware started, as (status, body); with ``client_gone`` every send raises."""
+    answer = await post(mw, send_fails=OSError("client disconnected") if client_gone else None)
     answers: list[tuple[int, bytes]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if client_gone:
-            raise OSError("client disconnected")
+    for message in answer.messages:
         if message["type"] == "http.response.start":
             answers.append((message["status"], b""))
         elif message["type"] == "http.response.body":
             answers[-1] = (answers[-1][0], answers[-1][1] + message.get("body", b""))
-
-    await mw(scope, receive, send)
     return answers
 
 
 def middleware(app: App, store: TxStore, **config: Any) -> IdempotencyMiddleware:
-    return IdempotencyMiddleware(
-        app,
-        store=store,
-        resolver=lambda s: Identity("alice"),
-        secret=SECRET,
-        config=IdempotencyConfig(transactional=True, **config),
-    )
+    return wrap(app, store, config=IdempotencyConfig(transactional=True, **config))
 
 
 @pytest.mark.parametrize("fail_open", [True, False])

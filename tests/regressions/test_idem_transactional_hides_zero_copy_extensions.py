@@ -16,9 +16,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from stalwart.idempotency import IdempotencyConfig, IdempotencyMiddleware, Identity, MemoryStore, StoredResponse
+from _idem_asgi import post, wrap
 
-SECRET = b"s" * 32
+from stalwart.idempotency import IdempotencyConfig, MemoryStore, StoredResponse
+
 EXTENSIONS = {"http.response.pathsend": {}, "http.response.zerocopy": {}, "http.response.trailers": {}, "tls": {}}
 
 
@@ -66,31 +67,9 @@ async def test_transactional_mode_hides_pathsend_and_commits_the_file_response()
         await file_response(scope, receive, send)
 
     store = TxStore()
-    mw = IdempotencyMiddleware(
-        app,
-        store=store,
-        resolver=lambda s: Identity("alice"),
-        secret=SECRET,
-        config=IdempotencyConfig(transactional=True),
-    )
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/receipts",
-        "raw_path": b"/receipts",
-        "query_string": b"",
-        "headers": [(b"idempotency-key", b"k-1")],
-        "extensions": dict(EXTENSIONS),
-    }
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await mw(scope, receive, send)
+    mw = wrap(app, store, config=IdempotencyConfig(transactional=True))
+    answer = await post(mw, path="/receipts", scope={"extensions": dict(EXTENSIONS)})
+    scope, messages = answer.scope, answer.messages
     assert seen == [{"tls": {}}]
     assert [m["type"] for m in messages] == ["http.response.start", "http.response.body"]
     assert [(r.status, r.body) for r in store.committed] == [(200, b"receipt")]
