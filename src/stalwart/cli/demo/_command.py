@@ -21,7 +21,9 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, TypeVar
 
-from rich.console import Console, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.measure import Measurement
+from rich.table import Table
 
 from ._outage import DemoSettings, run_outage
 from ._report import DemoProgress, render_report
@@ -76,12 +78,42 @@ R = TypeVar("R", bound=_Result)
 
 
 def print_result(as_json: bool, result: R, render: Callable[[R], RenderableType]) -> None:
-    """Print a scenario's result: its ``document()`` as one line of JSON on stdout, or ``render(result)``."""
+    """Print a scenario's result: its ``document()`` as one line of JSON on stdout, or ``render(result)``.
+
+    No value is ever cut, whatever the terminal's width (or ``COLUMNS``): each table column is at least as wide
+    as its longest word, and a table wider than the terminal wraps (Rich fits a table to the console by cutting
+    cells to ``…`` and cropping lines, which at 80 columns and below cut the report's values).
+    """
     if as_json:
         sys.stdout.write(json.dumps(result.document()) + "\n")
         sys.stdout.flush()
-    else:
-        Console().print(render(result))
+        return
+    console = Console()
+    renderable = render(result)
+    unbounded = console.options.update(max_width=_UNBOUNDED)
+    _keep_words_whole(console, unbounded, renderable)
+    needed = Measurement.get(console, unbounded, renderable).minimum
+    if console.width < needed:
+        console = Console(width=needed)
+    console.print(renderable, crop=False)  # Rich may still size a table above the width: wrap, never crop
+
+
+_UNBOUNDED = 100_000
+"""A width no report reaches: the one to measure its words at."""
+
+
+def _keep_words_whole(console: Console, options: ConsoleOptions, renderable: RenderableType) -> None:
+    """Give every column of the tables in ``renderable`` (a table, or a group of them) a minimum width: its
+    longest word (header included). Rich shrinks the widest columns first without regard to their words, and cuts
+    a word longer than its column to ``…``; a column's ``min_width`` is kept whatever the console's width."""
+    if isinstance(renderable, Group):
+        for part in renderable.renderables:
+            _keep_words_whole(console, options, part)
+    elif isinstance(renderable, Table):
+        for column in renderable.columns:
+            cells = [column.header, *column.cells]
+            longest = max(Measurement.get(console, options, cell).minimum for cell in cells)
+            column.min_width = max(column.min_width or 0, longest)
 
 
 def _outage(args: argparse.Namespace) -> int:
