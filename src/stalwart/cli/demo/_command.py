@@ -25,20 +25,27 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 
-from ._outage import DemoSettings, run_outage
+from ._outage import MAX_REQUESTS, DemoSettings, run_outage
 from ._report import DemoProgress, render_report
 
 __all__ = ["SCENARIOS", "add_arguments", "run"]
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, maximum: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if maximum is not None and not 1 <= value <= maximum:
+        raise argparse.ArgumentTypeError(f"expected a number between 1 and {maximum}, got {value}")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
+
+
+def _count(text: str) -> int:
+    """A count of requests or payments per side: 1 to :data:`MAX_REQUESTS` (memory and run time grow with it)."""
+    return _positive_int(text, MAX_REQUESTS)
 
 
 def _duration(text: str) -> float:
@@ -199,9 +206,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--requests",
-        type=_positive_int,
+        type=_count,
         default=defaults.requests,
-        help="outage scenario: requests per side (default: %(default)s)",
+        help=f"outage scenario: requests per side, 1-{MAX_REQUESTS} (default: %(default)s)",
     )
     parser.add_argument(
         "--concurrency",
@@ -223,9 +230,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--payments",
-        type=_positive_int,
+        type=_count,
         default=200,
-        help="payments scenario: payments per side (default: %(default)s)",
+        help=f"payments scenario: payments per side, 1-{MAX_REQUESTS} (default: %(default)s)",
     )
     parser.add_argument(
         "--store",

@@ -39,11 +39,12 @@ import httpx
 from stalwart._exceptions import StoreUnavailable
 from stalwart.idempotency import IdempotencyStore, SQLiteStore
 
+from ._outage import MAX_REQUESTS as MAX_PAYMENTS  # one bound for every per-side count
 from ._payments_app import DATABASE_URL, REDIS_URL, STORE_KINDS, create_app
 from ._server import bind_loopback, serving, url_of
 from ._threads import LoopThread, run_side_by_side
 
-__all__ = ["DemoError", "PaymentsResult", "PaymentsSettings", "Tally", "drive", "run_payments"]
+__all__ = ["MAX_PAYMENTS", "DemoError", "PaymentsResult", "PaymentsSettings", "Tally", "drive", "run_payments"]
 
 DEFAULT_SEED = 2015
 """The fixed default seed (the same as the outage scenario's)."""
@@ -67,7 +68,7 @@ class PaymentsSettings:
     """The scenario's knobs.
 
     Attributes:
-        payments: payments per side (default 200).
+        payments: payments per side, 1 to :data:`MAX_PAYMENTS` (default 200).
         concurrency: most payments in flight per side (default 50; a double-clicked payment counts once).
         seed: fixes every payment's user, amount, key, duplication and lost answers (default 2015).
         store: ``"sqlite"`` (default), ``"redis"`` or ``"postgres"``.
@@ -89,8 +90,8 @@ class PaymentsSettings:
     charge_delay: float = 0.02
 
     def __post_init__(self) -> None:
-        if self.payments < 1:
-            raise ValueError(f"payments must be >= 1, got {self.payments!r}")
+        if not 1 <= self.payments <= MAX_PAYMENTS:
+            raise ValueError(f"payments must be between 1 and {MAX_PAYMENTS}, got {self.payments!r}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency!r}")
         if self.store not in STORE_KINDS:
