@@ -83,6 +83,21 @@ class BreakerLink:
         with self._lock:
             self.machine.fail(request)
 
+    @property
+    def lock(self) -> threading.Lock:
+        """The breaker's lock (held for an instant, never across I/O): a store holds it across ``fork``, so that a
+        child gets a consistent breaker with the lock free."""
+        return self._lock
+
+    def forget_unsent(self) -> None:
+        """In a forked child: drop what the parent had not sent yet (outcomes, probe outcomes and demand, permits to
+        give back, a proposed transition: the parent sends them, once) and the fleet's probe permits it held (the
+        parent uses them or gives them back)."""
+        now = self._monotonic()
+        with self._lock:
+            self.machine.take(now)
+            self.machine.tokens = 0
+
 
 @runtime_checkable
 class CircuitStore(Protocol):

@@ -41,8 +41,15 @@ Outage. When Redis cannot be reached, every breaker of the store goes on as a lo
 server at its first unanswered call (refused, reset, timed out): the remaining breakers go local at once, so a hung
 server costs one ``socket_timeout`` per round, not one per breaker. A trip made meanwhile is proposed to the
 fleet when Redis answers again (applied if the fleet did not move meanwhile, or has no state, e.g. after a restart);
-otherwise the fleet's state is adopted (logged once). Outcomes counted during the outage are not sent. Create stores
-after forking worker processes (threads do not survive ``fork``); every process should configure a breaker alike.
+otherwise the fleet's state is adopted (logged once). Outcomes counted during the outage are not sent. Every process
+should configure a breaker alike.
+
+Fork. A store created before ``fork`` (gunicorn ``--preload``, a multiprocessing or prefork pool) works in the child
+(the shared machinery of :class:`~stalwart.redis._common.SyncThread`): the fork waits for the store's lock and its
+breakers' locks (held for an instant, never across I/O), so the child's copies are consistent and the locks free; in
+the child the lock held through a round is new, each breaker drops what the parent had not sent yet (outcomes, probe
+outcomes and demand, a proposed transition: the parent sends them, once) and the fleet's probe permits the parent
+held (the parent's to use), and the store starts a thread of its own if it had one.
 
 Lost state. Redis may lose a breaker's state (a restart without persistence, a failover to a replica that missed the
 latest writes, eviction, ``DEL``). A process whose breaker is OPEN, HALF_OPEN or FORCED_OPEN sends a claim with every
@@ -59,6 +66,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any, Self
 
 import redis
@@ -437,10 +445,23 @@ class RedisCircuitStore:
             "each breaker decides locally until it can",
             "sharing the fleet's breakers",
         )
-        self._thread = (
-            None if self._interval is None else SyncThread(f"stalwart-breakers-{prefix}", self._interval, self.sync)
-        )
         self._closed = False
+        self._thread = SyncThread(f"stalwart-breakers-{prefix}", self._interval, self)
+
+    def _fork_locks(self) -> Iterator[threading.Lock]:
+        """The locks held across ``fork`` (see :class:`~stalwart.redis._common.SyncThread`): the store's, then (the
+        breakers attached now that it is held) each breaker's. Nothing takes the store's lock under a breaker's."""
+        yield self._lock
+        for entry in self._attached:
+            yield entry.link.lock
+
+    def _after_fork(self) -> None:
+        """In a forked child (only this thread runs; the locks of :meth:`_fork_locks` free): a new round lock, and
+        what the parent had not sent dropped from every breaker (the parent sends it)."""
+        self._sync_lock = threading.Lock()
+        self._outage.after_fork()
+        for entry in self._attached:
+            entry.link.forget_unsent()
 
     @classmethod
     def from_url(cls, url: str, *, socket_timeout: float = 1.0, **kwargs: Any) -> RedisCircuitStore:
@@ -473,13 +494,11 @@ class RedisCircuitStore:
         link.set_wake(self._wake)
         with self._lock:
             self._attached.append(entry)
-            if self._thread is not None:
-                self._thread.start()  # once: under the lock, breakers may be attached from several threads
+            self._thread.start()  # once: under the lock, breakers may be attached from several threads
         self._wake()  # the first sync, in the background
 
     def _wake(self) -> None:
-        if self._thread is not None:
-            self._thread.wake()
+        self._thread.wake()
 
     def keys(self, name: str) -> tuple[str, str]:
         """The keys of the breaker called ``name``: ``(state hash, window)``."""
@@ -598,10 +617,7 @@ class RedisCircuitStore:
         if self._closed:
             return
         self._closed = True
-        if self._thread is not None:
-            self._thread.stop()
-        else:
-            self.sync()
+        self._thread.stop()  # a last sync
         with self._lock:
             attached, self._attached = self._attached, []
         for entry in attached:

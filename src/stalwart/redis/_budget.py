@@ -29,20 +29,20 @@ process), which it always keeps; when Redis answers again it logs that once and 
 Counts made during the outage are not sent later. The thread is a daemon; call :meth:`RedisRetryBudget.close` (or use
 ``with``) to stop it.
 
-Fork. A budget created before ``fork`` (gunicorn ``--preload``, a multiprocessing or prefork pool) re-initialises
-itself in the child (``os.register_at_fork``): the thread does not survive ``fork``, so the child starts its own;
-locks the parent's thread may have held at the fork are new; the counts the parent had not sent yet, and its local
-window, are dropped from the child's copy (the parent sends its own counts, once). The child keeps the parent's last
-fleet totals until its first sync.
+Fork. A budget created before ``fork`` (gunicorn ``--preload``, a multiprocessing or prefork pool) works in the
+child (the shared machinery of :class:`~stalwart.redis._common.SyncThread`): the fork waits for the lock around the
+counts (held for an instant), so the child's copy is consistent and the lock free; in the child the lock held
+through a round trip is new, the counts the parent had not sent yet and its local window are dropped (the parent
+sends its own counts, once), and the budget starts a thread of its own. The child keeps the parent's last fleet
+totals until its first sync.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
 import threading
-import weakref
+from collections.abc import Iterator
 from typing import Any, Self
 
 import redis
@@ -56,19 +56,6 @@ from ._common import MAX_MS, REDIS_ERRORS, OutageLog, SyncThread, check_client, 
 __all__ = ["RedisRetryBudget"]
 
 _SLICES = 10
-
-_BUDGETS: weakref.WeakSet[RedisRetryBudget] = weakref.WeakSet()
-"""Every budget of this process not closed yet, for the re-initialisation of a forked child."""
-
-
-def _reinit_after_fork() -> None:
-    """In a forked child (one thread): re-initialise every budget inherited from the parent."""
-    for budget in list(_BUDGETS):
-        budget._after_fork()
-
-
-if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
-    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 # KEYS[1] the window hash; ARGV: new calls, new retries, slice length (ms), slices in the window.
 # Returns {calls, retries} over the live slices (including this sync's). TIME before writes needs Redis >= 5.
@@ -197,27 +184,22 @@ class RedisRetryBudget:
         self._granted = 0
         self._refused = 0
         self._closed = False
-        self._thread: SyncThread | None = None
-        if self._interval is not None:
-            self._thread = SyncThread(f"stalwart-budget-{name}", self._interval, self.sync)
-            self._thread.start()
-        _BUDGETS.add(self)
+        self._thread = SyncThread(f"stalwart-budget-{name}", self._interval, self)
+        self._thread.start()
+
+    def _fork_locks(self) -> Iterator[threading.Lock]:
+        """The lock held across ``fork`` (see :class:`~stalwart.redis._common.SyncThread`)."""
+        yield self._lock
 
     def _after_fork(self) -> None:
-        """Re-initialise in a forked child (only this thread runs): new locks, the parent's unsent counts and local
-        window dropped, and a sync thread of the child's own when the budget had one."""
-        self._lock = threading.Lock()
+        """In a forked child (only this thread runs; ``_lock`` free): a new round-trip lock, and the parent's unsent
+        counts and local window dropped (the parent sends them)."""
         self._sync_lock = threading.Lock()
-        self._outage = OutageLog(
-            f"retry budget {self.name!r}", "using a local budget until it can", "sharing the fleet's budget"
-        )
-        self._take_calls()  # the parent's calls since its last sync: the parent sends them
+        self._outage.after_fork()
+        self._take_calls()  # the parent's calls since its last sync
         self._pending_retries = 0
         self._inflight = (0, 0)
         self._local = _LocalWindow(self._ttl)
-        if self._thread is not None and self._interval is not None and not self._closed:
-            self._thread = SyncThread(f"stalwart-budget-{self.name}", self._interval, self.sync)
-            self._thread.start()
 
     @classmethod
     def from_url(
@@ -260,7 +242,7 @@ class RedisRetryBudget:
                 self._granted += 1
             else:
                 self._refused += 1
-        if allowed and self._thread is not None:
+        if allowed:
             self._thread.wake()  # let the fleet hear of it soon
         return allowed
 
@@ -346,11 +328,7 @@ class RedisRetryBudget:
         if self._closed:
             return
         self._closed = True
-        _BUDGETS.discard(self)
-        if self._thread is not None:
-            self._thread.stop()  # it syncs one last time
-        else:
-            self.sync()
+        self._thread.stop()  # a last sync
         if self._close_client:
             self._client.close()
 

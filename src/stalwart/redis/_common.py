@@ -9,21 +9,33 @@ parts:
   background thread (socket timeouts, no client-side retries: the next sync is the retry);
 * :data:`REDIS_ERRORS`: what a failed round trip (or a malformed reply) can raise;
 * :class:`OutageLog`: the "logged once" rule;
-* :class:`SyncThread`: the background loop.
+* :class:`SyncThread`: the background loop, which also carries its owner (a :class:`SyncOwner`) across ``fork``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Iterator
+from typing import Protocol
 
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-__all__ = ["MAX_MS", "REDIS_ERRORS", "OutageLog", "SyncThread", "check_client", "check_key_part", "client_from_url"]
+__all__ = [
+    "MAX_MS",
+    "REDIS_ERRORS",
+    "OutageLog",
+    "SyncOwner",
+    "SyncThread",
+    "check_client",
+    "check_key_part",
+    "client_from_url",
+]
 
 logger = logging.getLogger("stalwart")
 
@@ -85,6 +97,10 @@ class OutageLog:
         self._down = False
         self._lock = threading.Lock()
 
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (a thread of the parent may have held the old one at the fork)."""
+        self._lock = threading.Lock()
+
     @property
     def down(self) -> bool:
         """Whether the last report was a failure."""
@@ -107,49 +123,122 @@ class OutageLog:
             logger.info("stalwart: %s reaches Redis again; %s", self._what, self._back)
 
 
-class SyncThread:
-    """A daemon thread calling ``step()`` every ``interval`` seconds, or at once when woken; one last time on stop.
+class SyncOwner(Protocol):
+    """The object a :class:`SyncThread` syncs (a retry budget, a circuit store)."""
 
-    ``step`` must not raise (it reports Redis problems itself); an unexpected exception is logged and the loop goes on.
+    def sync(self) -> bool:
+        """One round: send what is new, read the fleet's state; never raises for a Redis problem."""
+        ...
+
+    def _fork_locks(self) -> Iterator[threading.Lock]:
+        """The locks a sync holds only for an instant (never across I/O), to be held across ``fork``: each is taken
+        before the next is asked for (the locks after the first may depend on what the first guards)."""
+        ...
+
+    def _after_fork(self) -> None:
+        """In a forked child (only the forking thread runs), with the locks of :meth:`_fork_locks` free: replace the
+        locks held across I/O and drop what the parent had not sent yet (the parent sends it, once)."""
+        ...
+
+
+_SYNC_THREADS: weakref.WeakSet[SyncThread] = weakref.WeakSet()
+"""Every sync thread of this process not stopped yet (started or not), for ``fork``."""
+
+_HELD_ACROSS_FORK: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    """Take every owner's short locks, so that the child gets consistent objects with their locks free."""
+    for sync_thread in list(_SYNC_THREADS):
+        for lock in sync_thread._owner._fork_locks():
+            lock.acquire()
+            _HELD_ACROSS_FORK.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD_ACROSS_FORK:
+        _HELD_ACROSS_FORK.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    while _HELD_ACROSS_FORK:
+        _HELD_ACROSS_FORK.pop().release()
+    for sync_thread in list(_SYNC_THREADS):
+        sync_thread._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
+class SyncThread:
+    """The background sync of one owner: a daemon thread calling ``owner.sync()`` every ``interval`` seconds, or at
+    once when woken; one last time on stop.
+
+    ``sync`` must not raise (it reports Redis problems itself); an unexpected exception is logged and the loop goes
+    on.
+
+    Fork. The thread does not survive ``fork``, and a lock one of the parent's threads held at the fork would stay
+    held in the child. So, for every sync thread not stopped (whether its thread runs or not): before the fork the
+    owner's short locks (:meth:`SyncOwner._fork_locks`) are taken (the child gets a consistent copy, and they are
+    released in both processes); in the child the owner re-initialises itself (:meth:`SyncOwner._after_fork`) and a
+    new thread starts if one ran in the parent.
 
     Args:
         name: the thread's name.
-        interval: seconds between steps (> 0).
-        step: the work of one round.
+        interval: seconds between rounds (> 0), or ``None``: no thread (the owner's :meth:`~SyncOwner.sync` is
+            called by hand; :meth:`stop` calls it one last time); the fork handling applies all the same.
+        owner: the object synced.
     """
 
-    __slots__ = ("_interval", "_name", "_step", "_stopping", "_thread", "_wake")
+    __slots__ = ("__weakref__", "_interval", "_name", "_owner", "_stopping", "_thread", "_wake")
 
-    def __init__(self, name: str, interval: float, step: Callable[[], object]) -> None:
+    def __init__(self, name: str, interval: float | None, owner: SyncOwner) -> None:
         self._name = name
         self._interval = interval
-        self._step = step
+        self._owner = owner
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        _SYNC_THREADS.add(self)
 
     def start(self) -> None:
-        """Start the thread (idempotent)."""
-        if self._thread is None:
+        """Start the thread (idempotent; nothing without an interval or once stopped)."""
+        if self._thread is None and self._interval is not None and not self._stopping.is_set():
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
 
     def wake(self) -> None:
-        """Run a step as soon as the current one (if any) ends. Never blocks on Redis; safe under any lock."""
+        """Run a round as soon as the current one (if any) ends. Never blocks on Redis; safe under any lock."""
         self._wake.set()
 
     def stop(self) -> None:
-        """Stop after one last step and wait for the thread (blocking; idempotent)."""
+        """Stop after one last round (run by the thread, or here when there is none) and wait for it (blocking;
+        idempotent)."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
+        _SYNC_THREADS.discard(self)
         self._wake.set()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is None:
+            self._safe_step()
+        elif thread is not threading.current_thread():
             thread.join()
 
     @property
     def running(self) -> bool:
         """Whether the thread is alive."""
         return self._thread is not None and self._thread.is_alive()
+
+    def _after_fork(self) -> None:
+        """In a forked child: new events, the owner re-initialised, and a new thread if one ran in the parent."""
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._owner._after_fork()
+        if self._thread is not None:
+            self._thread = None
+            self.start()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -160,6 +249,6 @@ class SyncThread:
 
     def _safe_step(self) -> None:
         try:
-            self._step()
-        except Exception:  # pragma: no cover - a bug in step(); the thread must not die
+            self._owner.sync()
+        except Exception:  # pragma: no cover - a bug in sync(); the thread must not die
             logger.exception("stalwart: %s failed", self._name)
