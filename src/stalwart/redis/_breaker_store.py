@@ -44,6 +44,11 @@ fleet when Redis answers again (applied if the fleet did not move meanwhile, or 
 otherwise the fleet's state is adopted (logged once). Outcomes counted during the outage are not sent. Every process
 should configure a breaker alike.
 
+Closing. :meth:`RedisCircuitStore.close` (or ``with``) stops the thread after a last sync; the breakers go on as
+local breakers. The thread holds the store weakly and every attached breaker holds it: a store is garbage-collected,
+even if never closed, with the last of its breakers, and then its thread ends and the client it owns (``from_url``)
+is closed.
+
 Fork. A store created before ``fork`` (gunicorn ``--preload``, a multiprocessing or prefork pool) works in the child
 (the shared machinery of :class:`~stalwart.redis._common.SyncThread`): the fork waits for the store's lock and its
 breakers' locks (held for an instant, never across I/O), so the child's copies are consistent and the locks free; in
@@ -446,7 +451,9 @@ class RedisCircuitStore:
             "sharing the fleet's breakers",
         )
         self._closed = False
-        self._thread = SyncThread(f"stalwart-breakers-{prefix}", self._interval, self)
+        self._thread = SyncThread(
+            f"stalwart-breakers-{prefix}", self._interval, self, close=client.close if close_client else None
+        )
 
     def _fork_locks(self) -> Iterator[threading.Lock]:
         """The locks held across ``fork`` (see :class:`~stalwart.redis._common.SyncThread`): the store's, then (the
@@ -612,7 +619,8 @@ class RedisCircuitStore:
     def close(self) -> None:
         """Stop the thread after a last sync, and close the client if the store owns it. Idempotent; blocking.
 
-        The breakers keep working, as local breakers.
+        The breakers keep working, as local breakers. A store never closed is cleaned up when it is garbage-collected
+        (with the last of its breakers), without the last sync.
         """
         if self._closed:
             return

@@ -27,7 +27,9 @@ Outage. When Redis cannot be reached (or answers with an error), the budget logs
 logger and decides from this process's own counts over the window (a per-process ratio budget, with the reserve per
 process), which it always keeps; when Redis answers again it logs that once and goes back to the fleet's totals.
 Counts made during the outage are not sent later. The thread is a daemon; call :meth:`RedisRetryBudget.close` (or use
-``with``) to stop it.
+``with``) to stop it after a last sync. It holds the budget weakly: a budget nobody refers to any more is
+garbage-collected even if never closed, and then its thread ends and the client it owns (``from_url``) is closed;
+its counts not synced yet are lost.
 
 Fork. A budget created before ``fork`` (gunicorn ``--preload``, a multiprocessing or prefork pool) works in the
 child (the shared machinery of :class:`~stalwart.redis._common.SyncThread`): the fork waits for the lock around the
@@ -184,7 +186,9 @@ class RedisRetryBudget:
         self._granted = 0
         self._refused = 0
         self._closed = False
-        self._thread = SyncThread(f"stalwart-budget-{name}", self._interval, self)
+        self._thread = SyncThread(
+            f"stalwart-budget-{name}", self._interval, self, close=client.close if close_client else None
+        )
         self._thread.start()
 
     def _fork_locks(self) -> Iterator[threading.Lock]:
@@ -324,7 +328,10 @@ class RedisRetryBudget:
             return RetryBudgetStatistics(self.name, "ratio", available, available > 0, self._granted, self._refused)
 
     def close(self) -> None:
-        """Stop the thread after a last sync, and close the client if the budget owns it. Idempotent; blocking."""
+        """Stop the thread after a last sync, and close the client if the budget owns it. Idempotent; blocking.
+
+        A budget never closed is cleaned up when it is garbage-collected, without the last sync.
+        """
         if self._closed:
             return
         self._closed = True

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import redis
@@ -150,9 +150,11 @@ _HELD_ACROSS_FORK: list[threading.Lock] = []
 def _before_fork() -> None:
     """Take every owner's short locks, so that the child gets consistent objects with their locks free."""
     for sync_thread in list(_SYNC_THREADS):
-        for lock in sync_thread._owner._fork_locks():
-            lock.acquire()
-            _HELD_ACROSS_FORK.append(lock)
+        owner = sync_thread._owner()
+        if owner is not None:
+            for lock in owner._fork_locks():
+                lock.acquire()
+                _HELD_ACROSS_FORK.append(lock)
 
 
 def _after_fork_in_parent() -> None:
@@ -184,22 +186,32 @@ class SyncThread:
     released in both processes); in the child the owner re-initialises itself (:meth:`SyncOwner._after_fork`) and a
     new thread starts if one ran in the parent.
 
+    Garbage collection. The owner is held weakly: an owner nobody refers to any more (never closed) is collected,
+    and then the thread ends (without a last round: the owner is gone) and ``close`` is called (the owner's own
+    client's ``close``). :meth:`stop` (the owner's ``close()``) stays the explicit way, with a last round.
+
     Args:
         name: the thread's name.
         interval: seconds between rounds (> 0), or ``None``: no thread (the owner's :meth:`~SyncOwner.sync` is
             called by hand; :meth:`stop` calls it one last time); the fork handling applies all the same.
-        owner: the object synced.
+        owner: the object synced (held weakly).
+        close: what to call once ``owner`` has been collected without :meth:`stop` (closing the client it owned),
+            or ``None``; it must not refer to ``owner``.
     """
 
-    __slots__ = ("__weakref__", "_interval", "_name", "_owner", "_stopping", "_thread", "_wake")
+    __slots__ = ("__weakref__", "_finalizer", "_interval", "_name", "_owner", "_stopping", "_thread", "_wake")
 
-    def __init__(self, name: str, interval: float | None, owner: SyncOwner) -> None:
+    def __init__(
+        self, name: str, interval: float | None, owner: SyncOwner, *, close: Callable[[], object] | None = None
+    ) -> None:
         self._name = name
         self._interval = interval
-        self._owner = owner
+        self._owner = weakref.ref(owner)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._finalizer = weakref.finalize(owner, self._owner_collected, close)
+        self._finalizer.atexit = False  # at exit the daemon thread just stops, as it always did
         _SYNC_THREADS.add(self)
 
     def start(self) -> None:
@@ -219,6 +231,7 @@ class SyncThread:
             return
         self._stopping.set()
         _SYNC_THREADS.discard(self)
+        self._finalizer.detach()
         self._wake.set()
         thread = self._thread
         if thread is None:
@@ -231,24 +244,44 @@ class SyncThread:
         """Whether the thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
+    def _owner_collected(self, close: Callable[[], object] | None) -> None:
+        """The owner was collected without :meth:`stop`: end the thread (it has nothing left to sync) and ``close``."""
+        _SYNC_THREADS.discard(self)
+        self._stopping.set()
+        self._wake.set()
+        if close is not None:
+            try:
+                close()
+            except Exception:  # pragma: no cover - closing a client that is already broken
+                logger.exception("stalwart: %s could not close its client", self._name)
+
     def _after_fork(self) -> None:
         """In a forked child: new events, the owner re-initialised, and a new thread if one ran in the parent."""
+        owner = self._owner()
+        if owner is None:  # pragma: no cover - collected between the fork and this hook
+            return
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._owner._after_fork()
+        owner._after_fork()
         if self._thread is not None:
             self._thread = None
             self.start()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._safe_step()
+            if not self._safe_step():
+                return  # the owner was collected
             self._wake.wait(self._interval)
             self._wake.clear()
         self._safe_step()  # the last counts
 
-    def _safe_step(self) -> None:
+    def _safe_step(self) -> bool:
+        """One round; whether the owner is still there. Holds the owner only while it syncs."""
+        owner = self._owner()
+        if owner is None:
+            return False
         try:
-            self._owner.sync()
+            owner.sync()
         except Exception:  # pragma: no cover - a bug in sync(); the thread must not die
             logger.exception("stalwart: %s failed", self._name)
+        return True
