@@ -131,8 +131,12 @@ _TEMPLATES: dict[str, str] = {
             set_config('statement_timeout', %(statement_timeout)s, true),
             set_config('lock_timeout', %(lock_timeout)s, true),
             set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true)""",
+    # Is this still the transaction that took the lock (%s: its now())? A handler may have ended it (COMMIT or
+    # ROLLBACK on the connection), and the lock with it.
+    "tx_same": "SELECT now() = %s",
+    # The COMPLETED record, only in the transaction that took the lock (%(began)s: its now()); never outside it.
     "tx_insert": """
-        WITH c AS (SELECT clock_timestamp() AS ts)
+        WITH c AS (SELECT clock_timestamp() AS ts WHERE now() = %(began)s)
         INSERT INTO {t} ({c})
         SELECT %(rid)s, 'completed', %(fp)s, %(fpv)s, %(owner)s, nextval({seq}), 1, c.ts, now(), c.ts,
             c.ts + %(retention)s * interval '1 second', c.ts, %(outcome)s, %(status)s, %(headers)s, %(body)s,
@@ -169,6 +173,7 @@ class Statements:
     purge: bytes
     abandoned: bytes
     tx_begin: bytes
+    tx_same: bytes
     tx_insert: bytes
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 from contextlib import AsyncExitStack
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -36,9 +37,11 @@ class PostgresTransaction:
     the completed record and the handler's writes commit together, or neither does (G5). For a response that must
     not be stored (the spec's release cases, an exception), it calls :meth:`rollback` or just leaves the block.
 
-    The handler must not commit or roll back the connection itself (psycopg refuses ``commit()`` inside the block);
-    its own ``async with conn.transaction()`` blocks become savepoints. No lease, heartbeat or fence is needed: a
-    crashed process's session ends and its transaction rolls back with the advisory lock.
+    The handler must not commit or roll back the connection itself (psycopg refuses ``commit()`` inside the block;
+    SQL ``COMMIT`` or ``ROLLBACK`` would end the transaction and the advisory lock with it, so :meth:`complete`
+    refuses to store anything then); its own ``async with conn.transaction()`` blocks become savepoints. No lease,
+    heartbeat or fence is needed: a crashed process's session ends and its transaction rolls back with the advisory
+    lock.
 
     Attributes:
         connection: the transaction's connection, for the handler's business writes.
@@ -50,9 +53,11 @@ class PostgresTransaction:
     """
 
     __slots__ = (
+        "_began",
         "_fingerprint",
         "_fp_version",
         "_insert",
+        "_same",
         "_stack",
         "acquired",
         "connection",
@@ -68,6 +73,8 @@ class PostgresTransaction:
         connection: AsyncConnection[Any],
         *,
         insert: bytes,
+        same: bytes,
+        began: datetime,
         record_id: str,
         fingerprint: bytes,
         fp_version: int,
@@ -75,7 +82,8 @@ class PostgresTransaction:
         existing: Record | None,
         now: float,
     ) -> None:
-        self._stack, self.connection, self._insert = stack, connection, insert
+        self._stack, self.connection, self._insert, self._same = stack, connection, insert, same
+        self._began = began  # the transaction's now(): identifies it (and so the lock) until its end
         self.record_id, self._fingerprint, self._fp_version = record_id, fingerprint, fp_version
         self.acquired, self.existing, self.now = acquired, existing, now
         self.open = True
@@ -93,7 +101,9 @@ class PostgresTransaction:
                 record for the key appeared meanwhile (written by a standard-mode claim); everything is rolled
                 back, so the request may be retried (an ambiguous commit, e.g. a lost connection during COMMIT,
                 is resolved by the retry: it finds the record or runs again).
-            RuntimeError: the transaction is no longer open, or the lock was not acquired.
+            RuntimeError: the transaction is no longer open, or the lock was not acquired; or the handler ended
+                the transaction itself (SQL ``COMMIT``/``ROLLBACK`` on :attr:`connection`): the advisory lock went
+                with it, its writes may be committed without the record, and nothing is stored.
         """
         if not self.open or not self.acquired:
             raise RuntimeError("complete() needs an open transaction that holds the advisory lock")
@@ -103,13 +113,20 @@ class PostgresTransaction:
             "fp": self._fingerprint,
             "fpv": self._fp_version,
             "owner": secrets.token_hex(16),
+            "began": self._began,
             **response_params(response, retention),
         }
         try:
-            if self.connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            status = self.connection.info.transaction_status
+            if status == psycopg.pq.TransactionStatus.INERROR:
                 raise StoreUnavailable("the handler left the idempotency transaction aborted; nothing was committed")
+            if status != psycopg.pq.TransactionStatus.INTRANS:
+                raise _ended()
             row = await (await self.connection.execute(self._insert, params)).fetchone()
             if row is None:
+                same = await (await self.connection.execute(self._same, (self._began,))).fetchone()
+                if not (same and same[0]):
+                    raise _ended()
                 raise StoreUnavailable("a live record for this key was written outside the transaction")
             record = decode_row(row)
         except BaseException as exc:
@@ -132,6 +149,13 @@ class PostgresTransaction:
             await self._stack.__aexit__(psycopg.Rollback, psycopg.Rollback(), None)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"PostgreSQL rollback failed: {exc}") from exc
+
+
+def _ended() -> RuntimeError:
+    return RuntimeError(
+        "the handler ended the idempotency transaction itself (COMMIT or ROLLBACK on state.connection): its advisory "
+        "lock went with it and its writes may be committed without the record; nothing was stored"
+    )
 
 
 async def abort(stack: AsyncExitStack, exc: BaseException) -> None:

@@ -399,7 +399,7 @@ class PostgresStore:
             await stack.enter_async_context(conn.transaction())
             params = {"lock": self.advisory_key(record_id), **timeouts}
             begun = await (await conn.execute(self._sql.tx_begin, params)).fetchone()
-            acquired, now = bool(begun[0]), float(begun[1].timestamp())
+            acquired, began = bool(begun[0]), begun[1]
             existing = None
             if acquired:  # read after the lock: a new statement sees what the previous holder committed
                 row = await (await conn.execute(self._sql.get, (record_id,))).fetchone()
@@ -413,12 +413,14 @@ class PostgresStore:
             stack,
             conn,
             insert=self._sql.tx_insert,
+            same=self._sql.tx_same,
+            began=began,
             record_id=record_id,
             fingerprint=fingerprint,
             fp_version=fp_version,
             acquired=acquired,
             existing=existing,
-            now=now,
+            now=float(began.timestamp()),
         )
         try:
             yield tx
