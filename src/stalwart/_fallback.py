@@ -13,6 +13,7 @@ from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ._policy import Policy, check_decoratable, is_async_callable, refuse_coroutine
+from ._retry import refuse_not_awaitable
 from ._types import ExceptionSpec, compile_exception_spec
 
 __all__ = ["Fallback"]
@@ -40,7 +41,8 @@ class Fallback(Policy):
     ``handler(exc) -> T`` receives the exception. For async calls it may be a coroutine function (awaited) or a
     plain function (an awaitable it returns is awaited too); for sync calls it must be a plain function (an async
     handler makes :meth:`call` raise ``TypeError`` before the call is made, and a coroutine returned by the handler
-    or by the call is refused with ``TypeError``). An exception raised by the handler propagates, chained to the
+    or by the call is refused with ``TypeError``). Such sync/async mix-ups, here or in a policy inside, are never
+    answered by the fallback, whatever ``on`` says. An exception raised by the handler propagates, chained to the
     original.
 
     Args:
@@ -79,10 +81,20 @@ class Fallback(Policy):
         return f"Fallback(handler={self._handler!r})"
 
     async def run(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Await ``fn(*args, **kwargs)``; on a matching exception return the fallback instead."""
+        """Await ``fn(*args, **kwargs)``; on a matching exception return the fallback instead.
+
+        Raises:
+            TypeError: ``fn`` returned something that is not awaitable (a sync function belongs in :meth:`call`);
+                never answered by the fallback, whatever ``on`` says.
+        """
+        awaitable: Any = _MISSING
         try:
-            return await fn(*args, **kwargs)
+            awaitable = fn(*args, **kwargs)
+            result: T = await awaitable
+            return result
         except BaseException as exc:
+            if awaitable is not _MISSING and not inspect.isawaitable(awaitable):
+                refuse_not_awaitable(awaitable, self, fn, exc)
             if not self._matches(exc):
                 raise
             handler = self._handler

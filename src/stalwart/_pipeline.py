@@ -9,12 +9,14 @@ time. A policy that calls its function several times (``Retry``) runs everything
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ._policy import Policy, check_decoratable, refuse_coroutine
+from ._retry import refuse_not_awaitable
 from ._timeout import Timeout
 
 __all__ = ["Pipeline"]
@@ -24,8 +26,16 @@ T = TypeVar("T")
 
 
 def _invoke(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """The innermost async stage: call the user's function (its awaitable is awaited by the policy around it)."""
-    return fn(*args, **kwargs)
+    """The innermost async stage: call the user's function (its awaitable is awaited by the policy around it).
+
+    A result that cannot be awaited is refused here, naming the user's function: the ``await`` of the policy around
+    would raise a plain ``TypeError`` that the outer policies took for a failure of the call (answered by a
+    ``Fallback``, retried by a ``Retry`` around a ``Timeout``).
+    """
+    result = fn(*args, **kwargs)
+    if type(result) is not CoroutineType and not inspect.isawaitable(result):
+        refuse_not_awaitable(result, "Pipeline", fn, None)
+    return result
 
 
 def _invoke_sync(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

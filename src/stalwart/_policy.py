@@ -19,6 +19,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, ParamSpec, TypeVar, cast, overload
 
+from ._types import MisuseError
+
 __all__ = ["Policy", "check_decoratable", "is_async_callable", "refuse_coroutine"]
 
 P = ParamSpec("P")
@@ -126,12 +128,13 @@ def refuse_coroutine(result: object, policy: object, fn: object) -> NoReturn:
         fn: the function that returned it, for the message.
 
     Raises:
-        TypeError: always, naming the function and saying what to use instead.
+        TypeError: always (a :class:`~stalwart._types.MisuseError`, which no ``on=`` matches), naming the function
+            and saying what to use instead.
     """
     if inspect.iscoroutine(result):
         result.close()  # never awaited: close it so that no "coroutine was never awaited" warning follows
     name = policy if isinstance(policy, str) else type(policy).__name__
-    raise TypeError(
+    raise MisuseError(
         f"{getattr(fn, '__qualname__', fn)!r} returned a coroutine to {name}'s sync path, which cannot await it: "
         "use `await policy.run(fn, ...)`, or decorate an `async def` function"
     )

@@ -36,7 +36,7 @@ from ._retry_policy import (
 from ._retry_testing import current_mode
 from ._retry_wrap import wrap_async, wrap_sync
 from ._stop import StopCondition
-from ._types import NEVER_HANDLED, ExceptionSpec, compile_exception_spec
+from ._types import NEVER_HANDLED, ExceptionSpec, MisuseError, compile_exception_spec
 
 __all__ = ["Retry"]
 
@@ -50,7 +50,7 @@ UNLIMITED_ATTEMPTS = sys.maxsize  # ``stop`` given without ``max_attempts``: the
 _NOT_CALLED: Any = object()  # the async loops' "fn has not returned yet" (any value, None included, is a return)
 
 
-def refuse_not_awaitable(value: object, policy: object, fn: object, error: BaseException) -> NoReturn:
+def refuse_not_awaitable(value: object, policy: object, fn: object, error: BaseException | None) -> NoReturn:
     """Raise ``TypeError``: ``fn``, awaited by an async entry point, returned ``value``, which is not awaitable.
 
     The ``await`` raises a ``TypeError`` of its own after ``fn`` has run; with ``on=Exception`` (or any ``on`` that
@@ -59,10 +59,11 @@ def refuse_not_awaitable(value: object, policy: object, fn: object, error: BaseE
     is a usage error, raised at once (``error``, the ``await``'s own, is its ``__cause__``).
 
     Raises:
-        TypeError: always, naming the function and saying what to use instead.
+        TypeError: always (a :class:`~stalwart._types.MisuseError`, which no ``on=`` matches), naming the function
+            and saying what to use instead.
     """
-    name = type(policy).__name__
-    raise TypeError(
+    name = policy if isinstance(policy, str) else type(policy).__name__
+    raise MisuseError(
         f"{getattr(fn, '__qualname__', fn)!r} returned {type(value).__name__!r}, which is not awaitable, to "
         f"{name}'s async path: use `{name.lower()}.call(fn, ...)` for a sync function"
     ) from error

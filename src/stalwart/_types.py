@@ -12,6 +12,7 @@ __all__ = [
     "NEVER_HANDLED",
     "ExceptionPredicate",
     "ExceptionSpec",
+    "MisuseError",
     "compile_exception_spec",
     "is_never_handled",
 ]
@@ -27,6 +28,16 @@ NEVER_HANDLED: tuple[type[BaseException], ...] = (
     GeneratorExit,
 )
 """Exceptions no policy ever retries, counts as a failure, or swallows."""
+
+
+class MisuseError(TypeError):
+    """A sync/async mix-up refused by a policy's entry point: a sync path given a coroutine, an async path given a
+    result that cannot be awaited.
+
+    A ``TypeError`` for the caller; no ``on=`` specification matches it (:func:`compile_exception_spec`), so an outer
+    ``Retry`` never calls the function again (its kind cannot change), a ``Fallback`` never answers for a call that
+    was never made, and a breaker never counts it as a failure of the dependency.
+    """
 
 
 def is_never_handled(exc: BaseException) -> bool:
@@ -51,13 +62,14 @@ def compile_exception_spec(spec: ExceptionSpec, *, parameter: str, exclude_rejec
             failure of the dependency).
 
     Returns:
-        A predicate that is false for :data:`NEVER_HANDLED` exceptions whatever ``spec`` says, and for exception
-        groups holding one (:func:`is_never_handled`).
+        A predicate that is false for :data:`NEVER_HANDLED` exceptions and :class:`MisuseError` whatever ``spec``
+        says, and for exception groups holding one of the former (:func:`is_never_handled`).
 
     Raises:
         TypeError: ``spec`` is none of the accepted forms, or a class that is not an exception (the message names
             ``parameter``).
     """
+    excluded: tuple[type[BaseException], ...] = (MisuseError, Rejected) if exclude_rejected else (MisuseError,)
     if isinstance(spec, type):
         if not issubclass(spec, BaseException):  # a class is callable, but calling it is no test of an exception
             raise TypeError(f"{parameter} must be an exception type, a tuple of them, or a predicate; got {spec!r}")
@@ -70,7 +82,7 @@ def compile_exception_spec(spec: ExceptionSpec, *, parameter: str, exclude_rejec
         predicate: ExceptionPredicate = spec
 
         def matches_predicate(exc: BaseException) -> bool:
-            if is_never_handled(exc) or (exclude_rejected and isinstance(exc, Rejected)):
+            if is_never_handled(exc) or isinstance(exc, excluded):
                 return False
             return bool(predicate(exc))
 
@@ -78,11 +90,11 @@ def compile_exception_spec(spec: ExceptionSpec, *, parameter: str, exclude_rejec
     else:
         raise TypeError(f"{parameter} must be an exception type, a tuple of them, or a predicate; got {spec!r}")
 
-    excluded: tuple[type[BaseException], ...] = NEVER_HANDLED + ((Rejected,) if exclude_rejected else ())
     if not any(issubclass(BaseExceptionGroup, t) for t in types):  # no group can match: skip the group check
+        never = (*NEVER_HANDLED, *excluded)
 
         def matches_types(exc: BaseException) -> bool:
-            return isinstance(exc, types) and not isinstance(exc, excluded)
+            return isinstance(exc, types) and not isinstance(exc, never)
 
         return matches_types
 
