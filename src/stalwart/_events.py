@@ -259,6 +259,25 @@ def add_hook(hook: Hook) -> None:
         _installed = True
 
 
+def add_hook_once(hook: Hook) -> None:
+    """Install ``hook`` unless it is installed already (compared with ``==``, as :func:`remove_hook` does).
+
+    For hooks that stand for one installation (``OpenTelemetryMetrics.install()``): installing twice would deliver
+    each event twice. Thread-safe.
+
+    Raises:
+        TypeError: ``hook`` is not callable.
+    """
+    global _hooks, _installed
+    if not callable(hook):
+        raise TypeError(f"hook must be a callable (event) -> None, got {hook!r}")
+    with _hooks_lock:
+        if any(installed == hook for installed in _hooks):
+            return
+        _hooks = (*_hooks, hook)
+        _installed = True
+
+
 def remove_hook(hook: Hook) -> None:
     """Remove a hook installed with :func:`add_hook`; unknown hooks are ignored.
 

@@ -46,7 +46,7 @@ from stalwart._events import (
     CircuitCallRecorded,
     CircuitStateChanged,
     Event,
-    add_hook,
+    add_hook_once,
     remove_hook,
 )
 
@@ -75,7 +75,7 @@ class OpenTelemetryMetrics:
         registry: the registry whose breakers the observable gauges report (default: ``stalwart.registry``,
             looked up at each collection). Counters and the histogram cover every breaker, registered or not.
 
-    Install it as a hook (``sw.add_hook(metrics)``, or ``metrics.install()``); remove it with ``uninstall()``.
+    Install it with ``metrics.install()`` (idempotent) or ``sw.add_hook(metrics)``; remove it with ``uninstall()``.
     """
 
     __slots__ = ("_calls", "_duration", "_registry", "_transitions", "meter")
@@ -135,8 +135,12 @@ class OpenTelemetryMetrics:
         return registry
 
     def install(self) -> OpenTelemetryMetrics:
-        """Install this hook for every event of the process; returns ``self``."""
-        add_hook(self)
+        """Install this hook for every event of the process; returns ``self``.
+
+        Idempotent: a hook already installed (by ``install()`` or ``sw.add_hook``) is not installed again, so that
+        no event is counted twice; one :meth:`uninstall` removes it.
+        """
+        add_hook_once(self)
         return self
 
     def uninstall(self) -> None:
