@@ -315,13 +315,33 @@ def emit_budget_refusal(budget: str, attempt: int) -> None:
     emit(CallRejected(budget, "budget"))
 
 
+def _check_level(level: object) -> int:
+    if isinstance(level, bool) or not isinstance(level, int | str):
+        raise TypeError(f"level must be a logging level (an int or a level name), got {level!r}")
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelNamesMapping().get(level.upper())
+    if number is None:
+        raise ValueError(f"level must be a logging level name such as 'INFO' or 'WARNING', got {level!r}")
+    return number
+
+
 class LoggingHook:
-    """A hook that logs every event to the ``stalwart`` logger at ``level`` (default ``logging.INFO``)."""
+    """A hook that logs every event to the ``stalwart`` logger at ``level``.
+
+    Args:
+        level: the logging level, an ``int`` (default ``logging.INFO``) or a level name known to :mod:`logging`
+            (``"INFO"``, ``"warning"``: any case); the attribute ``level`` holds the ``int``.
+
+    Raises:
+        TypeError: ``level`` is neither an ``int`` nor a ``str`` (``bool`` included).
+        ValueError: ``level`` is a name ``logging`` does not know.
+    """
 
     __slots__ = ("level",)
 
-    def __init__(self, level: int = logging.INFO) -> None:
-        self.level = level
+    def __init__(self, level: int | str = logging.INFO) -> None:
+        self.level = _check_level(level)
 
     def __call__(self, event: Event) -> None:
         """Log ``event``."""
