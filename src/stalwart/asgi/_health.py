@@ -11,7 +11,8 @@ DESIGN.md pins::
 its open period (a load balancer then takes the instance out of rotation), else 200: once the open period has
 passed the report shows the breaker HALF_OPEN, so that the instance gets the traffic that probes the dependency.
 ``status`` is ``"degraded"`` while any breaker is OPEN, HALF_OPEN or FORCED_OPEN. Responses are never cached
-(``Cache-Control: no-store``).
+(``Cache-Control: no-store``). Health documents are ``application/json``; the 404 (unknown path) and 405 (a method
+other than GET or HEAD) answers are RFC 9457 problem documents, ``application/problem+json``.
 
 Mount it anywhere: it answers a path ending in ``/circuits`` or ``/bulkheads`` relative to its mount point
 (``root_path``), so ``app.mount("/health", HealthApp())`` (FastAPI, Starlette) and a bare ``HealthApp()`` served
@@ -34,6 +35,7 @@ Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 
 _ALLOWED = (b"GET", b"HEAD")
+_PROBLEMS = (404, 405)  # the statuses whose body is a problem document (never a health document)
 
 
 def _problem(status: int, title: str) -> bytes:
@@ -97,12 +99,15 @@ class HealthApp:
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
         method = scope.get("method", "GET").encode()
-        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        extra: list[tuple[bytes, bytes]] = []
         if method not in _ALLOWED:
             status, body = 405, _problem(405, "Method Not Allowed")
-            headers.append((b"allow", b"GET, HEAD"))
+            extra.append((b"allow", b"GET, HEAD"))
         else:
             status, body = self.render(path)
+        # 404 and 405 bodies are RFC 9457 problem documents; the health documents (200, critical 503) are JSON
+        content_type = b"application/problem+json" if status in _PROBLEMS else b"application/json"
+        headers = [(b"content-type", content_type), (b"cache-control", b"no-store"), *extra]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == b"HEAD" else body})
