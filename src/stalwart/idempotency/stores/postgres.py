@@ -19,6 +19,10 @@ Standard mode (the :class:`~stalwart.idempotency.IdempotencyStore` protocol):
 - :meth:`PostgresStore.purge` deletes expired rows in batches by ``ctid``, skipping rows a claim has locked.
 - ``from_url`` sets ``lock_timeout`` and ``statement_timeout`` on its connections so a contended row answers 503
   instead of hanging; with your own pool, set them yourself.
+- A pooled connection the server ended while it sat idle in the pool (a restart or failover,
+  ``pg_terminate_backend``, ``idle_session_timeout``) is noticed as it is taken (its socket has something to read:
+  checked without a round trip, then confirmed with one) and replaced within ``connect_timeout``, instead of failing
+  the request with 503.
 
 Transactional mode (:meth:`PostgresStore.transaction`, §2.16.4): the handler's business writes and the completed
 record commit in one transaction guarded by ``pg_try_advisory_xact_lock``; see :class:`PostgresTransaction`.
@@ -32,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import select
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -188,10 +194,27 @@ class PostgresStore:
         if not self._ready:
             await self._prepare()
         try:
-            async with self.pool.connection(timeout=self._timeout) as conn:
+            async with self._pooled() as conn:
                 yield conn
         except psycopg.Error as exc:
             raise StoreUnavailable(f"PostgreSQL store failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection; one the server ended while it was idle in the pool is replaced (PoolTimeout after
+        ``connect_timeout``)."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            conn = await self.pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
+            if await _alive(conn):
+                break
+            if not conn.closed:
+                await conn.close()
+            await self.pool.putconn(conn)  # the pool discards it and opens a replacement
+        try:
+            yield conn
+        finally:
+            await self.pool.putconn(conn)
 
     async def _prepare(self) -> None:
         async with self._ready_lock:
@@ -201,7 +224,7 @@ class PostgresStore:
                 if self._close_pool:
                     await self.pool.open()
                 if self.create_schema:
-                    async with self.pool.connection(timeout=self._timeout) as conn:
+                    async with self._pooled() as conn:
                         row = await (await conn.execute(self._sql.exists)).fetchone()
                         if not (row and row[0]):
                             async with conn.transaction():
@@ -395,10 +418,10 @@ class PostgresStore:
             await self._prepare()
         stack = AsyncExitStack()
         try:
-            conn = await stack.enter_async_context(self.pool.connection(timeout=self._timeout))
+            conn = await stack.enter_async_context(self._pooled())
             await stack.enter_async_context(conn.transaction())
             params = {"lock": self.advisory_key(record_id), **timeouts}
-            begun = await (await conn.execute(self._sql.tx_begin, params)).fetchone()
+            begun: Any = await (await conn.execute(self._sql.tx_begin, params)).fetchone()
             acquired, began = bool(begun[0]), begun[1]
             existing = None
             if acquired:  # read after the lock: a new statement sees what the previous holder committed
@@ -430,6 +453,25 @@ class PostgresStore:
                 await abort(stack, exc)
             raise
         await tx.rollback()
+
+
+async def _alive(conn: AsyncConnection[Any]) -> bool:
+    """False for a pooled connection the server has ended: an idle connection has nothing to read, so a readable
+    socket (a FATAL message, the end of the stream) is confirmed with an empty query. No round trip otherwise."""
+    pgconn = conn.pgconn
+    if pgconn.status != psycopg.pq.ConnStatus.OK:
+        return False
+    try:
+        readable = select.select([pgconn.socket], [], [], 0)[0]
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    if not readable:
+        return True
+    try:
+        await AsyncConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        return False
+    return True
 
 
 def _decide(current: Record, now: float, params: dict[str, Any], reclaim: bool) -> ClaimAction:
