@@ -89,6 +89,8 @@ class Payment(BaseModel):
 class BearerAuth:
     """Pure ASGI auth: ``Authorization: Bearer <name>`` names the user (a stand-in for real token checks).
 
+    No token, or more than one ``Authorization`` line (ambiguous: RFC 9110 makes it a singleton field), is a 401.
+
     The verified name goes to ``scope["state"]["principal"]``, where :func:`~stalwart.idempotency.state_resolver`
     reads it. ``/stats``, ``/docs`` and ``/openapi.json`` need no token.
     """
@@ -101,9 +103,10 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         token = ""
-        for name, value in scope["headers"]:
-            if name == b"authorization" and value[:7].lower() == b"bearer ":
-                token = value[7:].decode("latin-1").strip()
+        lines = [value for name, value in scope["headers"] if name == b"authorization"]
+        # Authorization is a singleton field: several lines are ambiguous (which one did a proxy check?): 401.
+        if len(lines) == 1 and lines[0][:7].lower() == b"bearer ":
+            token = lines[0][7:].decode("latin-1").strip()
         if not token:
             body = b'{"detail":"a bearer token is required"}'
             await send(
