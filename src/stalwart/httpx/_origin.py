@@ -145,14 +145,23 @@ class TransportCore:
     _first_stamp: tuple[bytes, bytes, bytes] | None
 
     @staticmethod
-    def refuse_resilient(transport: object) -> None:
-        """Refuse a resilient transport as the inner transport of another (the drivers' ``transport`` argument).
+    def refuse_resilient(transport: object, method: str = "handle_async_request") -> None:
+        """Check the drivers' ``transport`` argument: ``None`` or an inner transport with ``method``
+        (``handle_async_request`` for the async driver, ``handle_request`` for the sync one), not a resilient one.
 
         Raises:
+            TypeError: ``transport`` has no ``method``: a ``ResilienceConfig`` passed positionally (it goes in
+                ``config=``), or a sync transport given to the async driver (or the reverse); checked here rather
+                than failing with an ``AttributeError`` at the first request.
             ValueError: ``transport`` is an ``AsyncResilientTransport`` or a ``ResilientTransport``: a second policy
                 around the first would multiply the attempts (3 x 3 = 9 per call) and give each origin two
                 breakers and two bulkheads.
         """
+        if transport is not None and not callable(getattr(transport, method, None)):
+            hint = " (pass the policy as config=...)" if isinstance(transport, ResilienceConfig) else ""
+            raise TypeError(
+                f"transport must be an httpx transport with {method}(), got {type(transport).__name__}{hint}"
+            )
         if isinstance(transport, TransportCore):
             raise ValueError(
                 f"transport: {type(transport).__name__} is already resilient; wrapping it again would multiply the "

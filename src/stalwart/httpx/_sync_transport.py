@@ -42,7 +42,8 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
     connect/read/write/pool timeouts to it.
 
     Raises:
-        TypeError: ``config`` is not a ``ResilienceConfig``, or ``fallback`` is not a sync callable.
+        TypeError: ``config`` is not a ``ResilienceConfig``, ``fallback`` is not a sync callable, or ``transport``
+            is not a sync httpx transport (a ``ResilienceConfig`` passed positionally, an async transport).
         ValueError: ``name`` is empty, ``config.hedge`` is set (hedging needs the async transport), or
             ``transport`` is already a ``ResilientTransport`` (or an ``AsyncResilientTransport``).
     """
@@ -62,7 +63,7 @@ class ResilientTransport(TransportCore, httpx.BaseTransport):
         self._setup(config=config, registry=registry, name=name, clock=clock, random=random, wall_clock=wall_clock)
         if config.hedge is not None:
             raise ValueError("hedge: hedging needs AsyncResilientTransport (a thread cannot be cancelled)")
-        self.refuse_resilient(transport)
+        self.refuse_resilient(transport, "handle_request")
         self._transport = httpx.HTTPTransport() if transport is None else transport
         if fallback is not None and check_decoratable(fallback, self):
             raise TypeError("ResilientTransport needs a sync fallback; use AsyncResilientTransport for an async one")

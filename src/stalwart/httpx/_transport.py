@@ -86,7 +86,8 @@ class AsyncResilientTransport(TransportCore, httpx.AsyncBaseTransport):
             (default: the system's wall clock).
 
     Raises:
-        TypeError: ``config`` is not a ``ResilienceConfig``, or ``fallback`` is not callable.
+        TypeError: ``config`` is not a ``ResilienceConfig``, ``fallback`` is not callable, or ``transport`` is not an
+            async httpx transport (a ``ResilienceConfig`` passed positionally, a sync transport).
         ValueError: ``name`` is empty, or ``transport`` is already an ``AsyncResilientTransport`` (or a
             ``ResilientTransport``).
     """
