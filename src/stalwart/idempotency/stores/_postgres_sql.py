@@ -134,6 +134,10 @@ _TEMPLATES: dict[str, str] = {
     # Is this still the transaction that took the lock (%s: its now())? A handler may have ended it (COMMIT or
     # ROLLBACK on the connection), and the lock with it.
     "tx_same": "SELECT now() = %s",
+    # The store's own limits for its insert and the COMMIT (the handler may have changed or lifted its own).
+    "tx_store_limits": """
+        SELECT set_config('statement_timeout', %(store_timeout)s, true),
+            set_config('lock_timeout', %(store_timeout)s, true)""",
     # The COMPLETED record, only in the transaction that took the lock (%(began)s: its now()); never outside it.
     "tx_insert": """
         WITH c AS (SELECT clock_timestamp() AS ts WHERE now() = %(began)s)
@@ -174,6 +178,7 @@ class Statements:
     abandoned: bytes
     tx_begin: bytes
     tx_same: bytes
+    tx_store_limits: bytes
     tx_insert: bytes
 
 

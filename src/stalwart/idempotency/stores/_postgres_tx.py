@@ -59,6 +59,7 @@ class PostgresTransaction:
         "_insert",
         "_same",
         "_stack",
+        "_store_limits",
         "acquired",
         "connection",
         "existing",
@@ -74,6 +75,7 @@ class PostgresTransaction:
         *,
         insert: bytes,
         same: bytes,
+        store_limits: tuple[bytes, str],
         began: datetime,
         record_id: str,
         fingerprint: bytes,
@@ -83,6 +85,7 @@ class PostgresTransaction:
         now: float,
     ) -> None:
         self._stack, self.connection, self._insert, self._same = stack, connection, insert, same
+        self._store_limits = store_limits  # (statement, milliseconds) bounding the insert and the commit
         self._began = began  # the transaction's now(): identifies it (and so the lock) until its end
         self.record_id, self._fingerprint, self._fp_version = record_id, fingerprint, fp_version
         self.acquired, self.existing, self.now = acquired, existing, now
@@ -91,7 +94,10 @@ class PostgresTransaction:
     async def complete(self, response: StoredResponse, *, retention: float) -> Record:
         """Insert the COMPLETED record in the transaction and commit it with the handler's writes.
 
-        Only after this returns may the response be sent. A record past its retention is replaced.
+        Only after this returns may the response be sent. A record past its retention is replaced. The insert and
+        the COMMIT run with the transaction's ``store_timeout`` as their ``statement_timeout`` and ``lock_timeout``,
+        whatever the handler's limits: a row locked elsewhere (a concurrent insert of the key, a purge or a
+        standard-mode claim holding it) or a stuck server fails them (StoreUnavailable) instead of hanging.
 
         Returns:
             The committed record (``attempt`` 1, a fresh fence).
@@ -122,6 +128,8 @@ class PostgresTransaction:
                 raise StoreUnavailable("the handler left the idempotency transaction aborted; nothing was committed")
             if status != psycopg.pq.TransactionStatus.INTRANS:
                 raise _ended()
+            limits, store_ms = self._store_limits
+            await self.connection.execute(limits, {"store_timeout": store_ms})
             row = await (await self.connection.execute(self._insert, params)).fetchone()
             if row is None:
                 same = await (await self.connection.execute(self._same, (self._began,))).fetchone()

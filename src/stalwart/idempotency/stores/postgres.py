@@ -388,6 +388,7 @@ class PostgresStore:
         statement_timeout: float | None = None,
         lock_timeout: float | None = None,
         idle_timeout: float | None = 60.0,
+        store_timeout: float | None = 2.0,
     ) -> AsyncIterator[PostgresTransaction]:
         """Open the transactional-mode transaction for one request (spec §2.16.4); see :class:`PostgresTransaction`.
 
@@ -399,10 +400,17 @@ class PostgresStore:
         Args:
             record_id: the scope HMAC.
             fingerprint, fp_version: stored with the completed record.
-            statement_timeout: seconds each statement of the handler may run (default None: no limit).
-            lock_timeout: seconds the handler's statements wait for locks (default None: no limit).
-            idle_timeout: ``idle_in_transaction_session_timeout`` in seconds (default 60.0): the server ends a
-                session left idle inside the transaction, rolling it back.
+            statement_timeout: seconds each statement of the handler may run (default None: no limit; the
+                middleware passes ``IdempotencyConfig.transaction_statement_timeout``, 30 s by default).
+            lock_timeout: seconds the handler's statements wait for locks (default None: no limit; the middleware
+                passes ``transaction_lock_timeout``, 2 s by default).
+            idle_timeout: ``idle_in_transaction_session_timeout`` in seconds (default 60.0; None: no limit): the
+                server ends a session left idle inside the transaction, rolling it back (the middleware passes
+                ``transaction_idle_timeout``).
+            store_timeout: ``statement_timeout`` and ``lock_timeout`` in seconds of the store's own insert and
+                COMMIT in :meth:`PostgresTransaction.complete` (default 2.0; None: no limit; the middleware passes
+                the route's ``store_timeout``), so a contended record row fails the commit (StoreUnavailable)
+                instead of hanging.
 
         Raises:
             StoreUnavailable: no connection, or the server failed while opening the transaction.
@@ -414,6 +422,7 @@ class PostgresStore:
             "lock_timeout": _ms(lock_timeout, "lock_timeout"),
             "idle_timeout": _ms(idle_timeout, "idle_timeout"),
         }
+        store_ms = _ms(store_timeout, "store_timeout")
         if not self._ready:
             await self._prepare()
         stack = AsyncExitStack()
@@ -437,6 +446,7 @@ class PostgresStore:
             conn,
             insert=self._sql.tx_insert,
             same=self._sql.tx_same,
+            store_limits=(self._sql.tx_store_limits, store_ms),
             began=began,
             record_id=record_id,
             fingerprint=fingerprint,
