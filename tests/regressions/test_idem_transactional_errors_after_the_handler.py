@@ -56,7 +56,9 @@ class TxStore(MemoryStore):
         self.committed: list[StoredResponse] = []
 
     @contextlib.asynccontextmanager
-    async def transaction(self, record_id: str, *, fingerprint: bytes, fp_version: int) -> AsyncIterator[FakeTx]:
+    async def transaction(
+        self, record_id: str, *, fingerprint: bytes, fp_version: int, **limits: float | None
+    ) -> AsyncIterator[FakeTx]:
         if self.fail_open_tx:
             raise StoreUnavailable("no connection")
         yield FakeTx(self)

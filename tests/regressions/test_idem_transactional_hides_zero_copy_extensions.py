@@ -45,7 +45,9 @@ class TxStore(MemoryStore):
         self.committed: list[StoredResponse] = []
 
     @contextlib.asynccontextmanager
-    async def transaction(self, record_id: str, *, fingerprint: bytes, fp_version: int) -> AsyncIterator[FakeTx]:
+    async def transaction(
+        self, record_id: str, *, fingerprint: bytes, fp_version: int, **limits: float | None
+    ) -> AsyncIterator[FakeTx]:
         yield FakeTx(self)
 
 

@@ -42,7 +42,9 @@ class FailingStore(FaultyStore):
         self.where = where
 
     @contextlib.asynccontextmanager
-    async def transaction(self, record_id: str, *, fingerprint: bytes, fp_version: int) -> AsyncIterator[FakeTx]:
+    async def transaction(
+        self, record_id: str, *, fingerprint: bytes, fp_version: int, **limits: float | None
+    ) -> AsyncIterator[FakeTx]:
         if self.where == "open":
             raise StoreUnavailable("no connection")
         yield FakeTx()

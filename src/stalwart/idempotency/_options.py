@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from typing import Any
 
-from stalwart._config import check_int, to_seconds, to_seconds_or_none
+from stalwart._config import check_int, to_seconds, to_seconds_or_none, to_units
 
 from ._fingerprint import FingerprintSpec
 from ._keys import is_uuid4
@@ -35,6 +35,7 @@ _MIN_RECOMMENDED_RETENTION = 3600.0
 # can store and read back (PostgreSQL's timestamps end at Python's year 9999; RedisStore's scripts count whole
 # microseconds in Lua numbers, exact below 2**53, about the year 2255, and readable below 1e17, about 5100).
 _MAX_RECORD_DURATION = 100 * 365 * 86_400.0  # 100 years of 365 days
+_MAX_POSTGRES_MS = 2**31 - 1  # PostgreSQL's duration settings (statement_timeout, lock_timeout, ...) are int32 ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,17 @@ class IdempotencyConfig:
         transactional: run the handler inside the store's transaction so its writes and the record commit together
             (spec §2.16.4; needs a store with ``transaction()``, i.e. PostgresStore; default False). The response
             is buffered until the commit; 5xx and exceptions are rolled back and therefore retryable.
+        transaction_statement_timeout: in transactional mode, PostgreSQL's ``statement_timeout`` for the handler's
+            statements on ``state.connection``, float seconds (default 30.0, the default ``lease_ttl``; None: no
+            limit). A statement running longer is cancelled: if the handler lets that error out, everything is
+            rolled back and the client gets 503 with ``Retry-After``.
+        transaction_lock_timeout: in transactional mode, PostgreSQL's ``lock_timeout`` for the handler's statements
+            (default 2.0, the default ``store_timeout``; None: no limit), so a contended row is a 503, not a hang.
+        transaction_idle_timeout: in transactional mode, ``idle_in_transaction_session_timeout`` (default 60.0;
+            None: no limit): the server ends a session left idle inside the transaction (a handler stuck outside
+            the database), rolling it back; the commit then fails and the client gets 503. The store's own insert
+            and commit run with ``store_timeout`` as their statement and lock timeouts. The three transaction
+            timeouts are rounded up to the millisecond and must be > 0 and at most 2**31 - 1 ms (about 24.8 days).
 
     Raises:
         ValueError: an invalid value, named by its parameter.
@@ -125,6 +137,9 @@ class IdempotencyConfig:
     mark_first_response: bool = False
     replay_headers_allowed: frozenset[str] = frozenset()
     transactional: bool = False
+    transaction_statement_timeout: float | timedelta | None = 30.0
+    transaction_lock_timeout: float | timedelta | None = 2.0
+    transaction_idle_timeout: float | timedelta | None = 60.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -173,7 +188,13 @@ class IdempotencyConfig:
             "max_capture_duration",
             to_seconds(self.max_capture_duration, "max_capture_duration", allow_zero=False, allow_inf=True),
         )
-        set_(self, "store_timeout", to_seconds(self.store_timeout, "store_timeout", allow_zero=False))
+        store_timeout = to_seconds(self.store_timeout, "store_timeout", allow_zero=False)
+        if self.transactional:  # also the statement and lock timeout of the store's insert and commit
+            _postgres_duration(store_timeout, "store_timeout")
+        set_(self, "store_timeout", store_timeout)
+        for name in ("transaction_statement_timeout", "transaction_lock_timeout", "transaction_idle_timeout"):
+            value = getattr(self, name)
+            set_(self, name, None if value is None else _postgres_duration(value, name))
         check_int(self.completion_attempts, "completion_attempts", minimum=1)
         set_(self, "completion_budget", to_seconds(self.completion_budget, "completion_budget", allow_zero=False))
         name = self.replay_header
@@ -199,6 +220,21 @@ def _record_duration(value: float | timedelta, parameter: str) -> float:
     seconds = to_seconds(value, parameter, allow_zero=False)
     if seconds > _MAX_RECORD_DURATION:
         raise ValueError(f"{parameter} must be at most {_MAX_RECORD_DURATION:.0f} seconds (100 years), got {seconds!r}")
+    return seconds
+
+
+def _postgres_duration(value: float | timedelta, parameter: str) -> float:
+    """A duration > 0 that PostgreSQL takes as a timeout setting (at most 2**31 - 1 ms), in seconds.
+
+    Transactional mode sets ``store_timeout`` and the ``transaction_*_timeout`` values on the transaction, so a
+    value PostgreSQL would refuse on every request is refused here (the latter whether or not the route is
+    transactional, so a route override cannot turn them invalid).
+
+    Raises:
+        TypeError, ValueError: naming ``parameter``.
+    """
+    seconds = to_seconds(value, parameter, allow_zero=False)
+    to_units(seconds, parameter, per_second=1000, maximum=_MAX_POSTGRES_MS)
     return seconds
 
 

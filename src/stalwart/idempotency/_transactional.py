@@ -7,6 +7,12 @@ connection in ``state.connection``, buffering the whole response. A response to 
 record and only then sent; a release (401/403/408/425/429/503, 5xx, an exception, a handler that never started or
 asked to be released, a cancellation) rolls everything back. If the commit fails the client gets 503 and nothing
 happened. No lease, heartbeat or fence: a dead session cannot commit.
+
+The transaction's limits come from the route: ``transaction_statement_timeout``, ``transaction_lock_timeout`` and
+``transaction_idle_timeout`` for the handler's statements, ``store_timeout`` for the store's insert and COMMIT. A
+handler that lets one of those timeouts out (SQLSTATE 57014 query canceled, 55P03 lock not available, 25P03 idle in
+transaction) is rolled back like any exception, but its client gets 503 with ``Retry-After`` (nothing was applied;
+a retry may succeed) before the exception is re-raised for error reporting.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ if TYPE_CHECKING:
     from ._answers import Answers
     from ._routing import Route
 
-__all__ = ["run_transactional"]
+__all__ = ["is_transaction_timeout", "run_transactional"]
 
 logger = logging.getLogger("stalwart")
+
+_TIMEOUT_SQLSTATES = frozenset({"57014", "55P03", "25P03"})  # query canceled, lock not available, idle in tx
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -57,12 +65,20 @@ async def run_transactional(
     again), and a failed rollback means a broken session that the server rolls back by itself.
 
     Raises:
-        BaseException: whatever the handler raised, after the rollback.
+        BaseException: whatever the handler raised, after the rollback (after a 503 for a database timeout, see
+            :func:`is_transaction_timeout`).
     """
     handler_started = False
     messages: list[Message] = []
+    cfg = route.cfg
+    limits = {
+        "statement_timeout": cfg.transaction_statement_timeout,
+        "lock_timeout": cfg.transaction_lock_timeout,
+        "idle_timeout": cfg.transaction_idle_timeout,
+        "store_timeout": route.store_timeout,
+    }
     try:
-        async with store.transaction(record_id, fingerprint=fingerprint, fp_version=FP_VERSION) as tx:
+        async with store.transaction(record_id, fingerprint=fingerprint, fp_version=FP_VERSION, **limits) as tx:
             if not tx.acquired:
                 await answers.in_progress(send, 1)
                 return
@@ -94,6 +110,16 @@ async def run_transactional(
             token = _current.set(state)
             try:
                 await app(scope, receive, buffer)
+            except BaseException as exc:
+                if not is_transaction_timeout(exc):
+                    raise
+                try:
+                    await tx.rollback()  # before answering: the retry must not find the key locked
+                except StoreUnavailable as rollback_error:  # a broken session: the server rolls it back itself
+                    logger.debug("idempotency: rollback after a database timeout failed: %r", rollback_error)
+                logger.warning("idempotency: a database timeout in the transactional handler; rolled back: %r", exc)
+                await answers.unavailable(send)  # nothing was applied: retry (spec §2.9, release)
+                raise
             finally:
                 _current.reset(token)
             decision = classify_outcome(
@@ -139,3 +165,20 @@ async def run_transactional(
                 raise
             logger.debug("idempotency: client went away; the committed result will be replayed to its retry")
             return
+
+
+def is_transaction_timeout(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from or during, is a PostgreSQL timeout: SQLSTATE 57014
+    (``statement_timeout`` or a cancel), 55P03 (``lock_timeout``) or 25P03 (``idle_in_transaction_session_timeout``).
+
+    Read from the ``sqlstate`` attribute (psycopg and asyncpg errors carry it), so a wrapper such as SQLAlchemy's
+    ``DBAPIError`` counts through its ``__cause__``.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) in _TIMEOUT_SQLSTATES:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
