@@ -14,6 +14,7 @@ sample at the timeout value, so the estimate grows when the service slows down.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import threading
@@ -29,7 +30,7 @@ from ._config import check_int, to_float, to_seconds
 from ._deadline import current_deadline, enter_async_scope, enter_sync_scope, exit_sync_scope
 from ._exceptions import DeadlineExceeded
 from ._latency_window import LatencyWindow, new_window
-from ._policy import Policy, refuse_coroutine
+from ._policy import Policy, refuse_coroutine, refuse_not_awaitable
 
 __all__ = ["AdaptiveTimeout", "AdaptiveTimeoutKey"]
 
@@ -271,25 +272,27 @@ class AdaptiveTimeout(Policy):
         limit = self.current_limit(key)
         scope = enter_async_scope(limit, clock, fail_fast=True)
         start = clock.monotonic()
-        if scope is None:  # a tighter ambient deadline, enforced by an enclosing scope
-            result = await fn(*args, **kwargs)
-            self.record(clock.monotonic() - start, key)
-            return result
+        awaitable: Any = fn  # until fn returns (a function is not awaitable: told apart below)
         try:
-            result = await fn(*args, **kwargs)
+            awaitable = fn(*args, **kwargs)
+            result: T = await awaitable
         except BaseException as exc:
-            try:
-                scope.exit(exc)
-            except DeadlineExceeded:
-                if scope.own:
-                    self.record(limit, key)  # censored: the call took at least this long
-                raise
-            if scope.own and isinstance(exc, DeadlineExceeded) and scope.deadline.expired:
-                # Code inside gave up at this timeout's deadline before the timer cancelled it (a child task's
-                # scope clamped to it, a policy refusing to start past it): cut by this timeout all the same.
-                self.record(limit, key)
+            if scope is not None:  # None: a tighter ambient deadline, enforced by an enclosing scope
+                try:
+                    scope.exit(exc)
+                except DeadlineExceeded:
+                    if scope.own:
+                        self.record(limit, key)  # censored: the call took at least this long
+                    raise
+                if scope.own and isinstance(exc, DeadlineExceeded) and scope.deadline.expired:
+                    # Code inside gave up at this timeout's deadline before the timer cancelled it (a child task's
+                    # scope clamped to it, a policy refusing to start past it): cut by this timeout all the same.
+                    self.record(limit, key)
+            if awaitable is not fn and type(exc) is TypeError and not inspect.isawaitable(awaitable):
+                refuse_not_awaitable(awaitable, self, fn, exc)  # a usage error: not a sample
             raise
-        scope.exit(None)
+        if scope is not None:
+            scope.exit(None)
         self.record(clock.monotonic() - start, key)
         return result
 

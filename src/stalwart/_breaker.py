@@ -30,6 +30,7 @@ a hook, is the one case left: no pure-Python code can close that window.)
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random as _random
 import threading
@@ -54,7 +55,7 @@ from ._breaker_wrap import decorate
 from ._clock import SYSTEM_CLOCK, Clock
 from ._events import CallRejected, CircuitCallRecorded, CircuitRateExceeded, CircuitStateChanged, emit
 from ._exceptions import CircuitOpenError, Rejected
-from ._policy import Policy, refuse_coroutine
+from ._policy import Policy, refuse_coroutine, refuse_not_awaitable
 from ._types import NEVER_HANDLED, ExceptionPredicate, ExceptionSpec, compile_exception_spec, is_never_handled
 from ._windows import TimeWindow, Window
 
@@ -468,6 +469,8 @@ class CircuitBreaker(Policy):
 
         Raises:
             CircuitOpenError: the breaker refused the call (``fn`` was not called).
+            TypeError: ``fn`` returned something that is not awaitable (a sync function belongs in :meth:`call`);
+                not counted as a failure: the permit is returned without an outcome.
         """
         core = self._core
         permit = core.fast_epoch
@@ -478,9 +481,14 @@ class CircuitBreaker(Policy):
         except BaseException:
             self._give_back(permit)
             raise
+        awaitable: Any = fn  # until fn returns (a function is not awaitable: told apart below)
         try:
-            result = await fn(*args, **kwargs)
+            awaitable = fn(*args, **kwargs)
+            result: T = await awaitable
         except BaseException as exc:
+            if awaitable is not fn and type(exc) is TypeError and not inspect.isawaitable(awaitable):
+                self._give_back(permit)  # a usage error: no outcome for the dependency
+                refuse_not_awaitable(awaitable, self, fn, exc)
             self._record_exception(permit, exc, start)
             raise
         if start is None and self._plain:

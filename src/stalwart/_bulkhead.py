@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import math
 import threading
 from asyncio import get_running_loop
@@ -34,7 +35,7 @@ from ._config import check_int, to_seconds_or_none
 from ._deadline import ambient_enforced, current_deadline
 from ._events import CallRejected, emit, hooks_installed
 from ._exceptions import BulkheadFullError
-from ._policy import Policy, check_decoratable, refuse_coroutine
+from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_not_awaitable
 
 __all__ = ["Bulkhead", "BulkheadStatistics"]
 
@@ -400,6 +401,7 @@ class Bulkhead(Policy):
 
         Raises:
             BulkheadFullError: as :meth:`acquire`.
+            TypeError: ``fn`` returned something that is not awaitable (a sync function belongs in :meth:`call`).
         """
         acquired = False
         if not self._waiters:
@@ -410,8 +412,15 @@ class Bulkhead(Policy):
                 pass
         if not acquired:
             await self._wait_async()
+        awaitable: Any = fn  # until fn returns (a function is not awaitable: told apart below)
         try:
-            return await fn(*args, **kwargs)
+            awaitable = fn(*args, **kwargs)
+            result: T = await awaitable
+            return result
+        except TypeError as exc:
+            if awaitable is not fn and not inspect.isawaitable(awaitable):
+                refuse_not_awaitable(awaitable, self, fn, exc)
+            raise
         finally:
             self.release()
 

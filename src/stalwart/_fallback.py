@@ -12,8 +12,7 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from ._policy import Policy, check_decoratable, is_async_callable, refuse_coroutine
-from ._retry import refuse_not_awaitable
+from ._policy import Policy, check_decoratable, is_async_callable, refuse_coroutine, refuse_not_awaitable
 from ._types import ExceptionSpec, compile_exception_spec
 
 __all__ = ["Fallback"]

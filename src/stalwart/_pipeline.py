@@ -15,8 +15,7 @@ from datetime import timedelta
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from ._policy import Policy, check_decoratable, refuse_coroutine
-from ._retry import refuse_not_awaitable
+from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_not_awaitable
 from ._timeout import Timeout
 
 __all__ = ["Pipeline"]

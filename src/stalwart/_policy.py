@@ -114,6 +114,25 @@ def check_decoratable(fn: Callable[..., Any], policy: object) -> bool:
     return is_async_callable(fn)
 
 
+def refuse_not_awaitable(value: object, policy: object, fn: object, error: BaseException | None) -> NoReturn:
+    """Raise ``TypeError``: ``fn``, awaited by an async entry point, returned ``value``, which is not awaitable.
+
+    The ``await`` raises a ``TypeError`` of its own after ``fn`` has run; with ``on=Exception`` (or any ``on`` that
+    covers ``TypeError``) that was retried, running a sync function ``max_attempts`` times, with the backoff sleeps
+    in between, before failing with the same error. Calling ``fn`` again cannot make its result awaitable, so this
+    is a usage error, raised at once (``error``, the ``await``'s own, is its ``__cause__``).
+
+    Raises:
+        TypeError: always (a :class:`~stalwart._types.MisuseError`, which no ``on=`` matches), naming the function
+            and saying what to use instead.
+    """
+    name = policy if isinstance(policy, str) else type(policy).__name__
+    raise MisuseError(
+        f"{getattr(fn, '__qualname__', fn)!r} returned {type(value).__name__!r}, which is not awaitable, to "
+        f"{name}'s async path: use `{name.lower()}.call(fn, ...)` for a sync function"
+    ) from error
+
+
 def refuse_coroutine(result: object, policy: object, fn: object) -> NoReturn:
     """Close a coroutine that a sync entry point received from ``fn``, and raise.
 

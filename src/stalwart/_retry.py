@@ -14,14 +14,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import CoroutineType
-from typing import Any, NoReturn, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from ._backoff import Backoff
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import to_seconds, to_seconds_or_none
 from ._deadline import current_deadline
 from ._events import RetryGaveUp, RetryScheduled, emit, emit_budget_refusal, hooks_installed
-from ._policy import Policy, check_decoratable, refuse_coroutine
+from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_not_awaitable
 from ._retry_block import Attempts, cancellation_requested, raise_cancelled
 from ._retry_policy import (
     DEFAULT_BACKOFF,
@@ -36,7 +36,7 @@ from ._retry_policy import (
 from ._retry_testing import current_mode
 from ._retry_wrap import wrap_async, wrap_sync
 from ._stop import StopCondition
-from ._types import NEVER_HANDLED, ExceptionSpec, MisuseError, compile_exception_spec
+from ._types import NEVER_HANDLED, ExceptionSpec, compile_exception_spec
 
 __all__ = ["Retry"]
 
@@ -48,25 +48,6 @@ logger = logging.getLogger("stalwart")
 DEFAULT_MAX_ATTEMPTS = 3
 UNLIMITED_ATTEMPTS = sys.maxsize  # ``stop`` given without ``max_attempts``: the stop condition decides
 _NOT_CALLED: Any = object()  # the async loops' "fn has not returned yet" (any value, None included, is a return)
-
-
-def refuse_not_awaitable(value: object, policy: object, fn: object, error: BaseException | None) -> NoReturn:
-    """Raise ``TypeError``: ``fn``, awaited by an async entry point, returned ``value``, which is not awaitable.
-
-    The ``await`` raises a ``TypeError`` of its own after ``fn`` has run; with ``on=Exception`` (or any ``on`` that
-    covers ``TypeError``) that was retried, running a sync function ``max_attempts`` times, with the backoff sleeps
-    in between, before failing with the same error. Calling ``fn`` again cannot make its result awaitable, so this
-    is a usage error, raised at once (``error``, the ``await``'s own, is its ``__cause__``).
-
-    Raises:
-        TypeError: always (a :class:`~stalwart._types.MisuseError`, which no ``on=`` matches), naming the function
-            and saying what to use instead.
-    """
-    name = policy if isinstance(policy, str) else type(policy).__name__
-    raise MisuseError(
-        f"{getattr(fn, '__qualname__', fn)!r} returned {type(value).__name__!r}, which is not awaitable, to "
-        f"{name}'s async path: use `{name.lower()}.call(fn, ...)` for a sync function"
-    ) from error
 
 
 class Retry(Policy):

@@ -21,7 +21,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._config import check_clock, to_seconds
 from ._deadline import enter_async_scope, enter_sync_scope, exit_sync_scope
 from ._exceptions import DeadlineExceeded
-from ._policy import Policy, check_decoratable, refuse_coroutine
+from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_not_awaitable
 
 __all__ = ["Timeout", "with_timeout"]
 
@@ -92,16 +92,21 @@ class Timeout(Policy):
         Raises:
             DeadlineExceeded: this timeout expired (the call was cancelled), or the ambient deadline had already
                 passed (the call was not started).
+            TypeError: ``fn`` returned something that is not awaitable (a sync function belongs in :meth:`call`).
         """
         scope = enter_async_scope(self._seconds, self._clock, fail_fast=True)
-        if scope is None:
-            return await fn(*args, **kwargs)
+        awaitable: Any = fn  # until fn returns (a function is not awaitable: told apart below)
         try:
-            result = await fn(*args, **kwargs)
+            awaitable = fn(*args, **kwargs)
+            result: T = await awaitable
         except BaseException as exc:
-            scope.exit(exc)
+            if scope is not None:
+                scope.exit(exc)
+            if awaitable is not fn and type(exc) is TypeError and not inspect.isawaitable(awaitable):
+                refuse_not_awaitable(awaitable, self, fn, exc)
             raise
-        scope.exit(None)
+        if scope is not None:  # None: a tighter ambient deadline, enforced by an enclosing scope
+            scope.exit(None)
         return result
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
