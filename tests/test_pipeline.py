@@ -255,7 +255,7 @@ def test_standard_validates_its_arguments() -> None:
         sw.Pipeline.standard(total_timeout="10")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="seconds"):
         sw.Pipeline.standard(attempt_timeout=0)
-    with pytest.raises(TypeError, match="Pipeline takes policies"):
+    with pytest.raises(TypeError, match="retry must be a policy or None"):
         sw.Pipeline.standard(retry=object())  # type: ignore[arg-type]
 
 

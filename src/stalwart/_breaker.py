@@ -556,7 +556,11 @@ class CircuitBreaker(Policy):
         Raises:
             ValueError: ``state`` is not a :class:`CircuitState` value.
         """
-        target = CircuitState(state)
+        try:
+            target = CircuitState(state)
+        except ValueError:
+            names = ", ".join(repr(s.value) for s in CircuitState)
+            raise ValueError(f"state must be a CircuitState or one of {names}, got {state!r}") from None
         core = self._core
         now = self._monotonic()
         with self._lock:

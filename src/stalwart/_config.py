@@ -38,7 +38,7 @@ def to_seconds(value: float | timedelta, parameter: str, *, allow_zero: bool = T
     if math.isnan(seconds):
         raise ValueError(f"{parameter} must be a number of seconds, got NaN")
     if seconds < 0:
-        raise ValueError(f"{parameter} must be >= 0 seconds, got {seconds!r}")
+        raise ValueError(f"{parameter} must be {'>=' if allow_zero else '>'} 0 seconds, got {seconds!r}")
     if seconds == 0 and not allow_zero:
         raise ValueError(f"{parameter} must be > 0 seconds, got 0")
     if math.isinf(seconds) and not allow_inf:

@@ -117,9 +117,13 @@ class Pipeline(Policy):
             attempt_timeout: a policy, or seconds for a :class:`~stalwart.Timeout`.
 
         Raises:
-            TypeError: an argument is neither ``None`` nor a policy (nor seconds, for the timeouts).
+            TypeError: an argument is neither ``None`` nor a policy (nor seconds, for the timeouts); the
+                message names it.
             ValueError: invalid seconds for a timeout.
         """
+        for name, policy in (("fallback", fallback), ("retry", retry), ("breaker", breaker), ("bulkhead", bulkhead)):
+            if policy is not None and not isinstance(policy, Policy):
+                raise TypeError(f"{name} must be a policy or None, got {policy!r}")
         ordered = (
             fallback,
             _as_timeout(total_timeout, "total_timeout"),

@@ -127,3 +127,13 @@ def test_fake_clock_accepts_negative_starts_and_timedelta_steps() -> None:
     clock = FakeClock(-5)
     clock.advance(timedelta(seconds=2))
     assert clock.monotonic() == -3.0
+
+
+def test_messages_name_the_parameter_and_the_rule() -> None:
+    """A new user's misuses (a fresh-clone review): each message names the parameter and states the rule right."""
+    with pytest.raises(ValueError, match=r"^seconds must be > 0 seconds, got -1.0$"):
+        sw.Timeout(-1)  # zero is refused too: the rule is "> 0", not ">= 0"
+    with pytest.raises(TypeError, match=r"^retry must be a policy or None, got 3$"):
+        sw.Pipeline.standard(retry=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"state must be a CircuitState or one of 'closed', .*got 'bogus'"):
+        sw.CircuitBreaker("x").transition_to("bogus")  # type: ignore[arg-type]
