@@ -20,6 +20,7 @@ the memory held is at most ``max_idle_keys`` compartments (``0``: none).
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
@@ -32,7 +33,7 @@ from ._config import check_int
 from ._events import CallRejected, emit, hooks_installed
 from ._keyed_bulkhead_parts import CompartmentFullError, KeyedBulkheadStatistics, _Hold
 from ._keyed_bulkhead_wrap import wrap_async, wrap_sync
-from ._policy import Policy, check_decoratable, refuse_coroutine
+from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_not_awaitable
 
 __all__ = ["CompartmentFullError", "KeyedBulkhead", "KeyedBulkheadStatistics"]
 
@@ -269,6 +270,8 @@ class KeyedBulkhead(Policy):
 
         Raises:
             CompartmentFullError, BulkheadFullError: as :meth:`acquire`.
+            TypeError: ``fn`` returned something that is not awaitable (a sync function belongs in
+                :meth:`call_for`).
         """
         # The fast paths of _take(), Bulkhead.acquire() and _give() written out inline (the hot path).
         compartment = self._compartments.get(key)
@@ -295,8 +298,15 @@ class KeyedBulkhead(Policy):
         except BaseException:
             self._give(compartment)
             raise
+        awaitable: Any = fn  # until fn returns (a function is not awaitable: told apart below)
         try:
-            return await fn(*args, **kwargs)
+            awaitable = fn(*args, **kwargs)
+            result: T = await awaitable
+            return result
+        except TypeError as exc:
+            if awaitable is not fn and not inspect.isawaitable(awaitable):
+                refuse_not_awaitable(awaitable, self, fn, exc)
+            raise
         finally:
             shared.release()
             permits = compartment.permits

@@ -1,4 +1,4 @@
-"""Regression: ``await policy.run(sync_fn)`` on a lone breaker, bulkhead, timeout or adaptive timeout.
+"""Regression: ``await policy.run(sync_fn)`` on a lone breaker, (keyed) bulkhead, timeout or adaptive timeout.
 
 The function ran, then Python's own ``TypeError: object int can't be used in 'await' expression`` came out, naming
 neither the function nor the policy; and a lone ``CircuitBreaker`` counted it as a failure of the dependency: two
@@ -28,6 +28,7 @@ def policies() -> list[Any]:
         sw.Bulkhead("misused", max_concurrent=1),
         sw.Timeout(5.0),
         sw.AdaptiveTimeout(),
+        sw.KeyedBulkhead("misused", max_per_key=1, max_concurrent=2, key=lambda: "k"),
     ]
 
 
@@ -54,6 +55,10 @@ async def test_a_bulkhead_gives_the_slot_back() -> None:
     with pytest.raises(TypeError):
         await bulkhead.run(sync_fn)  # type: ignore[arg-type]
     assert bulkhead.statistics().available == 1
+    keyed = sw.KeyedBulkhead("misused", max_per_key=1, max_concurrent=2)
+    with pytest.raises(TypeError, match="KeyedBulkhead"):
+        await keyed.run_for("k", sync_fn)  # type: ignore[arg-type]
+    assert keyed.statistics().available == 2
 
 
 async def test_an_adaptive_timeout_records_no_sample() -> None:
