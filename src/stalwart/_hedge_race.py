@@ -250,20 +250,19 @@ class Race:
             if budget is not None:
                 budget.record_failure(first)
             self.recorded = True
-            await self._discard_last()
             self.last_exc = None  # the latest outcome replaces an earlier attempt's exception
-            self.last_result = result
+            await self._replace_last(result)
         elif hedge._handles(exc):
             if budget is not None:
                 budget.record_failure(first)
             self.recorded = True
-            await self._discard_last()
             self.last_exc = exc
+            await self._discard_last()
         elif isinstance(exc, Rejected):  # refused locally: start nothing more, let the others answer
             self.stop = "not_retryable"
             self._disarm()
-            await self._discard_last()
             self.last_exc = exc
+            await self._discard_last()
             return False, None
         else:
             raise exc  # the answer: it ends the call
@@ -320,20 +319,35 @@ class Race:
                 for task in pending:
                     task.cancel()
         self.finished.clear()
-        for attempt in attempts:
-            task = attempt.task
-            if not task.cancelled() and task.exception() is None:
-                await self._discard(task.result())
-        await self._discard_last()
+        results = [
+            task.result() for task in tasks[: len(attempts)] if not task.cancelled() and task.exception() is None
+        ]
+        last, self.last_result = self.last_result, _NOTHING
+        if last is not _NOTHING:
+            results.append(last)
+        if cancelled is not None and winner is not _NOTHING:
+            results.append(winner)
+        # Every result is handed to on_discard even when the caller is cancelled meanwhile (the cancellation cuts
+        # the discard in progress and is raised once all have been handed over), the winner too in that case.
+        for result in results:
+            try:
+                await self._discard(result)
+            except asyncio.CancelledError as e:
+                if cancelled is None and winner is not _NOTHING:
+                    results.append(winner)  # the caller will not get it
+                cancelled = e
         if cancelled is not None:
-            if winner is not _NOTHING:
-                await self._discard(winner)
             raise cancelled
 
+    async def _replace_last(self, result: Any) -> None:
+        """Keep ``result`` as the last handled outcome and discard the one it replaces (stored first, so that a
+        cancellation while discarding cannot lose it)."""
+        previous, self.last_result = self.last_result, result
+        if previous is not _NOTHING:
+            await self._discard(previous)
+
     async def _discard_last(self) -> None:
-        result, self.last_result = self.last_result, _NOTHING
-        if result is not _NOTHING:
-            await self._discard(result)
+        await self._replace_last(_NOTHING)
 
     async def _discard(self, result: Any) -> None:
         on_discard = self.hedge._on_discard

@@ -96,14 +96,24 @@ class _Call:
     async def discard(self, *responses: httpx.Response, delay: float = 0.0) -> None:
         """Close ``responses``, draining their small bodies in the time the attempt's limit and the ambient deadline
         leave (less ``delay``, the backoff before a retry): one allowance for them all
-        (:meth:`TransportCore.drain_time`)."""
+        (:meth:`TransportCore.drain_time`). A cancellation of the caller cuts the drain in progress; every response
+        is still closed (the rest without draining) before it is raised."""
         t = self.transport
         monotonic = t._monotonic
         limit = t._timeout if t._adaptive is None else t._adaptive.current_limit(self.key)
         within = t.drain_time(limit, self.ambient, delay)
         end = None if within is None else monotonic() + within
+        cancelled: asyncio.CancelledError | None = None
         for response in responses:
-            await discard_async(response, None if end is None else end - monotonic(), monotonic)
+            if cancelled is not None:  # the caller has gone: the others are closed without draining
+                await response.aclose()
+                continue
+            try:
+                await discard_async(response, None if end is None else end - monotonic(), monotonic)
+            except asyncio.CancelledError as exc:  # the response is closed (discard_async's finally); raised after
+                cancelled = exc
+        if cancelled is not None:
+            raise cancelled
 
     async def judge(self, response: httpx.Response) -> bool:
         """Whether ``response`` is retryable (a retry status, or ``on_result`` rejects it), recorded in the budget.
@@ -305,9 +315,9 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
 
     async def keep(outcome: httpx.Response | BaseException | None) -> None:
         nonlocal last
-        if isinstance(last, httpx.Response):
-            await call.discard(last)
-        last = outcome
+        previous, last = last, outcome  # kept first: a cancellation while closing the previous one cannot lose it
+        if isinstance(previous, httpx.Response):
+            await call.discard(previous)
 
     async def settle(winner: asyncio.Task[httpx.Response] | None) -> None:
         """Cancel and await every other attempt and the timer; close what they answered."""
