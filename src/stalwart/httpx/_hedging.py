@@ -333,6 +333,8 @@ async def _race(call: _Call) -> tuple[bool, httpx.Response | BaseException]:
                 await asyncio.wait(pending)
             except asyncio.CancelledError as exc:  # remembered: the clean-up finishes first
                 cancelled = exc
+                for task in pending:  # passed on: an attempt that swallowed its cancellation gets another
+                    task.cancel()
         running.clear()
         answered = [task.result() for task in losers if not task.cancelled() and task.exception() is None]
         if answered:
