@@ -185,13 +185,21 @@ def ambient_enforced() -> bool:
     set a timer of its own for it. Internal API (docs/internals.md).
     """
     ambient = _current.get()
-    scope = _enforcer.get()
+    return ambient is not None and _enforces(_enforcer.get(), ambient, current_task())
+
+
+def _enforces(scope: AsyncScope | None, ambient: Deadline, task: asyncio.Task[object] | None) -> bool:
+    """Whether ``scope`` will still cancel ``task`` when ``ambient`` passes: its timer is pending.
+
+    A fired timer cancelled the task once (a body that swallowed that cancellation gets no second one); a cancelled
+    timer belongs to a scope exited elsewhere (an abandoned async generator closed by the event loop).
+    """
     return (
-        ambient is not None
-        and scope is not None
+        scope is not None
         and scope.deadline is ambient
-        and scope.task is current_task()
-        and not scope.handle.cancelled()  # a scope exited elsewhere (an abandoned async generator) enforces nothing
+        and scope.task is task
+        and not scope.expired
+        and not scope.handle.cancelled()
     )
 
 
@@ -261,7 +269,8 @@ def enter_async_scope(seconds: float, clock: Clock, *, fail_fast: bool) -> Async
     """Start enforcing ``min(seconds from now, the ambient deadline)`` on the current task.
 
     Returns ``None`` when there is nothing to do: the ambient deadline is no later than this limit and an enclosing
-    async scope of this task already enforces it (its expiry is its own error). Otherwise the effective deadline
+    async scope of this task already enforces it (its expiry is its own error; a scope whose timer has fired or
+    been cancelled enforces nothing any more). Otherwise the effective deadline
     becomes the ambient deadline inside the scope and a timer cancels the task when it passes.
 
     Args:
@@ -282,11 +291,10 @@ def enter_async_scope(seconds: float, clock: Clock, *, fail_fast: bool) -> Async
     if ambient is not None:
         left = _left(ambient, clock, now)
         if left <= seconds:
-            scope = _enforcer.get()
-            if scope is not None and scope.deadline is ambient and scope.task is task and not scope.handle.cancelled():
-                return None
-            if left <= 0.0 and fail_fast:
+            if left <= 0.0 and fail_fast:  # first: an enclosing scope's timer may not have run yet
                 raise _exceeded(0.0)
+            if _enforces(_enforcer.get(), ambient, task):
+                return None
             return AsyncScope(loop, task, ambient, left if left > 0.0 else 0.0, False, None)
     mine = _new_deadline(now + seconds, clock)
     return AsyncScope(loop, task, mine, seconds, True, _current.set(mine))
