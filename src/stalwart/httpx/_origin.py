@@ -334,12 +334,13 @@ class TransportCore:
 
     def may_resend(self, request: httpx.Request) -> bool:
         """Whether ``request`` may be sent again after it may have reached the server: an idempotent method, or
-        an ``Idempotency-Key`` header (the config's ``retry_methods`` / ``idempotency_header``)."""
+        an ``Idempotency-Key`` header with a value (the config's ``retry_methods`` / ``idempotency_header``; an
+        empty or blank key is no key: a server refuses it, draft-ietf-httpapi-idempotency-key-header §2.1)."""
         config = self._config
         if request.method in config.retry_methods:
             return True
         header = config.idempotency_header
-        return header is not None and header in request.headers
+        return header is not None and bool(request.headers.get(header, "").strip())
 
     def error_retryable(self, error: BaseException, request: httpx.Request, *, replayable: bool) -> bool:
         """Whether an attempt that raised ``error`` may be retried: a transient error, and either nothing was sent
@@ -436,10 +437,10 @@ class TransportCore:
         return delay
 
     def add_idempotency_key(self, request: httpx.Request) -> None:
-        """With ``auto_idempotency_key``: give a request of a non-idempotent method that has no key a fresh UUID4,
-        once (every attempt sends it)."""
+        """With ``auto_idempotency_key``: give a request of a non-idempotent method that has no key (or an empty
+        or blank one) a fresh UUID4, once (every attempt sends it)."""
         header = cast("str", self._auto_key)
-        if request.method not in self._config.retry_methods and header not in request.headers:
+        if request.method not in self._config.retry_methods and not request.headers.get(header, "").strip():
             request.headers[header] = str(uuid.uuid4())
 
     def result_rejected(self, response: httpx.Response) -> bool:
