@@ -51,20 +51,40 @@ def raise_cancelled(name: str, outcome: BaseException | None) -> NoReturn:
 
 
 class Attempt:
-    """One attempt of a retrying block; use it as ``with attempt:`` or ``async with attempt:``.
+    """One attempt of a retrying block; use it as ``with attempt:`` or ``async with attempt:``, once.
 
     Attributes:
         number: the attempt's number, ``1`` for the first.
+
+    Raises:
+        RuntimeError: (on entry) the attempt was already entered, or it is not the attempt its loop handed out last
+            (kept from an earlier iteration or a finished loop); the block does not run.
     """
 
-    __slots__ = ("_attempts", "number")
+    __slots__ = ("_attempts", "_entered", "number")
 
     def __init__(self, attempts: Attempts, number: int) -> None:
         self._attempts = attempts
+        self._entered = False
         self.number = number
 
     def __enter__(self) -> Attempt:
+        self._enter()
         return self
+
+    def _enter(self) -> None:
+        attempts = self._attempts
+        if self.number != attempts._number or attempts._done:
+            raise RuntimeError(
+                f"attempt {self.number} of {attempts._retry._name!r} is not the current attempt: enter the attempt "
+                "the loop has just handed out"
+            )
+        if self._entered:
+            raise RuntimeError(
+                f"attempt {self.number} of {attempts._retry._name!r} was already entered: use each attempt in one "
+                "'with attempt:' block"
+            )
+        self._entered = True
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -72,6 +92,7 @@ class Attempt:
         return self._attempts._finish(self.number, exc)
 
     async def __aenter__(self) -> Attempt:
+        self._enter()
         return self
 
     async def __aexit__(
