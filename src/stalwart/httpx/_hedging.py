@@ -7,8 +7,8 @@ body read ahead is sent like this when ``ResilienceConfig.hedge`` is set:
   another starts every ``hedge.delay`` seconds, up to ``hedge.max_hedged`` extra attempts. Each extra attempt needs
   ``budget.try_acquire_retry()`` from the origin's retry budget (a refusal emits ``RetryBudgetExhausted`` and
   ``CallRejected`` and ends the hedging), and emits ``HedgeStarted(origin name, attempt, elapsed, "delay")`` when it
-  starts; none starts once the ambient deadline is closer than the delay, or after an attempt was rejected locally
-  (open circuit, full bulkhead).
+  starts; none starts once the ambient deadline is closer than the delay, after an attempt was rejected locally
+  (open circuit, full bulkhead), or while the bulkhead has no free slot (a hedge never queues).
 * **The first final answer wins**: a response that is not retryable (a success, a 4xx), or an exception that is not
   a transient error. The attempts still running are cancelled and awaited, and their responses closed; nothing
   outlives the call. A retryable outcome (a retryable status, a response ``on_result`` rejects, a transient error,
@@ -261,6 +261,12 @@ class _Call:
             return False
         breaker = self.origin.breaker
         if breaker is not None and breaker.state in _REJECTING:
+            return False
+        bulkhead = self.bulkhead
+        if bulkhead is not None and bulkhead.statistics().available <= 0:
+            # A hedge is opportunistic: queued behind its own primary it would send nothing until the primary ended
+            # (then acting as a retry without backoff) and take a queue place from other callers. No slot free now:
+            # no hedge, and no budget token drawn for it.
             return False
         budget = self.origin.budget
         if budget is not None and not budget.try_acquire_retry():
