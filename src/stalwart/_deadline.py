@@ -11,11 +11,8 @@ cancellation the scope caused is converted; a cancellation from outside propagat
 scope cannot pre-empt running code: it sets the ambient deadline that stalwart's policies (and the httpx
 transport's timeouts) respect.
 
-Internally, every scope also keeps a record (the ambient deadline before it) in a chain of the open scopes of its
-context, held in a context variable of its own, so that scopes closed out of order restore what was there before
-the first of them, never the deadline of a scope already closed; readers see only the ambient deadline's variable.
-An async scope that enforces a deadline (a ``deadline`` scope, a :class:`~stalwart.Timeout`) also records itself in
-another context variable, so that a nested scope whose limit is looser than an already enforced
+Internally, an async scope that enforces a deadline (a ``deadline`` scope, a :class:`~stalwart.Timeout`) also
+records itself in a second context variable, so that a nested scope whose limit is looser than an already enforced
 ambient deadline schedules nothing: the enclosing scope's expiry is that scope's own error. A nested scope does
 enforce a tighter ambient deadline that nobody enforces in this task (set by a sync scope, or inherited by a child
 task).
@@ -29,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import math
 from asyncio import current_task, get_running_loop
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -119,101 +116,6 @@ _current: ContextVar[Deadline | None] = ContextVar("stalwart_deadline", default=
 _enforcer: ContextVar[AsyncScope | None] = ContextVar("stalwart_deadline_enforcer", default=None)
 
 
-class _Record:
-    """One open (or closed, not yet unwound) scope in the chain of the open scopes of a context.
-
-    Readers never see it: ``_current`` alone holds the ambient deadline. A record is never changed once it is in a
-    chain (a child task's copied context shares it): closing a scope that is not the innermost one replaces it, and
-    the records above it, with copies in this context's chain only. ``key`` is the original record of the scope.
-    ``abandoned`` is the one exception: set on the original when the scope is exited in another Context (an
-    abandoned generator closed by the event loop or the garbage collector), it counts as closed in the context that
-    holds the record; for an async scope, only in the scope's own ``task`` (not in a child task that inherited it).
-    """
-
-    __slots__ = ("abandoned", "before", "closed", "enforcer", "key", "outer", "task")
-
-    def __init__(  # noqa: PLR0917 - internal
-        self,
-        before: Deadline | None,
-        enforcer: AsyncScope | None,
-        outer: _Record | None,
-        closed: bool,
-        key: _Record | None,
-        task: asyncio.Task[object] | None,
-    ) -> None:
-        self.before = before  # the ambient deadline before this scope was entered
-        self.enforcer = enforcer  # the enforcing async scope before this scope was entered
-        self.outer = outer
-        self.closed = closed
-        self.key = self if key is None else key
-        self.task = task
-        self.abandoned = False
-
-
-_scopes: ContextVar[_Record | None] = ContextVar("stalwart_deadline_scopes", default=None)
-
-
-def _push(before: Deadline | None, task: asyncio.Task[object] | None = None) -> _Record:
-    """Record a scope being entered (before it sets anything); returns its key for :func:`_pop`."""
-    record = _Record(before, _enforcer.get(), _scopes.get(), False, None, task)
-    _scopes.set(record)
-    return record
-
-
-def _closed(record: _Record) -> bool:
-    """Closed in this context's chain, or exited in another Context (only the owning task, for an async scope)."""
-    if record.closed:
-        return True
-    if not record.key.abandoned:
-        return False
-    if record.task is None:
-        return True
-    try:
-        return current_task() is record.task
-    except RuntimeError:  # no running event loop: not the task's context
-        return False
-
-
-def _leave(record: _Record) -> None:
-    """Close a sync scope; exited in another Context (an abandoned generator), it restores nothing there."""
-    if not _pop(record):
-        record.abandoned = True  # the owning context unwinds it when a scope around it closes
-
-
-def _pop(key: _Record) -> bool:
-    """Close the scope recorded as ``key`` and restore what the closed scopes at the top of the chain replaced.
-
-    When the scope is the innermost open one, the ambient deadline (and enforcer) become what they were before the
-    lowest closed record of the run above the innermost scope still open; otherwise the scope is only marked closed
-    (its value is restored, or dropped, when the scopes inside it close). Returns False when the scope is not open in
-    this context (exited in another Context): nothing is changed.
-    """
-    found = _scopes.get()
-    above: list[_Record] = []
-    while found is not None and found.key is not key:  # usually none: the innermost scope closes
-        above.append(found)
-        found = found.outer
-    if found is None or found.closed:
-        return False
-    if above and not all(_closed(record) for record in above):
-        # Not the innermost open scope: mark it closed in this context's chain only (copies, so that a child task
-        # sharing the records keeps seeing it open).
-        chain = _Record(found.before, found.enforcer, found.outer, True, found.key, found.task)
-        for record in reversed(above):
-            chain = _Record(record.before, record.enforcer, chain, record.closed, record.key, record.task)
-        _scopes.set(chain)
-        return True
-    restore: _Record = found
-    below = found.outer
-    while below is not None and _closed(below):
-        restore = below
-        below = below.outer
-    _scopes.set(below)
-    _current.set(restore.before)
-    _enforcer.set(restore.enforcer)
-    return True
-
-
 def current_deadline() -> Deadline | None:
     """The ambient deadline of the current context, or ``None`` when no scope is active."""
     return _current.get()
@@ -240,24 +142,29 @@ class without_deadline:  # noqa: N801 - a context manager used like a function, 
     leaving it restores the enclosing deadline.
     """
 
-    __slots__ = ("_record",)
+    __slots__ = ("_enforcer_token", "_token")
 
     def __init__(self) -> None:
-        self._record: _Record | None = None
+        self._token: Token[Deadline | None] | None = None
+        self._enforcer_token: Token[AsyncScope | None] | None = None
 
     def __enter__(self) -> None:
-        if self._record is not None:
+        if self._token is not None:
             raise RuntimeError("without_deadline() cannot be entered twice at once")
-        self._record = _push(_current.get())
-        _current.set(None)
-        _enforcer.set(None)
+        self._token = _current.set(None)
+        self._enforcer_token = _enforcer.set(None)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._record is not None:
-            record, self._record = self._record, None
-            _leave(record)
+        if self._token is not None and self._enforcer_token is not None:
+            token, enforcer_token = self._token, self._enforcer_token
+            self._token = self._enforcer_token = None
+            try:
+                _enforcer.reset(enforcer_token)
+                _current.reset(token)
+            except ValueError:  # closed in another Context (an abandoned generator): nothing to restore there
+                pass
 
 
 def _left(ambient: Deadline, clock: Clock, now: float) -> float:
@@ -310,7 +217,7 @@ class AsyncScope:
         expired: True once the timer fired and cancelled the task.
     """
 
-    __slots__ = ("cancelling", "deadline", "expired", "handle", "limit", "own", "record", "task")
+    __slots__ = ("cancelling", "deadline", "enforcer_token", "expired", "handle", "limit", "own", "task", "token")
 
     def __init__(  # noqa: PLR0917 - internal, called positionally on the hot path
         self,
@@ -319,19 +226,17 @@ class AsyncScope:
         deadline: Deadline,
         limit: float,
         own: bool,
-        before: Deadline | None,
+        token: Token[Deadline | None] | None,
     ) -> None:
         self.task = task
         self.deadline = deadline
         self.limit = limit
         self.own = own
+        self.token = token
         self.expired = False
         self.cancelling = task.cancelling()
         self.handle = loop.call_later(limit, self._expire)
-        self.record = _push(before, task)
-        if own:
-            _current.set(deadline)
-        _enforcer.set(self)
+        self.enforcer_token = _enforcer.set(self)
 
     def _expire(self) -> None:
         self.expired = True
@@ -344,14 +249,16 @@ class AsyncScope:
             DeadlineExceeded: the timer fired and the cancellation it caused (and only that one) ended the body.
         """
         self.handle.cancel()
-        if current_task() is not self.task or not _pop(self.record):
+        try:
+            _enforcer.reset(self.enforcer_token)
+        except ValueError:
             # Exited in another Context: the scope straddled a ``yield`` of an async generator that its consumer
             # abandoned, and the event loop's finalizer closes it in a task of its own. The timer is cancelled (a
             # cancelled handle also marks the scope inactive for the consumer, whose context still holds it); the
-            # consumer's context cannot be restored from here, and its task must not be uncancelled from here. The
-            # record is marked abandoned: the consumer's task unwinds it as closed when a scope around it closes.
-            self.record.abandoned = True
+            # consumer's context cannot be restored from here, and its task must not be uncancelled from here.
             return
+        if self.token is not None:
+            _current.reset(self.token)
         # Only the cancellation this scope caused becomes DeadlineExceeded (as asyncio.timeout does): a
         # cancellation requested from outside as well leaves the count above the level seen on entry.
         if self.expired and self.task.uncancel() <= self.cancelling and isinstance(exc, asyncio.CancelledError):
@@ -388,15 +295,16 @@ def enter_async_scope(seconds: float, clock: Clock, *, fail_fast: bool) -> Async
                 raise _exceeded(0.0)
             if _enforces(_enforcer.get(), ambient, task):
                 return None
-            return AsyncScope(loop, task, ambient, left if left > 0.0 else 0.0, False, ambient)
-    return AsyncScope(loop, task, _new_deadline(now + seconds, clock), seconds, True, ambient)
+            return AsyncScope(loop, task, ambient, left if left > 0.0 else 0.0, False, None)
+    mine = _new_deadline(now + seconds, clock)
+    return AsyncScope(loop, task, mine, seconds, True, _current.set(mine))
 
 
-def enter_sync_scope(seconds: float, clock: Clock) -> object | None:
+def enter_sync_scope(seconds: float, clock: Clock) -> Token[Deadline | None] | None:
     """Set the ambient deadline to ``min(seconds from now, the ambient deadline)`` for sync code.
 
-    Returns the (opaque) token to pass to :func:`exit_sync_scope`, or ``None`` when the ambient deadline is already
-    the tighter one (nothing to set). Internal API shared by ``Timeout.call`` and ``AdaptiveTimeout.call``.
+    Returns the token to pass to :func:`exit_sync_scope`, or ``None`` when the ambient deadline is already the
+    tighter one (nothing to set). Internal API shared by ``Timeout.call`` and ``AdaptiveTimeout.call``.
 
     Raises:
         DeadlineExceeded: the ambient deadline has already passed (the call is not started).
@@ -409,15 +317,13 @@ def enter_sync_scope(seconds: float, clock: Clock) -> object | None:
             if left <= 0.0:
                 raise _exceeded(0.0)
             return None
-    record = _push(ambient)
-    _current.set(_new_deadline(now + seconds, clock))
-    return record
+    return _current.set(_new_deadline(now + seconds, clock))
 
 
-def exit_sync_scope(token: object | None) -> None:
-    """Close the scope entered by :func:`enter_sync_scope` (see :func:`_pop` for what is restored)."""
-    if type(token) is _Record:
-        _leave(token)
+def exit_sync_scope(token: Token[Deadline | None] | None) -> None:
+    """Restore the ambient deadline saved by :func:`enter_sync_scope`."""
+    if token is not None:
+        _current.reset(token)
 
 
 class deadline:  # noqa: N801 - a context manager used like a function, as contextlib's are
@@ -439,12 +345,7 @@ class deadline:  # noqa: N801 - a context manager used like a function, as conte
     such a generator where it is consumed (``async with contextlib.aclosing(gen()) as items:``), or keep the scope
     inside one step of the generator. A generator abandoned mid-scope is closed later by the event loop in a task of
     its own: the timer is then cancelled and the scope stops enforcing anything, but the consumer's context still
-    shows its deadline until a scope around it, or entered after it, closes (trio and PEP 789 forbid such yields for
-    this reason).
-
-    Scopes may close out of order (such a generator closed inside a later scope): while scopes are open the ambient
-    deadline is that of the innermost one still open, and once all have closed it is what it was before the first;
-    a closed scope's deadline never comes back.
+    shows its deadline (trio and PEP 789 forbid such yields for this reason).
 
     Raises:
         ValueError: ``seconds`` is negative or NaN.
@@ -452,12 +353,12 @@ class deadline:  # noqa: N801 - a context manager used like a function, as conte
         DeadlineExceeded: (async form) the deadline expired inside the scope.
     """
 
-    __slots__ = ("_clock", "_deadline", "_entered", "_record", "_scope", "_seconds")
+    __slots__ = ("_clock", "_deadline", "_entered", "_scope", "_seconds", "_token")
 
     def __init__(self, seconds: float | timedelta | None, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._seconds = math.inf if seconds is None else to_seconds(seconds, "seconds", allow_inf=True)
         self._clock = check_clock(clock)
-        self._record: _Record | None = None
+        self._token: Token[Deadline | None] | None = None
         self._deadline: Deadline | None = None
         self._scope: AsyncScope | None = None
         self._entered = False
@@ -484,39 +385,34 @@ class deadline:  # noqa: N801 - a context manager used like a function, as conte
             if outer is None or seconds < outer.at - (now if outer.clock is clock else outer.clock.monotonic()):
                 effective = _new_deadline(now + seconds, clock)
         self._deadline = effective
-        self._record = _push(outer)
-        _current.set(effective)
+        self._token = _current.set(effective)
         return effective
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._record is not None:
-            record, self._record = self._record, None
-            _leave(record)
+        if self._token is not None:
+            token, self._token = self._token, None
+            try:
+                _current.reset(token)
+            except ValueError:  # closed in another Context (an abandoned generator): nothing to restore there
+                pass
 
     async def __aenter__(self) -> Deadline | None:
         self._check_once()
-        if not math.isinf(self._seconds):
-            # The body may be given no time at all (an expired ambient deadline): it is entered and cancelled at its
-            # first await, as with asyncio.timeout.
-            self._scope = scope = enter_async_scope(self._seconds, self._clock, fail_fast=False)
-            if scope is not None:
-                self._deadline = scope.deadline
-                return self._deadline
-        # Nothing to enforce: the scope still takes its place in the chain, so that an enclosing scope closed before
-        # it (a generator's) leaves the ambient deadline as it is until this one closes.
-        self._deadline = ambient = _current.get()
-        self._record = _push(ambient)
-        return ambient
+        if math.isinf(self._seconds):
+            self._deadline = _current.get()
+            return self._deadline
+        # The body may be given no time at all (an expired ambient deadline): it is entered and cancelled at its
+        # first await, as with asyncio.timeout.
+        self._scope = scope = enter_async_scope(self._seconds, self._clock, fail_fast=False)
+        self._deadline = _current.get() if scope is None else scope.deadline
+        return self._deadline
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        scope, record = self._scope, self._record
+        scope = self._scope
         if scope is not None:
             self._scope = None
             scope.exit(exc)
-        elif record is not None:
-            self._record = None
-            _leave(record)
