@@ -14,7 +14,6 @@ sample at the timeout value, so the estimate grows when the service slows down.
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import threading
@@ -30,7 +29,7 @@ from ._config import check_int, to_float, to_seconds
 from ._deadline import current_deadline, enter_async_scope, enter_sync_scope, exit_sync_scope
 from ._exceptions import DeadlineExceeded
 from ._latency_window import LatencyWindow, new_window
-from ._policy import Policy, refuse_coroutine, refuse_not_awaitable
+from ._policy import Policy, refuse_coroutine, refuse_if_not_awaited
 
 __all__ = ["AdaptiveTimeout", "AdaptiveTimeoutKey"]
 
@@ -288,8 +287,7 @@ class AdaptiveTimeout(Policy):
                     # Code inside gave up at this timeout's deadline before the timer cancelled it (a child task's
                     # scope clamped to it, a policy refusing to start past it): cut by this timeout all the same.
                     self.record(limit, key)
-            if awaitable is not fn and type(exc) is TypeError and not inspect.isawaitable(awaitable):
-                refuse_not_awaitable(awaitable, self, fn, exc)  # a usage error: not a sample
+            refuse_if_not_awaited(awaitable, fn, self, exc)  # a usage error: not a sample
             raise
         if scope is not None:
             scope.exit(None)

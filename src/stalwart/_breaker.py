@@ -30,7 +30,6 @@ a hook, is the one case left: no pure-Python code can close that window.)
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random as _random
 import threading
@@ -55,7 +54,7 @@ from ._breaker_wrap import decorate
 from ._clock import SYSTEM_CLOCK, Clock
 from ._events import CallRejected, CircuitCallRecorded, CircuitRateExceeded, CircuitStateChanged, emit
 from ._exceptions import CircuitOpenError, Rejected
-from ._policy import Policy, refuse_coroutine, refuse_not_awaitable
+from ._policy import Policy, refuse_coroutine, refuse_if_not_awaited
 from ._types import NEVER_HANDLED, ExceptionPredicate, ExceptionSpec, compile_exception_spec, is_never_handled
 from ._windows import TimeWindow, Window
 
@@ -486,9 +485,11 @@ class CircuitBreaker(Policy):
             awaitable = fn(*args, **kwargs)
             result: T = await awaitable
         except BaseException as exc:
-            if awaitable is not fn and type(exc) is TypeError and not inspect.isawaitable(awaitable):
+            try:
+                refuse_if_not_awaited(awaitable, fn, self, exc)
+            except TypeError:
                 self._give_back(permit)  # a usage error: no outcome for the dependency
-                refuse_not_awaitable(awaitable, self, fn, exc)
+                raise
             self._record_exception(permit, exc, start)
             raise
         if start is None and self._plain:

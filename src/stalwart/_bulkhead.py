@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import math
 import threading
 from asyncio import get_running_loop
@@ -35,7 +34,7 @@ from ._config import check_int, to_seconds_or_none
 from ._deadline import ambient_enforced, current_deadline
 from ._events import CallRejected, emit, hooks_installed
 from ._exceptions import BulkheadFullError
-from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_not_awaitable
+from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_if_not_awaited
 
 __all__ = ["Bulkhead", "BulkheadStatistics"]
 
@@ -418,8 +417,7 @@ class Bulkhead(Policy):
             result: T = await awaitable
             return result
         except TypeError as exc:
-            if awaitable is not fn and not inspect.isawaitable(awaitable):
-                refuse_not_awaitable(awaitable, self, fn, exc)
+            refuse_if_not_awaited(awaitable, fn, self, exc)
             raise
         finally:
             self.release()

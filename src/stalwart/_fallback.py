@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from ._policy import Policy, check_decoratable, is_async_callable, refuse_coroutine, refuse_not_awaitable
+from ._policy import Policy, check_decoratable, is_async_callable, refuse_coroutine, refuse_if_not_awaited
 from ._types import ExceptionSpec, compile_exception_spec
 
 __all__ = ["Fallback"]
@@ -86,14 +86,13 @@ class Fallback(Policy):
             TypeError: ``fn`` returned something that is not awaitable (a sync function belongs in :meth:`call`);
                 never answered by the fallback, whatever ``on`` says.
         """
-        awaitable: Any = _MISSING
+        awaitable: Any = fn  # until fn returns
         try:
             awaitable = fn(*args, **kwargs)
             result: T = await awaitable
             return result
         except BaseException as exc:
-            if awaitable is not _MISSING and not inspect.isawaitable(awaitable):
-                refuse_not_awaitable(awaitable, self, fn, exc)
+            refuse_if_not_awaited(awaitable, fn, self, exc)
             if not self._matches(exc):
                 raise
             handler = self._handler

@@ -20,7 +20,6 @@ the memory held is at most ``max_idle_keys`` compartments (``0``: none).
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
@@ -33,7 +32,7 @@ from ._config import check_int
 from ._events import CallRejected, emit, hooks_installed
 from ._keyed_bulkhead_parts import CompartmentFullError, KeyedBulkheadStatistics, _Hold
 from ._keyed_bulkhead_wrap import wrap_async, wrap_sync
-from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_not_awaitable
+from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_if_not_awaited
 
 __all__ = ["CompartmentFullError", "KeyedBulkhead", "KeyedBulkheadStatistics"]
 
@@ -304,8 +303,7 @@ class KeyedBulkhead(Policy):
             result: T = await awaitable
             return result
         except TypeError as exc:
-            if awaitable is not fn and not inspect.isawaitable(awaitable):
-                refuse_not_awaitable(awaitable, self, fn, exc)
+            refuse_if_not_awaited(awaitable, fn, self, exc)
             raise
         finally:
             shared.release()

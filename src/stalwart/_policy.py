@@ -133,6 +133,20 @@ def refuse_not_awaitable(value: object, policy: object, fn: object, error: BaseE
     ) from error
 
 
+def refuse_if_not_awaited(awaitable: object, fn: object, policy: object, error: BaseException) -> None:
+    """Raise the usage error when ``error`` came from awaiting what ``fn`` returned and that is not awaitable.
+
+    The async entry points hold ``awaitable = fn`` until ``fn`` returns (a function is never what it returns), so
+    ``awaitable is fn`` means ``fn`` itself raised: its error is the call's, and this returns.
+
+    Raises:
+        TypeError: a :class:`~stalwart._types.MisuseError` (see :func:`refuse_not_awaitable`), when ``fn`` returned
+            something that is not awaitable.
+    """
+    if awaitable is not fn and isinstance(error, TypeError) and not inspect.isawaitable(awaitable):
+        refuse_not_awaitable(awaitable, policy, fn, error)
+
+
 def refuse_coroutine(result: object, policy: object, fn: object) -> NoReturn:
     """Close a coroutine that a sync entry point received from ``fn``, and raise.
 

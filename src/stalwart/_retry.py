@@ -7,7 +7,6 @@ line by line against each other.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random as _random
 import sys
@@ -21,7 +20,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._config import to_seconds, to_seconds_or_none
 from ._deadline import current_deadline
 from ._events import RetryGaveUp, RetryScheduled, emit, emit_budget_refusal, hooks_installed
-from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_not_awaitable
+from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_if_not_awaited
 from ._retry_block import Attempts, cancellation_requested, raise_cancelled
 from ._retry_policy import (
     DEFAULT_BACKOFF,
@@ -47,7 +46,6 @@ logger = logging.getLogger("stalwart")
 
 DEFAULT_MAX_ATTEMPTS = 3
 UNLIMITED_ATTEMPTS = sys.maxsize  # ``stop`` given without ``max_attempts``: the stop condition decides
-_NOT_CALLED: Any = object()  # the async loops' "fn has not returned yet" (any value, None included, is a return)
 
 
 class Retry(Policy):
@@ -236,13 +234,12 @@ class Retry(Policy):
                 raised at once, whatever ``on`` says: calling ``fn`` again would not make its result awaitable.
         """
         start = self._clock.monotonic()
-        awaitable: Awaitable[T] = _NOT_CALLED
+        awaitable: Any = fn  # until fn returns
         try:
             awaitable = fn(*args, **kwargs)
-            result = await awaitable
+            result: T = await awaitable
         except BaseException as e:
-            if awaitable is not _NOT_CALLED and not inspect.isawaitable(awaitable):
-                refuse_not_awaitable(awaitable, self, fn, e)
+            refuse_if_not_awaited(awaitable, fn, self, e)
             if not self._should_retry(e):
                 raise
             failure = e
@@ -348,15 +345,14 @@ class Retry(Policy):
             previous = decision.backoff_delay
             await asleep(decision.delay)
             attempt += 1
-            awaitable: Any = _NOT_CALLED
+            awaitable: Any = fn  # until fn returns
             try:
                 awaitable = fn(*args, **kwargs)
                 result = await awaitable
             except BaseException as e:
                 if isinstance(e, NEVER_HANDLED):
                     raise
-                if awaitable is not _NOT_CALLED and not inspect.isawaitable(awaitable):
-                    refuse_not_awaitable(awaitable, self, fn, e)
+                refuse_if_not_awaited(awaitable, fn, self, e)
                 exc, result = e, None
                 retryable = should_retry(e)
             else:

@@ -21,7 +21,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._config import check_clock, to_seconds
 from ._deadline import enter_async_scope, enter_sync_scope, exit_sync_scope
 from ._exceptions import DeadlineExceeded
-from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_not_awaitable
+from ._policy import Policy, check_decoratable, refuse_coroutine, refuse_if_not_awaited
 
 __all__ = ["Timeout", "with_timeout"]
 
@@ -102,8 +102,7 @@ class Timeout(Policy):
         except BaseException as exc:
             if scope is not None:
                 scope.exit(exc)
-            if awaitable is not fn and type(exc) is TypeError and not inspect.isawaitable(awaitable):
-                refuse_not_awaitable(awaitable, self, fn, exc)
+            refuse_if_not_awaited(awaitable, fn, self, exc)
             raise
         if scope is not None:  # None: a tighter ambient deadline, enforced by an enclosing scope
             scope.exit(None)
